@@ -1,0 +1,57 @@
+//! Legacy PC devices on port I/O: the 16550A serial port and the i8042
+//! keyboard controller, both built on `vm-superio`.
+
+use std::io;
+
+use vm_superio::Trigger;
+use vmm_sys_util::eventfd::EventFd;
+
+mod i8042;
+mod serial;
+
+pub use i8042::I8042;
+pub use serial::Serial;
+
+/// Errors from the legacy devices.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Writing to the serial port's interrupt eventfd failed.
+    #[error("Failed to signal the serial interrupt eventfd")]
+    SerialInterrupt(#[source] io::Error),
+    /// The serial port's host side failed.
+    #[error("Serial port I/O failed")]
+    SerialIo(#[source] io::Error),
+    /// Writing to the i8042's keyboard interrupt eventfd failed.
+    #[error("Failed to signal the i8042 keyboard interrupt eventfd")]
+    KbdInterrupt(#[source] io::Error),
+    /// The i8042 keyboard buffer cannot take a whole key sequence.
+    #[error("The i8042 keyboard buffer has room for {free} bytes but {needed} are needed")]
+    KbdBufferFull {
+        /// Bytes the sequence needs.
+        needed: usize,
+        /// Bytes still free in the buffer.
+        free: usize,
+    },
+}
+
+/// A `vm-superio` trigger that adds one to an eventfd.
+///
+/// The VMM holds a clone of the eventfd and registers it as an irqfd (or
+/// watches it in its event loop), so a trigger becomes an interrupt edge (or a
+/// reset request).
+#[derive(Debug)]
+pub(crate) struct EventFdTrigger(EventFd);
+
+impl EventFdTrigger {
+    pub(crate) fn new(evt: EventFd) -> Self {
+        Self(evt)
+    }
+}
+
+impl Trigger for EventFdTrigger {
+    type E = io::Error;
+
+    fn trigger(&self) -> io::Result<()> {
+        self.0.write(1)
+    }
+}

@@ -1,0 +1,322 @@
+//! 16550A UART on `vm-superio`, with its interrupt on an eventfd.
+
+use std::fmt;
+use std::io::Write;
+
+use log::Level;
+use vm_superio::serial::NoEvents;
+use vmm_sys_util::eventfd::EventFd;
+
+use super::{Error, EventFdTrigger};
+use crate::bus::BusDevice;
+use crate::ratelimit::log_ratelimited;
+
+/// What the guest reads from a register it may not access that way.
+const UNHANDLED_READ: u8 = 0xff;
+
+type Uart = vm_superio::Serial<EventFdTrigger, NoEvents, Box<dyn Write + Send>>;
+
+/// A 16550A serial port.
+///
+/// Guest output goes to a host writer, flushed after every byte so console
+/// output is never held back; host input is queued into the receive FIFO with
+/// [`Serial::enqueue_input`]. Interrupts (receive data available, transmit
+/// holding register empty) are raised by writing to the eventfd given to
+/// [`Serial::new`], which the VMM registers as the irqfd of the port's IRQ.
+pub struct Serial {
+    uart: Uart,
+}
+
+impl fmt::Debug for Serial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Serial")
+            .field("fifo_capacity", &self.fifo_capacity())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Serial {
+    /// Length of the port range the UART decodes: eight byte-wide registers,
+    /// THR/RBR at offset 0 through SCR at offset 7.
+    pub const PORT_RANGE_LEN: u64 = 8;
+
+    /// Creates a serial port that signals `interrupt` and writes guest output
+    /// to `out`.
+    ///
+    /// Nothing can fail today; the `Result` leaves room for setup that can.
+    pub fn new(interrupt: EventFd, out: Box<dyn Write + Send>) -> Result<Self, Error> {
+        // `vm_superio::Serial::write` flushes `out` after every byte written to
+        // THR, so the writer needs no wrapper for timely console output.
+        let uart = vm_superio::Serial::new(EventFdTrigger::new(interrupt), out);
+        Ok(Self { uart })
+    }
+
+    /// Queues host input for the guest to read from RBR.
+    ///
+    /// Accepts as many leading bytes of `bytes` as the receive FIFO has room
+    /// for and returns that count; 0 when the FIFO is full (the caller keeps the
+    /// rest and retries once the guest has drained the FIFO) or when the guest
+    /// has the UART in loopback mode. Raises the receive interrupt if the guest
+    /// enabled it.
+    pub fn enqueue_input(&mut self, bytes: &[u8]) -> Result<usize, Error> {
+        match self.uart.enqueue_raw_bytes(bytes) {
+            Ok(accepted) => Ok(accepted),
+            Err(vm_superio::serial::Error::FullFifo) => Ok(0),
+            Err(vm_superio::serial::Error::Trigger(e)) => Err(Error::SerialInterrupt(e)),
+            Err(vm_superio::serial::Error::IOError(e)) => Err(Error::SerialIo(e)),
+        }
+    }
+
+    /// Free space in the receive FIFO, in bytes.
+    pub fn fifo_capacity(&self) -> usize {
+        self.uart.fifo_capacity()
+    }
+
+    /// Maps a bus access to a register index, if it is a 1-byte access to one
+    /// of the UART's registers.
+    fn register(offset: u64, width: usize) -> Option<u8> {
+        if width != 1 || offset >= Self::PORT_RANGE_LEN {
+            return None;
+        }
+        u8::try_from(offset).ok()
+    }
+}
+
+impl BusDevice for Serial {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        match Self::register(offset, data.len()) {
+            Some(reg) => data[0] = self.uart.read(reg),
+            None => {
+                log_ratelimited!(
+                    Level::Debug,
+                    "Serial read at offset {offset:#x} of {} bytes ignored",
+                    data.len()
+                );
+                data.fill(UNHANDLED_READ);
+            }
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        let Some(reg) = Self::register(offset, data.len()) else {
+            log_ratelimited!(
+                Level::Debug,
+                "Serial write at offset {offset:#x} of {} bytes ignored",
+                data.len()
+            );
+            return;
+        };
+        if let Err(e) = self.uart.write(reg, data[0]) {
+            // The byte is lost (output writer failed) or the interrupt was not
+            // raised; neither is the guest's fault, and neither may stop it.
+            log_ratelimited!(Level::Warn, "Serial write to register {reg}: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::{Arc, Mutex};
+
+    use vmm_sys_util::eventfd::EFD_NONBLOCK;
+
+    use super::*;
+
+    const THR: u64 = 0;
+    const RBR: u64 = 0;
+    const IER: u64 = 1;
+    const IIR: u64 = 2;
+    const LCR: u64 = 3;
+    const MCR: u64 = 4;
+    const LSR: u64 = 5;
+    const SCR: u64 = 7;
+    const IER_RX_DATA: u8 = 0x01;
+    const IIR_RX_DATA: u8 = 0x04;
+    const LSR_DATA_READY: u8 = 0x01;
+    const LSR_THR_EMPTY: u8 = 0x20;
+    const MCR_LOOPBACK: u8 = 0x10;
+
+    /// A writer whose bytes the test can inspect after handing it away.
+    #[derive(Clone, Default)]
+    struct SharedBuffer(Arc<Mutex<Vec<u8>>>);
+
+    impl SharedBuffer {
+        fn contents(&self) -> Vec<u8> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    impl Write for SharedBuffer {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A writer that always fails, like stdout after the terminal went away.
+    struct BrokenWriter;
+
+    impl Write for BrokenWriter {
+        fn write(&mut self, _buf: &[u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+    }
+
+    fn serial() -> (Serial, EventFd, SharedBuffer) {
+        let irq = EventFd::new(EFD_NONBLOCK).unwrap();
+        let out = SharedBuffer::default();
+        let serial = Serial::new(irq.try_clone().unwrap(), Box::new(out.clone())).unwrap();
+        (serial, irq, out)
+    }
+
+    fn read_reg(serial: &mut Serial, offset: u64) -> u8 {
+        let mut data = [0u8; 1];
+        serial.read(offset, &mut data);
+        data[0]
+    }
+
+    fn was_signalled(evt: &EventFd) -> bool {
+        evt.read().is_ok()
+    }
+
+    #[test]
+    fn serial_guest_writes_thr_bytes_appear_in_output() {
+        let (mut serial, _irq, out) = serial();
+
+        for byte in b"hi\n" {
+            serial.write(THR, &[*byte]);
+        }
+
+        assert_eq!(out.contents(), b"hi\n");
+    }
+
+    #[test]
+    fn serial_enqueued_input_read_back_through_rbr() {
+        let (mut serial, _irq, _out) = serial();
+        assert_eq!(read_reg(&mut serial, LSR) & LSR_DATA_READY, 0);
+
+        assert_eq!(serial.enqueue_input(b"ok").unwrap(), 2);
+
+        let mut received = Vec::new();
+        while read_reg(&mut serial, LSR) & LSR_DATA_READY != 0 {
+            received.push(read_reg(&mut serial, RBR));
+        }
+        assert_eq!(received, b"ok");
+    }
+
+    #[test]
+    fn serial_rx_interrupt_enabled_input_signals_eventfd() {
+        let (mut serial, irq, _out) = serial();
+        serial.write(IER, &[IER_RX_DATA]);
+        assert!(!was_signalled(&irq));
+
+        serial.enqueue_input(b"x").unwrap();
+
+        assert!(was_signalled(&irq));
+        assert_eq!(read_reg(&mut serial, IIR) & IIR_RX_DATA, IIR_RX_DATA);
+    }
+
+    #[test]
+    fn serial_rx_interrupt_disabled_input_not_signalled() {
+        let (mut serial, irq, _out) = serial();
+
+        serial.enqueue_input(b"x").unwrap();
+
+        assert!(!was_signalled(&irq));
+    }
+
+    #[test]
+    fn serial_input_beyond_fifo_capacity_partially_accepted() {
+        let (mut serial, _irq, _out) = serial();
+        let capacity = serial.fifo_capacity();
+        let input = vec![b'a'; capacity + 10];
+
+        assert_eq!(serial.enqueue_input(&input).unwrap(), capacity);
+        assert_eq!(serial.fifo_capacity(), 0);
+        assert_eq!(serial.enqueue_input(b"more").unwrap(), 0);
+
+        read_reg(&mut serial, RBR);
+        assert_eq!(serial.fifo_capacity(), 1);
+        assert_eq!(serial.enqueue_input(b"more").unwrap(), 1);
+    }
+
+    #[test]
+    fn serial_empty_input_accepts_nothing() {
+        let (mut serial, irq, _out) = serial();
+        serial.write(IER, &[IER_RX_DATA]);
+
+        assert_eq!(serial.enqueue_input(&[]).unwrap(), 0);
+
+        assert!(!was_signalled(&irq));
+    }
+
+    #[test]
+    fn serial_loopback_mode_input_not_accepted() {
+        let (mut serial, _irq, _out) = serial();
+        serial.write(MCR, &[MCR_LOOPBACK]);
+
+        assert_eq!(serial.enqueue_input(b"x").unwrap(), 0);
+    }
+
+    #[test]
+    fn serial_broken_output_write_does_not_panic() {
+        let irq = EventFd::new(EFD_NONBLOCK).unwrap();
+        let mut serial = Serial::new(irq, Box::new(BrokenWriter)).unwrap();
+
+        serial.write(THR, b"x");
+
+        assert_eq!(read_reg(&mut serial, LSR) & LSR_THR_EMPTY, LSR_THR_EMPTY);
+    }
+
+    #[test]
+    fn serial_registers_read_back_written_values() {
+        let (mut serial, _irq, _out) = serial();
+        serial.write(SCR, &[0x5a]);
+        serial.write(LCR, &[0x1b]);
+        assert_eq!(read_reg(&mut serial, SCR), 0x5a);
+        assert_eq!(read_reg(&mut serial, LCR), 0x1b);
+    }
+
+    #[test]
+    fn serial_bad_offsets_and_widths_ignored() {
+        let (mut serial, _irq, out) = serial();
+        serial.write(SCR, &[0x5a]);
+
+        for width in [0usize, 2, 4, 8, 9, 64] {
+            let mut data = vec![0u8; width];
+            serial.read(THR, &mut data);
+            assert!(data.iter().all(|&b| b == UNHANDLED_READ), "width {width}");
+            serial.write(THR, &vec![b'z'; width]);
+            serial.write(SCR, &vec![0u8; width]);
+        }
+        for offset in [Serial::PORT_RANGE_LEN, 0xff, 0x100, u64::MAX] {
+            let mut data = [0u8; 1];
+            serial.read(offset, &mut data);
+            assert_eq!(data, [UNHANDLED_READ], "offset {offset:#x}");
+            serial.write(offset, b"z");
+        }
+
+        assert!(out.contents().is_empty());
+        assert_eq!(read_reg(&mut serial, SCR), 0x5a);
+    }
+
+    #[test]
+    fn serial_every_register_every_value_does_not_panic() {
+        let (mut serial, _irq, _out) = serial();
+        for offset in 0..Serial::PORT_RANGE_LEN + 1 {
+            for value in 0..=u8::MAX {
+                serial.write(offset, &[value]);
+                read_reg(&mut serial, offset);
+            }
+        }
+    }
+}

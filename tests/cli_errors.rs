@@ -1,0 +1,233 @@
+//! Every user mistake gets one line naming the problem and a non-zero exit status,
+//! never a panic. These need /dev/kvm to exist (any KVM, no guest is booted).
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{asm, cabin_bin, run_cabin, scratch_dir, tiny_elf, write_file};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs cabin, expects exit status `code` and exactly one stderr line containing
+/// every fragment.
+fn expect_error(args: &[&str], code: i32, fragments: &[&str]) {
+    let (status, stdout, stderr) = run_cabin(args, TIMEOUT);
+    assert_eq!(status.code(), Some(code), "args {args:?}\nstderr: {stderr}");
+    assert_eq!(stdout, "", "args {args:?}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("RUST_BACKTRACE"), "{stderr}");
+    if code == 1 {
+        assert_eq!(stderr.lines().count(), 1, "not one line: {stderr}");
+        assert!(stderr.starts_with("cabin: "), "{stderr}");
+    }
+    for fragment in fragments {
+        assert!(
+            stderr.contains(fragment),
+            "{fragment:?} missing from: {stderr}"
+        );
+    }
+}
+
+fn good_kernel(name: &str) -> String {
+    let dir = scratch_dir(name);
+    let code = [asm::i8042_reset(), asm::halt_forever()].concat();
+    write_file(&dir, "tiny.elf", &tiny_elf(&code))
+}
+
+#[test]
+fn missing_kernel_is_named() {
+    expect_error(
+        &["run", "--kernel", "/nonexistent/vmlinux"],
+        1,
+        &["Kernel /nonexistent/vmlinux does not exist"],
+    );
+}
+
+#[test]
+fn directory_as_kernel_is_refused() {
+    expect_error(
+        &["run", "--kernel", "/tmp"],
+        1,
+        &["Kernel /tmp is not a regular file"],
+    );
+}
+
+#[test]
+fn garbage_kernel_lists_accepted_formats() {
+    let dir = scratch_dir("garbage");
+    let kernel = write_file(&dir, "garbage", &[0x42; 10000]);
+    expect_error(
+        &["run", "--kernel", &kernel],
+        1,
+        &["is not a kernel image", "ELF vmlinux", "bzImage"],
+    );
+}
+
+#[test]
+fn empty_kernel_lists_accepted_formats() {
+    let dir = scratch_dir("empty");
+    let kernel = write_file(&dir, "empty", b"");
+    expect_error(&["run", "--kernel", &kernel], 1, &["is not a kernel image"]);
+}
+
+#[test]
+fn missing_initrd_is_named() {
+    let kernel = good_kernel("noinitrd");
+    expect_error(
+        &[
+            "run",
+            "--kernel",
+            &kernel,
+            "--initrd",
+            "/nonexistent/initrd.gz",
+        ],
+        1,
+        &["Initrd /nonexistent/initrd.gz does not exist"],
+    );
+}
+
+#[test]
+fn initrd_larger_than_guest_memory_is_refused() {
+    let kernel = good_kernel("biginitrd");
+    let dir = scratch_dir("biginitrd-file");
+    let initrd = dir.join("big.img");
+    let file = std::fs::File::create(&initrd).unwrap();
+    file.set_len(200 << 20).unwrap(); // sparse: no disk used
+    expect_error(
+        &[
+            "run",
+            "--kernel",
+            &kernel,
+            "--initrd",
+            initrd.to_str().unwrap(),
+            "--memory",
+            "64",
+        ],
+        1,
+        &["does not fit in guest memory", "--memory"],
+    );
+}
+
+#[test]
+fn zero_memory_is_refused() {
+    let kernel = good_kernel("mem0");
+    expect_error(
+        &["run", "--kernel", &kernel, "--memory", "0"],
+        1,
+        &["Guest memory of 0 MiB is too small"],
+    );
+}
+
+#[test]
+fn memory_beyond_host_is_refused() {
+    let kernel = good_kernel("memhuge");
+    expect_error(
+        &["run", "--kernel", &kernel, "--memory", "100000000"],
+        1,
+        &["more than this host has"],
+    );
+}
+
+#[test]
+fn zero_vcpus_are_refused() {
+    let kernel = good_kernel("vcpu0");
+    expect_error(
+        &["run", "--kernel", &kernel, "--vcpus", "0"],
+        1,
+        &["at least one vCPU"],
+    );
+}
+
+#[test]
+fn too_many_vcpus_are_refused() {
+    let kernel = good_kernel("vcpumany");
+    expect_error(
+        &["run", "--kernel", &kernel, "--vcpus", "5000"],
+        1,
+        &["5000 vCPUs are more than"],
+    );
+}
+
+#[test]
+fn overlong_cmdline_is_refused() {
+    let kernel = good_kernel("cmdline");
+    let cmdline = "x".repeat(4096);
+    expect_error(
+        &["run", "--kernel", &kernel, "--cmdline", &cmdline],
+        1,
+        &["Kernel command line is 4096 bytes", "shorten --cmdline"],
+    );
+}
+
+#[test]
+fn non_numeric_memory_is_a_usage_error() {
+    expect_error(
+        &["run", "--kernel", "/k", "--memory", "lots"],
+        2,
+        &["invalid value 'lots'"],
+    );
+}
+
+#[test]
+fn unknown_option_is_a_usage_error() {
+    expect_error(
+        &["run", "--kernel", "/k", "--frobnicate"],
+        2,
+        &["--frobnicate"],
+    );
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[test]
+fn kvm_device_missing_says_how_to_fix() {
+    // A private mount namespace with an empty /dev: /dev/kvm is missing for cabin only.
+    assert!(is_root(), "this test needs root (unshare -m)");
+    let kernel = good_kernel("nokvm");
+    let script = format!(
+        "mount -t tmpfs none /dev && exec {} run --kernel {kernel}",
+        cabin_bin().display()
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c", &script]);
+    let mut cabin = common::Cabin::spawn_with(&mut cmd, false);
+    let status = cabin.wait_exit(TIMEOUT);
+    let stderr = cabin.stderr.text();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("/dev/kvm does not exist"), "{stderr}");
+    assert!(stderr.contains("modprobe"), "{stderr}");
+}
+
+#[test]
+fn kvm_device_not_permitted_says_how_to_fix() {
+    // cabin as user nobody: /dev/kvm is root-only on this machine (crw-------);
+    // on hosts where it is group kvm, nobody is not in that group either.
+    assert!(is_root(), "this test needs root (setpriv)");
+    let kernel = good_kernel("kvmperm");
+    std::fs::set_permissions(
+        std::path::Path::new(&kernel).parent().unwrap(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(cabin_bin())
+        .args(["run", "--kernel", &kernel]);
+    let mut cabin = common::Cabin::spawn_with(&mut cmd, false);
+    let status = cabin.wait_exit(TIMEOUT);
+    let stderr = cabin.stderr.text();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("Permission denied opening /dev/kvm"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("usermod -aG kvm"), "{stderr}");
+}

@@ -1,0 +1,293 @@
+//! Shared helpers for cabin's end-to-end tests: spawn the `cabin` binary, collect
+//! what it prints, wait for markers with timeouts, and kill it on drop.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The cabin binary cargo built for these tests.
+pub fn cabin_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_cabin"))
+}
+
+/// A fresh scratch directory for one test.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cabin-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[derive(Default)]
+struct Output {
+    text: String,
+    closed: bool,
+}
+
+/// Text a child writes to one of its pipes, collected by a reader thread.
+#[derive(Clone, Default)]
+pub struct Collected(Arc<(Mutex<Output>, Condvar)>);
+
+impl Collected {
+    fn spawn_reader(mut pipe: impl Read + Send + 'static) -> Self {
+        let collected = Collected::default();
+        let shared = collected.clone();
+        thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = pipe.read(&mut buf).unwrap_or(0);
+                let (lock, cvar) = &*shared.0;
+                let mut out = lock.lock().unwrap();
+                if n == 0 {
+                    out.closed = true;
+                    cvar.notify_all();
+                    return;
+                }
+                out.text.push_str(&String::from_utf8_lossy(&buf[..n]));
+                cvar.notify_all();
+            }
+        });
+        collected
+    }
+
+    /// Everything so far.
+    pub fn text(&self) -> String {
+        self.0 .0.lock().unwrap().text.clone()
+    }
+
+    /// Waits until the text contains `marker`; false on timeout or when the pipe closes first.
+    pub fn wait_for(&self, marker: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let (lock, cvar) = &*self.0;
+        let mut out = lock.lock().unwrap();
+        loop {
+            if out.text.contains(marker) {
+                return true;
+            }
+            let now = Instant::now();
+            if out.closed || now >= deadline {
+                return false;
+            }
+            out = cvar.wait_timeout(out, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Waits until the pipe is closed (the child exited), bounded by `timeout`.
+    pub fn wait_closed(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let (lock, cvar) = &*self.0;
+        let mut out = lock.lock().unwrap();
+        while !out.closed {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            out = cvar.wait_timeout(out, deadline - now).unwrap().0;
+        }
+        true
+    }
+}
+
+/// A running cabin process; killed when dropped.
+pub struct Cabin {
+    child: Option<Child>,
+    exit_rx: Receiver<ExitStatus>,
+    /// Standard input, when the test asked for a pipe.
+    pub stdin: Option<ChildStdin>,
+    /// What cabin (and so the guest's console) printed.
+    pub stdout: Collected,
+    /// cabin's own messages.
+    pub stderr: Collected,
+    pid: u32,
+}
+
+impl Cabin {
+    /// Starts `cabin ARGS...` with stdin closed.
+    pub fn spawn(args: &[&str]) -> Cabin {
+        Self::spawn_with(Command::new(cabin_bin()).args(args), false)
+    }
+
+    /// Starts `cabin ARGS...` with a pipe for stdin.
+    pub fn spawn_interactive(args: &[&str]) -> Cabin {
+        Self::spawn_with(Command::new(cabin_bin()).args(args), true)
+    }
+
+    /// Starts a prepared command (to run cabin under another user, say).
+    pub fn spawn_with(cmd: &mut Command, interactive: bool) -> Cabin {
+        let mut child = cmd
+            .stdin(if interactive {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start cabin");
+        let stdout = Collected::spawn_reader(child.stdout.take().unwrap());
+        let stderr = Collected::spawn_reader(child.stderr.take().unwrap());
+        let stdin = child.stdin.take();
+        let pid = child.id();
+        // One thread owns the child's wait() so the test can wait with a timeout.
+        let (tx, exit_rx) = channel();
+        let (child_tx, child_rx) = channel::<Child>();
+        thread::spawn(move || {
+            if let Ok(mut child) = child_rx.recv() {
+                if let Ok(status) = child.wait() {
+                    let _ = tx.send(status);
+                }
+            }
+        });
+        child_tx.send(child).unwrap();
+        Cabin {
+            child: None,
+            exit_rx,
+            stdin,
+            stdout,
+            stderr,
+            pid,
+        }
+    }
+
+    /// Waits for cabin to exit; panics with everything it printed on timeout.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        match self.exit_rx.recv_timeout(timeout) {
+            Ok(status) => {
+                // Let the reader threads drain the pipes.
+                self.stdout.wait_closed(Duration::from_secs(10));
+                self.stderr.wait_closed(Duration::from_secs(10));
+                status
+            }
+            Err(_) => panic!(
+                "cabin did not exit within {timeout:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                self.stdout.text(),
+                self.stderr.text()
+            ),
+        }
+    }
+
+    /// Waits for `marker` on stdout; panics with the output so far on timeout.
+    pub fn expect_stdout(&self, marker: &str, timeout: Duration) {
+        assert!(
+            self.stdout.wait_for(marker, timeout),
+            "no {marker:?} on cabin's stdout within {timeout:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.stdout.text(),
+            self.stderr.text()
+        );
+    }
+
+    /// Sends a signal to cabin.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill() with a pid we spawned and have not reaped (the waiter thread
+        // reaps it only after it exits).
+        unsafe { libc::kill(self.pid as i32, sig) };
+    }
+
+    /// Writes to cabin's stdin.
+    pub fn type_text(&mut self, text: &str) {
+        let stdin = self.stdin.as_mut().expect("spawned without a stdin pipe");
+        stdin.write_all(text.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+}
+
+impl Drop for Cabin {
+    fn drop(&mut self) {
+        if self.exit_rx.try_recv().is_err() {
+            self.signal(libc::SIGKILL);
+        }
+        drop(self.child.take());
+    }
+}
+
+/// Runs cabin to completion with stdin closed; returns (status, stdout, stderr).
+pub fn run_cabin(args: &[&str], timeout: Duration) -> (ExitStatus, String, String) {
+    let mut cabin = Cabin::spawn(args);
+    let status = cabin.wait_exit(timeout);
+    (status, cabin.stdout.text(), cabin.stderr.text())
+}
+
+/// Physical address where the tiny guests are loaded and entered (16 MiB, like Linux).
+pub const TINY_GUEST_ADDR: u64 = 0x100_0000;
+
+/// Wraps 64-bit machine code in a minimal ELF64 x86_64 executable with one PT_LOAD
+/// segment at [`TINY_GUEST_ADDR`], entered there by cabin's 64-bit boot path.
+pub fn tiny_elf(code: &[u8]) -> Vec<u8> {
+    const EHDR_SIZE: u16 = 64;
+    const PHDR_SIZE: u16 = 56;
+    const CODE_OFFSET: u64 = 0x1000;
+    let mut elf = Vec::new();
+    elf.extend_from_slice(b"\x7fELF");
+    elf.extend_from_slice(&[2, 1, 1, 0]); // 64-bit, little endian, version 1, SysV
+    elf.extend_from_slice(&[0; 8]);
+    elf.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf.extend_from_slice(&62u16.to_le_bytes()); // EM_X86_64
+    elf.extend_from_slice(&1u32.to_le_bytes());
+    elf.extend_from_slice(&TINY_GUEST_ADDR.to_le_bytes()); // e_entry
+    elf.extend_from_slice(&u64::from(EHDR_SIZE).to_le_bytes()); // e_phoff
+    elf.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
+    elf.extend_from_slice(&0u32.to_le_bytes()); // e_flags
+    elf.extend_from_slice(&EHDR_SIZE.to_le_bytes());
+    elf.extend_from_slice(&PHDR_SIZE.to_le_bytes());
+    elf.extend_from_slice(&1u16.to_le_bytes()); // e_phnum
+    elf.extend_from_slice(&0u16.to_le_bytes()); // e_shentsize
+    elf.extend_from_slice(&0u16.to_le_bytes()); // e_shnum
+    elf.extend_from_slice(&0u16.to_le_bytes()); // e_shstrndx
+    assert_eq!(elf.len(), usize::from(EHDR_SIZE));
+    elf.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    elf.extend_from_slice(&5u32.to_le_bytes()); // R+X
+    elf.extend_from_slice(&CODE_OFFSET.to_le_bytes());
+    elf.extend_from_slice(&TINY_GUEST_ADDR.to_le_bytes()); // p_vaddr
+    elf.extend_from_slice(&TINY_GUEST_ADDR.to_le_bytes()); // p_paddr
+    elf.extend_from_slice(&(code.len() as u64).to_le_bytes());
+    elf.extend_from_slice(&(code.len() as u64).to_le_bytes());
+    elf.extend_from_slice(&0x1000u64.to_le_bytes());
+    elf.resize(CODE_OFFSET as usize, 0);
+    elf.extend_from_slice(code);
+    elf
+}
+
+/// Hand-assembled x86-64 snippets for tiny guests.
+pub mod asm {
+    /// `mov dx, 0x3f8` then `mov al, b; out dx, al` for each byte: prints on COM1.
+    pub fn serial_print(text: &str) -> Vec<u8> {
+        let mut code = vec![0x66, 0xba, 0xf8, 0x03];
+        for b in text.bytes() {
+            code.extend_from_slice(&[0xb0, b, 0xee]);
+        }
+        code
+    }
+
+    /// `mov al, 0xfe; out 0x64, al`: pulse the CPU reset line through the i8042.
+    pub fn i8042_reset() -> Vec<u8> {
+        vec![0xb0, 0xfe, 0xe6, 0x64]
+    }
+
+    /// `hlt; jmp hlt`: halt forever.
+    pub fn halt_forever() -> Vec<u8> {
+        vec![0xf4, 0xeb, 0xfd]
+    }
+
+    /// Triple fault: load an empty IDT (`lidt [rip+x]` of a zero-limit descriptor),
+    /// then `ud2`; the #UD cannot be delivered, nor the #DF, so the CPU shuts down.
+    pub fn triple_fault() -> Vec<u8> {
+        // lidt [rip+2]; jmp over the 10-byte descriptor; ud2
+        let mut code = vec![0x0f, 0x01, 0x1d, 0x02, 0x00, 0x00, 0x00, 0xeb, 0x0a];
+        code.extend_from_slice(&[0u8; 10]);
+        code.extend_from_slice(&[0x0f, 0x0b]);
+        code
+    }
+}
+
+/// Writes `bytes` to `dir/name` and returns the path as a String.
+pub fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path.to_str().unwrap().to_owned()
+}

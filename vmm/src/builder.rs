@@ -1,0 +1,329 @@
+//! Building a VM from a [`VmConfig`]: one linear recipe of small steps.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use arch::layout;
+use devices::bus::Bus;
+use devices::legacy::{Serial, I8042};
+use kvm_bindings::{
+    kvm_pit_config, kvm_userspace_memory_region, CpuId, Msrs, KVM_MAX_CPUID_ENTRIES,
+    KVM_PIT_SPEAKER_DUMMY,
+};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use log::info;
+use thiserror::Error;
+use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::config::{host_mem_total_bytes, ConfigError, HostLimits, VmConfig};
+use crate::kvm::{open_kvm, KvmError};
+use crate::loader::{self, LoaderError};
+
+/// Failures while building a VM.
+#[derive(Debug, Error)]
+pub enum BuildError {
+    /// KVM is unusable.
+    #[error(transparent)]
+    Kvm(#[from] KvmError),
+    /// The user's configuration is wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Kernel, initrd or command line could not be loaded.
+    #[error(transparent)]
+    Loader(#[from] LoaderError),
+    /// Host memory size unknown.
+    #[error("Cannot read the host's memory size from /proc/meminfo")]
+    HostMemory(#[source] std::io::Error),
+    /// A KVM ioctl failed while setting up the VM.
+    #[error("KVM {0} failed")]
+    KvmIoctl(&'static str, #[source] kvm_ioctls::Error),
+    /// Guest memory could not be mapped.
+    #[error("Cannot map {0} MiB of guest memory")]
+    GuestMemory(u64, #[source] vm_memory::mmap::FromRangesError),
+    /// The zero page could not be written.
+    #[error("Cannot write the boot parameters")]
+    BootParams(#[source] arch::boot::Error),
+    /// The MP table could not be written.
+    #[error("Cannot write the MP table")]
+    MpTable(#[source] arch::mptable::Error),
+    /// CPUID could not be set up.
+    #[error("Cannot set up CPUID for vCPU {0}")]
+    Cpuid(u32, #[source] arch::cpuid::Error),
+    /// Segment registers could not be set up.
+    #[error("Cannot set up the boot segments and page tables")]
+    Sregs(#[source] arch::regs::Error),
+    /// KVM accepted fewer MSRs than given.
+    #[error("KVM accepted {set} of {wanted} boot MSRs")]
+    Msrs {
+        /// How many KVM set.
+        set: usize,
+        /// How many were given.
+        wanted: usize,
+    },
+    /// An eventfd could not be created.
+    #[error("Cannot create an eventfd")]
+    EventFd(#[source] std::io::Error),
+    /// A device could not be created.
+    #[error("Cannot create the {0} device")]
+    Device(&'static str, #[source] devices::legacy::Error),
+    /// A device range clashes with another.
+    #[error("Cannot place the {0} device on its bus")]
+    Bus(&'static str, #[source] devices::bus::Error),
+}
+
+fn ioctl(name: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> BuildError {
+    move |e| BuildError::KvmIoctl(name, e)
+}
+
+/// The devices the VMM thread needs after boot.
+#[derive(Debug)]
+pub struct LegacyDevices {
+    /// COM1.
+    pub serial: Arc<Mutex<Serial>>,
+    /// Keyboard controller (reset, Ctrl-Alt-Del).
+    pub i8042: Arc<Mutex<I8042>>,
+    /// Written by the i8042 when the guest resets the machine.
+    pub reset_evt: EventFd,
+}
+
+/// A VM ready to run: memory loaded, devices attached, vCPUs configured.
+#[derive(Debug)]
+pub struct BuiltVm {
+    /// The KVM VM (kept alive as long as the VM runs).
+    pub vm_fd: VmFd,
+    /// Guest memory.
+    pub mem: GuestMemoryMmap,
+    /// Port I/O bus.
+    pub pio: Arc<Bus>,
+    /// MMIO bus.
+    pub mmio: Arc<Bus>,
+    /// Legacy devices.
+    pub legacy: LegacyDevices,
+    /// Configured vCPUs, index order.
+    pub vcpus: Vec<VcpuFd>,
+    /// The final kernel command line.
+    pub cmdline: String,
+}
+
+/// Builds a VM: validates, creates the KVM VM, loads the guest and configures vCPUs.
+pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<BuiltVm, BuildError> {
+    let kvm = open_kvm()?;
+    let limits = host_limits(&kvm)?;
+    config.validate(&limits)?;
+    let cmdline = loader::build_cmdline(&config.cmdline)?;
+
+    let vm_fd = create_vm(&kvm)?;
+    let mem = create_guest_memory(config)?;
+    register_guest_memory(&vm_fd, &mem)?;
+
+    let kernel = loader::load_kernel(&mem, &config.kernel, config.mem_size_mib)?;
+    let initrd = match &config.initrd {
+        Some(path) => Some(loader::load_initrd(&mem, path)?),
+        None => None,
+    };
+    let cmdline_addr = GuestAddress(layout::CMDLINE_START);
+    let cmdline_size = loader::write_cmdline(&mem, cmdline_addr, &cmdline)?;
+    arch::boot::configure_system(
+        &mem,
+        &arch::boot::BootConfig {
+            cmdline_addr,
+            cmdline_size,
+            initrd,
+            setup_header: kernel.setup_header,
+        },
+    )
+    .map_err(BuildError::BootParams)?;
+    // validate() bounded vcpus by MAX_SUPPORTED_CPUS, which fits in a u8.
+    let num_vcpus = u8::try_from(config.vcpus).map_err(|_| ConfigError::TooManyVcpus {
+        requested: config.vcpus,
+        max: limits.max_vcpus,
+    })?;
+    arch::mptable::setup_mptable(&mem, num_vcpus).map_err(BuildError::MpTable)?;
+
+    let mut pio = Bus::new();
+    let legacy = attach_legacy_devices(&vm_fd, &mut pio, console)?;
+    let mmio = Bus::new();
+
+    let vcpus = create_vcpus(&kvm, &vm_fd, &mem, kernel.entry, num_vcpus)?;
+    let cmdline = cmdline
+        .as_cstring()
+        .map_err(LoaderError::CmdlineInvalid)?
+        .into_string()
+        .unwrap_or_default();
+    info!(
+        "booting {:?} kernel {} with {} vCPU(s), {} MiB, command line: {cmdline}",
+        kernel.format,
+        config.kernel.display(),
+        config.vcpus,
+        config.mem_size_mib
+    );
+    Ok(BuiltVm {
+        vm_fd,
+        mem,
+        pio: Arc::new(pio),
+        mmio: Arc::new(mmio),
+        legacy,
+        vcpus,
+        cmdline,
+    })
+}
+
+/// What this host allows: KVM's vCPU limit (capped by the MP table) and its memory.
+pub fn host_limits(kvm: &Kvm) -> Result<HostLimits, BuildError> {
+    let kvm_max = u32::try_from(kvm.get_max_vcpus()).unwrap_or(u32::MAX);
+    Ok(HostLimits {
+        max_vcpus: kvm_max.min(u32::from(arch::mptable::MPTABLE_MAX_CPUS)),
+        mem_total_bytes: host_mem_total_bytes().map_err(BuildError::HostMemory)?,
+    })
+}
+
+fn create_vm(kvm: &Kvm) -> Result<VmFd, BuildError> {
+    let vm_fd = kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
+    vm_fd
+        .set_tss_address(layout::KVM_TSS_ADDRESS as usize)
+        .map_err(ioctl("KVM_SET_TSS_ADDR"))?;
+    vm_fd
+        .create_irq_chip()
+        .map_err(ioctl("KVM_CREATE_IRQCHIP"))?;
+    let pit = kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
+    vm_fd.create_pit2(pit).map_err(ioctl("KVM_CREATE_PIT2"))?;
+    Ok(vm_fd)
+}
+
+fn create_guest_memory(config: &VmConfig) -> Result<GuestMemoryMmap, BuildError> {
+    let regions = arch::arch_memory_regions(config.mem_size_bytes());
+    GuestMemoryMmap::from_ranges(&regions)
+        .map_err(|e| BuildError::GuestMemory(config.mem_size_mib, e))
+}
+
+fn register_guest_memory(vm_fd: &VmFd, mem: &GuestMemoryMmap) -> Result<(), BuildError> {
+    for (slot, region) in mem.iter().enumerate() {
+        let host_addr = mem.get_host_address(region.start_addr()).map_err(|_| {
+            BuildError::KvmIoctl(
+                "KVM_SET_USER_MEMORY_REGION",
+                kvm_ioctls::Error::new(libc::EFAULT),
+            )
+        })?;
+        let region_desc = kvm_userspace_memory_region {
+            slot: u32::try_from(slot).unwrap_or(u32::MAX),
+            flags: 0,
+            guest_phys_addr: region.start_addr().raw_value(),
+            memory_size: region.len(),
+            userspace_addr: host_addr as u64,
+        };
+        // SAFETY: the host range [host_addr, host_addr + len) is a live mapping owned
+        // by `mem`, and `mem` outlives the VM: BuiltVm keeps both and drops the VmFd
+        // (and so the memory slots) no later than the mapping.
+        unsafe { vm_fd.set_user_memory_region(region_desc) }
+            .map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
+    }
+    Ok(())
+}
+
+fn attach_legacy_devices(
+    vm_fd: &VmFd,
+    pio: &mut Bus,
+    console: Box<dyn Write + Send>,
+) -> Result<LegacyDevices, BuildError> {
+    let new_evt = || EventFd::new(EFD_NONBLOCK).map_err(BuildError::EventFd);
+
+    let serial_irq = new_evt()?;
+    vm_fd
+        .register_irqfd(&serial_irq, layout::SERIAL_COM1_IRQ)
+        .map_err(ioctl("KVM_IRQFD (serial)"))?;
+    let serial = Arc::new(Mutex::new(
+        Serial::new(serial_irq, console).map_err(|e| BuildError::Device("serial", e))?,
+    ));
+    pio.insert(
+        serial.clone(),
+        u64::from(layout::SERIAL_COM1_PORT),
+        u64::from(layout::SERIAL_COM1_PORT_LEN),
+    )
+    .map_err(|e| BuildError::Bus("serial", e))?;
+
+    let reset_evt = new_evt()?;
+    let kbd_irq = new_evt()?;
+    vm_fd
+        .register_irqfd(&kbd_irq, layout::I8042_IRQ)
+        .map_err(ioctl("KVM_IRQFD (i8042)"))?;
+    let i8042 = Arc::new(Mutex::new(
+        I8042::new(reset_evt.try_clone().map_err(BuildError::EventFd)?, kbd_irq)
+            .map_err(|e| BuildError::Device("i8042", e))?,
+    ));
+    pio.insert(
+        i8042.clone(),
+        u64::from(layout::I8042_PORT),
+        u64::from(layout::I8042_PORT_LEN),
+    )
+    .map_err(|e| BuildError::Bus("i8042", e))?;
+
+    Ok(LegacyDevices {
+        serial,
+        i8042,
+        reset_evt,
+    })
+}
+
+fn create_vcpus(
+    kvm: &Kvm,
+    vm_fd: &VmFd,
+    mem: &GuestMemoryMmap,
+    entry: GuestAddress,
+    num_vcpus: u8,
+) -> Result<Vec<VcpuFd>, BuildError> {
+    let base_cpuid = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(ioctl("KVM_GET_SUPPORTED_CPUID"))?;
+    (0..num_vcpus)
+        .map(|index| {
+            let fd = vm_fd
+                .create_vcpu(u64::from(index))
+                .map_err(ioctl("KVM_CREATE_VCPU"))?;
+            configure_vcpu(&fd, &base_cpuid, mem, entry, index, num_vcpus)?;
+            Ok(fd)
+        })
+        .collect()
+}
+
+fn configure_vcpu(
+    fd: &VcpuFd,
+    base_cpuid: &CpuId,
+    mem: &GuestMemoryMmap,
+    entry: GuestAddress,
+    index: u8,
+    num_vcpus: u8,
+) -> Result<(), BuildError> {
+    let mut cpuid = base_cpuid.clone();
+    arch::cpuid::setup_cpuid(&mut cpuid, index, num_vcpus)
+        .map_err(|e| BuildError::Cpuid(u32::from(index), e))?;
+    fd.set_cpuid2(&cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
+
+    let entries = arch::msr::boot_msr_entries();
+    let msrs = Msrs::from_entries(&entries).map_err(|_| BuildError::Msrs {
+        set: 0,
+        wanted: entries.len(),
+    })?;
+    let set = fd.set_msrs(&msrs).map_err(ioctl("KVM_SET_MSRS"))?;
+    if set != entries.len() {
+        return Err(BuildError::Msrs {
+            set,
+            wanted: entries.len(),
+        });
+    }
+
+    fd.set_regs(&arch::regs::boot_regs(entry))
+        .map_err(ioctl("KVM_SET_REGS"))?;
+    let mut sregs = fd.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
+    arch::regs::setup_sregs(mem, &mut sregs).map_err(BuildError::Sregs)?;
+    fd.set_sregs(&sregs).map_err(ioctl("KVM_SET_SREGS"))?;
+    fd.set_fpu(&arch::regs::boot_fpu())
+        .map_err(ioctl("KVM_SET_FPU"))?;
+    let mut lapic = fd.get_lapic().map_err(ioctl("KVM_GET_LAPIC"))?;
+    arch::interrupts::set_lint(&mut lapic);
+    fd.set_lapic(&lapic).map_err(ioctl("KVM_SET_LAPIC"))?;
+    Ok(())
+}

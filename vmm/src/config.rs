@@ -1,0 +1,280 @@
+//! The validated description of a VM, and the checks that turn user mistakes into
+//! one clear message each.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+/// Command line used when the user gives none.
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";
+/// vCPUs when the user gives no `--vcpus`.
+pub const DEFAULT_VCPUS: u32 = 1;
+/// Guest memory in MiB when the user gives no `--memory`.
+pub const DEFAULT_MEM_MIB: u64 = 128;
+/// Smallest guest memory that leaves room for the boot structures and a kernel.
+pub const MIN_MEM_MIB: u64 = 16;
+/// Bytes in a MiB.
+pub const MIB: u64 = 1 << 20;
+
+/// Everything needed to build and boot one VM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmConfig {
+    /// Kernel image (ELF vmlinux or bzImage).
+    pub kernel: PathBuf,
+    /// Optional initramfs.
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line, as the user wrote it.
+    pub cmdline: String,
+    /// Number of vCPUs.
+    pub vcpus: u32,
+    /// Guest memory size in MiB.
+    pub mem_size_mib: u64,
+}
+
+/// What the host allows, measured once and passed to [`VmConfig::validate`].
+#[derive(Clone, Copy, Debug)]
+pub struct HostLimits {
+    /// Largest vCPU count this VMM and the host's KVM both support.
+    pub max_vcpus: u32,
+    /// Host physical memory in bytes (MemTotal).
+    pub mem_total_bytes: u64,
+}
+
+/// A configuration the user has to fix.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// `--memory` below the minimum.
+    #[error("Guest memory of {0} MiB is too small: give --memory {MIN_MEM_MIB} or more")]
+    MemoryTooSmall(u64),
+    /// `--memory` beyond what the host has.
+    #[error(
+        "Guest memory of {requested} MiB is more than this host has ({host} MiB): give a smaller --memory"
+    )]
+    MemoryTooLarge {
+        /// Requested MiB.
+        requested: u64,
+        /// Host MiB.
+        host: u64,
+    },
+    /// `--vcpus 0`.
+    #[error("A VM needs at least one vCPU: give --vcpus 1 or more")]
+    NoVcpus,
+    /// `--vcpus` beyond KVM's or the MP table's limit.
+    #[error("{requested} vCPUs are more than this host's KVM and cabin allow ({max}): give a smaller --vcpus")]
+    TooManyVcpus {
+        /// Requested count.
+        requested: u32,
+        /// Maximum allowed.
+        max: u32,
+    },
+    /// A file the user named does not exist.
+    #[error("{what} {path} does not exist")]
+    Missing {
+        /// Which file ("Kernel", "Initrd").
+        what: &'static str,
+        /// The path given.
+        path: PathBuf,
+    },
+    /// A file the user named is a directory or a device.
+    #[error("{what} {path} is not a regular file")]
+    NotAFile {
+        /// Which file.
+        what: &'static str,
+        /// The path given.
+        path: PathBuf,
+    },
+    /// A file the user named cannot be opened.
+    #[error("{what} {path} cannot be read")]
+    Unreadable {
+        /// Which file.
+        what: &'static str,
+        /// The path given.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl VmConfig {
+    /// Guest memory size in bytes.
+    pub fn mem_size_bytes(&self) -> u64 {
+        // validate() bounds mem_size_mib by the host's memory, so this cannot overflow
+        // for a validated config; saturate for the others.
+        self.mem_size_mib.saturating_mul(MIB)
+    }
+
+    /// Checks every field against the host; the first problem found is returned.
+    pub fn validate(&self, host: &HostLimits) -> Result<(), ConfigError> {
+        check_readable_file("Kernel", &self.kernel)?;
+        if let Some(initrd) = &self.initrd {
+            check_readable_file("Initrd", initrd)?;
+        }
+        if self.mem_size_mib < MIN_MEM_MIB {
+            return Err(ConfigError::MemoryTooSmall(self.mem_size_mib));
+        }
+        let host_mib = host.mem_total_bytes / MIB;
+        if self.mem_size_mib > host_mib {
+            return Err(ConfigError::MemoryTooLarge {
+                requested: self.mem_size_mib,
+                host: host_mib,
+            });
+        }
+        if self.vcpus == 0 {
+            return Err(ConfigError::NoVcpus);
+        }
+        if self.vcpus > host.max_vcpus {
+            return Err(ConfigError::TooManyVcpus {
+                requested: self.vcpus,
+                max: host.max_vcpus,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn check_readable_file(what: &'static str, path: &Path) -> Result<(), ConfigError> {
+    let meta = match fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(ConfigError::Missing {
+                what,
+                path: path.to_owned(),
+            })
+        }
+        Err(source) => {
+            return Err(ConfigError::Unreadable {
+                what,
+                path: path.to_owned(),
+                source,
+            })
+        }
+    };
+    if !meta.is_file() {
+        return Err(ConfigError::NotAFile {
+            what,
+            path: path.to_owned(),
+        });
+    }
+    fs::File::open(path).map_err(|source| ConfigError::Unreadable {
+        what,
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(())
+}
+
+/// Reads MemTotal from `/proc/meminfo`, in bytes.
+pub fn host_mem_total_bytes() -> io::Result<u64> {
+    parse_mem_total(&fs::read_to_string("/proc/meminfo")?)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no MemTotal in /proc/meminfo"))
+}
+
+fn parse_mem_total(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOST: HostLimits = HostLimits {
+        max_vcpus: 254,
+        mem_total_bytes: 8192 * MIB,
+    };
+
+    fn config_with_kernel(kernel: &Path) -> VmConfig {
+        VmConfig {
+            kernel: kernel.to_owned(),
+            initrd: None,
+            cmdline: DEFAULT_CMDLINE.to_owned(),
+            vcpus: 1,
+            mem_size_mib: 128,
+        }
+    }
+
+    fn temp_kernel(name: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!("cabin-config-{}-{name}", std::process::id()));
+        fs::write(&path, b"kernel").unwrap();
+        path
+    }
+
+    #[test]
+    fn validate_defaults_succeed() {
+        let kernel = temp_kernel("ok");
+        assert!(config_with_kernel(&kernel).validate(&HOST).is_ok());
+        fs::remove_file(kernel).unwrap();
+    }
+
+    #[test]
+    fn validate_missing_kernel_names_path() {
+        let config = config_with_kernel(Path::new("/nonexistent/vmlinux"));
+        let err = config.validate(&HOST).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Kernel /nonexistent/vmlinux does not exist"
+        );
+    }
+
+    #[test]
+    fn validate_directory_as_initrd_is_refused() {
+        let kernel = temp_kernel("dir");
+        let mut config = config_with_kernel(&kernel);
+        config.initrd = Some(std::env::temp_dir());
+        let err = config.validate(&HOST).unwrap_err();
+        assert!(matches!(err, ConfigError::NotAFile { what: "Initrd", .. }));
+        fs::remove_file(kernel).unwrap();
+    }
+
+    #[test]
+    fn validate_memory_bounds_are_enforced() {
+        let kernel = temp_kernel("mem");
+        let mut config = config_with_kernel(&kernel);
+        config.mem_size_mib = 0;
+        assert!(matches!(
+            config.validate(&HOST),
+            Err(ConfigError::MemoryTooSmall(0))
+        ));
+        config.mem_size_mib = 8193;
+        assert!(matches!(
+            config.validate(&HOST),
+            Err(ConfigError::MemoryTooLarge {
+                requested: 8193,
+                host: 8192
+            })
+        ));
+        config.mem_size_mib = u64::MAX;
+        assert!(config.validate(&HOST).is_err());
+        fs::remove_file(kernel).unwrap();
+    }
+
+    #[test]
+    fn validate_vcpu_bounds_are_enforced() {
+        let kernel = temp_kernel("vcpu");
+        let mut config = config_with_kernel(&kernel);
+        config.vcpus = 0;
+        assert!(matches!(config.validate(&HOST), Err(ConfigError::NoVcpus)));
+        config.vcpus = 255;
+        assert!(matches!(
+            config.validate(&HOST),
+            Err(ConfigError::TooManyVcpus {
+                requested: 255,
+                max: 254
+            })
+        ));
+        config.vcpus = 254;
+        assert!(config.validate(&HOST).is_ok());
+        fs::remove_file(kernel).unwrap();
+    }
+
+    #[test]
+    fn parse_mem_total_reads_kib() {
+        let meminfo = "MemTotal:       24576000 kB\nMemFree: 1 kB\n";
+        assert_eq!(parse_mem_total(meminfo), Some(24_576_000 * 1024));
+        assert_eq!(parse_mem_total("MemFree: 1 kB\n"), None);
+    }
+}

@@ -1,0 +1,476 @@
+//! vCPU exits as a pure function, and the thread that runs one vCPU.
+
+use std::cell::Cell;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+
+use devices::bus::Bus;
+use kvm_bindings::{kvm_run, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use log::{debug, warn};
+use vmm_sys_util::eventfd::EventFd;
+
+/// What an access to a port or address that no device claims reads as.
+pub const UNCLAIMED_READ_BYTE: u8 = 0xff;
+
+/// Why a VM stopped running.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The guest asked for a reset (i8042 or a system event): a clean reboot.
+    GuestReset,
+    /// The guest powered itself off.
+    GuestShutdown,
+    /// A triple fault (KVM_EXIT_SHUTDOWN).
+    TripleFault {
+        /// vCPU index.
+        vcpu: u32,
+        /// Instruction pointer at the time, if it could be read.
+        rip: Option<u64>,
+    },
+    /// KVM could not run the guest's instruction (KVM_EXIT_INTERNAL_ERROR).
+    InternalError {
+        /// vCPU index.
+        vcpu: u32,
+        /// KVM's suberror (1 = emulation failure).
+        suberror: u32,
+        /// Instruction pointer.
+        rip: Option<u64>,
+    },
+    /// VM entry failed (KVM_EXIT_FAIL_ENTRY).
+    FailEntry {
+        /// vCPU index.
+        vcpu: u32,
+        /// Hardware entry failure reason.
+        reason: u64,
+        /// Instruction pointer.
+        rip: Option<u64>,
+    },
+    /// An exit cabin does not handle.
+    UnexpectedExit {
+        /// vCPU index.
+        vcpu: u32,
+        /// Exit name.
+        exit: String,
+        /// Instruction pointer.
+        rip: Option<u64>,
+    },
+    /// KVM_RUN itself failed.
+    RunFailed {
+        /// vCPU index.
+        vcpu: u32,
+        /// errno.
+        errno: i32,
+    },
+    /// cabin received a signal.
+    Signal(i32),
+}
+
+impl StopReason {
+    /// Whether this is an orderly end (exit status 0).
+    pub fn is_clean(&self) -> bool {
+        matches!(self, StopReason::GuestReset | StopReason::GuestShutdown)
+    }
+
+    fn with_rip(self, rip: Option<u64>) -> Self {
+        match self {
+            StopReason::TripleFault { vcpu, .. } => StopReason::TripleFault { vcpu, rip },
+            StopReason::InternalError { vcpu, suberror, .. } => StopReason::InternalError {
+                vcpu,
+                suberror,
+                rip,
+            },
+            StopReason::FailEntry { vcpu, reason, .. } => {
+                StopReason::FailEntry { vcpu, reason, rip }
+            }
+            StopReason::UnexpectedExit { vcpu, exit, .. } => {
+                StopReason::UnexpectedExit { vcpu, exit, rip }
+            }
+            other => other,
+        }
+    }
+}
+
+struct Rip(Option<u64>);
+
+impl fmt::Display for Rip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(rip) => write!(f, "RIP {rip:#x}"),
+            None => write!(f, "RIP unknown"),
+        }
+    }
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StopReason::GuestReset => write!(f, "guest rebooted"),
+            StopReason::GuestShutdown => write!(f, "guest powered off"),
+            StopReason::TripleFault { vcpu, rip } => {
+                write!(f, "guest triple fault on vCPU {vcpu} (KVM_EXIT_SHUTDOWN) at {}", Rip(*rip))
+            }
+            StopReason::InternalError {
+                vcpu,
+                suberror,
+                rip,
+            } => write!(
+                f,
+                "KVM internal error on vCPU {vcpu} (KVM_EXIT_INTERNAL_ERROR, suberror {suberror}{}) at {}",
+                if *suberror == kvm_bindings::KVM_INTERNAL_ERROR_EMULATION {
+                    ": instruction emulation failed"
+                } else {
+                    ""
+                },
+                Rip(*rip)
+            ),
+            StopReason::FailEntry { vcpu, reason, rip } => write!(
+                f,
+                "VM entry failed on vCPU {vcpu} (KVM_EXIT_FAIL_ENTRY, hardware reason {reason:#x}) at {}",
+                Rip(*rip)
+            ),
+            StopReason::UnexpectedExit { vcpu, exit, rip } => {
+                write!(f, "unexpected vCPU exit {exit} on vCPU {vcpu} at {}", Rip(*rip))
+            }
+            StopReason::RunFailed { vcpu, errno } => write!(
+                f,
+                "KVM_RUN failed on vCPU {vcpu}: {}",
+                std::io::Error::from_raw_os_error(*errno)
+            ),
+            StopReason::Signal(sig) => write!(f, "stopped by signal {sig}"),
+        }
+    }
+}
+
+/// What the run loop does after an exit.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ExitAction {
+    /// Enter the guest again.
+    Continue,
+    /// Stop this vCPU and the VM.
+    Stop(StopReason),
+}
+
+/// Handles one vCPU exit: port and MMIO accesses go to the buses, everything else
+/// decides whether the VM goes on. Pure apart from the device accesses, so it is
+/// tested with fabricated exits.
+pub fn handle_exit(vcpu: u32, pio: &Bus, mmio: &Bus, exit: VcpuExit) -> ExitAction {
+    match exit {
+        VcpuExit::IoIn(port, data) => {
+            if !pio.read(u64::from(port), data) {
+                data.fill(UNCLAIMED_READ_BYTE);
+            }
+            ExitAction::Continue
+        }
+        VcpuExit::IoOut(port, data) => {
+            if !pio.write(u64::from(port), data) {
+                debug!("vCPU {vcpu}: write to unclaimed port {port:#x}");
+            }
+            ExitAction::Continue
+        }
+        VcpuExit::MmioRead(addr, data) => {
+            if !mmio.read(addr, data) {
+                debug!("vCPU {vcpu}: read of unclaimed MMIO address {addr:#x}");
+                data.fill(UNCLAIMED_READ_BYTE);
+            }
+            ExitAction::Continue
+        }
+        VcpuExit::MmioWrite(addr, data) => {
+            if !mmio.write(addr, data) {
+                debug!("vCPU {vcpu}: write to unclaimed MMIO address {addr:#x}");
+            }
+            ExitAction::Continue
+        }
+        // With the in-kernel irqchip these should not reach user space; if they do,
+        // entering the guest again is the right answer.
+        VcpuExit::Hlt | VcpuExit::IrqWindowOpen | VcpuExit::Intr | VcpuExit::IoapicEoi(_) => {
+            ExitAction::Continue
+        }
+        VcpuExit::Shutdown => ExitAction::Stop(StopReason::TripleFault { vcpu, rip: None }),
+        VcpuExit::SystemEvent(kind, _) => match kind {
+            KVM_SYSTEM_EVENT_RESET => ExitAction::Stop(StopReason::GuestReset),
+            KVM_SYSTEM_EVENT_SHUTDOWN => ExitAction::Stop(StopReason::GuestShutdown),
+            other => {
+                warn!("vCPU {vcpu}: ignoring system event {other}");
+                ExitAction::Continue
+            }
+        },
+        VcpuExit::InternalError => ExitAction::Stop(StopReason::InternalError {
+            vcpu,
+            suberror: 0,
+            rip: None,
+        }),
+        VcpuExit::FailEntry(reason, _cpu) => ExitAction::Stop(StopReason::FailEntry {
+            vcpu,
+            reason,
+            rip: None,
+        }),
+        other => ExitAction::Stop(StopReason::UnexpectedExit {
+            vcpu,
+            exit: format!("{other:?}"),
+            rip: None,
+        }),
+    }
+}
+
+/// Real-time signal used to kick vCPU threads out of KVM_RUN.
+pub fn kick_signal() -> i32 {
+    vmm_sys_util::signal::SIGRTMIN()
+}
+
+thread_local! {
+    /// The `kvm_run` page of the vCPU this thread runs, for the kick signal handler.
+    static KVM_RUN_PTR: Cell<*mut kvm_run> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+extern "C" fn handle_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    KVM_RUN_PTR.with(|ptr| {
+        let run = ptr.get();
+        if !run.is_null() {
+            // SAFETY: the pointer was set by `VcpuThread::run` on this very thread from
+            // its `VcpuFd`'s mmapped kvm_run page, and is cleared before that VcpuFd is
+            // dropped; the handler runs on the same thread, so the page is mapped.
+            // `immediate_exit` is a plain byte KVM reads on the next KVM_RUN.
+            unsafe { (*run).immediate_exit = 1 };
+        }
+    });
+}
+
+/// Installs the kick handler once per process.
+pub fn register_kick_handler() -> Result<(), vmm_sys_util::errno::Error> {
+    vmm_sys_util::signal::register_signal_handler(kick_signal(), handle_kick)
+}
+
+/// Messages from vCPU threads to the VMM thread.
+#[derive(Debug)]
+pub struct VcpuStopped(pub StopReason);
+
+/// One vCPU and what it needs to run on its own thread.
+pub struct VcpuThread {
+    /// vCPU index.
+    pub index: u32,
+    /// The KVM vCPU.
+    pub fd: VcpuFd,
+    /// Port I/O devices.
+    pub pio: Arc<Bus>,
+    /// MMIO devices.
+    pub mmio: Arc<Bus>,
+    /// Set by the VMM to make every vCPU leave.
+    pub stop: Arc<AtomicBool>,
+    /// Where the reason a vCPU stopped goes.
+    pub events: Sender<VcpuStopped>,
+    /// Written after sending on `events`, to wake the event loop.
+    pub exit_evt: EventFd,
+}
+
+impl fmt::Debug for VcpuThread {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VcpuThread")
+            .field("index", &self.index)
+            .finish()
+    }
+}
+
+impl VcpuThread {
+    /// Runs the vCPU until the guest stops it or the VMM asks it to leave.
+    pub fn run(mut self) {
+        let run_ptr: *mut kvm_run = self.fd.get_kvm_run();
+        KVM_RUN_PTR.with(|ptr| ptr.set(run_ptr));
+        let reason = self.run_loop();
+        KVM_RUN_PTR.with(|ptr| ptr.set(std::ptr::null_mut()));
+        if let Some(reason) = reason {
+            // The receiver only goes away when the VMM is already stopping.
+            let _ = self.events.send(VcpuStopped(reason));
+            let _ = self.exit_evt.write(1);
+        }
+    }
+
+    fn run_loop(&mut self) -> Option<StopReason> {
+        loop {
+            if self.stop.load(Ordering::Acquire) {
+                return None;
+            }
+            let action = match self.fd.run() {
+                Ok(exit) => handle_exit(self.index, &self.pio, &self.mmio, exit),
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                    self.fd.set_kvm_immediate_exit(0);
+                    ExitAction::Continue
+                }
+                Err(e) => ExitAction::Stop(StopReason::RunFailed {
+                    vcpu: self.index,
+                    errno: e.errno(),
+                }),
+            };
+            if let ExitAction::Stop(reason) = action {
+                return Some(self.annotate(reason));
+            }
+        }
+    }
+
+    /// Adds what only the live vCPU can tell: RIP and KVM's internal-error suberror.
+    fn annotate(&mut self, reason: StopReason) -> StopReason {
+        let reason = match reason {
+            StopReason::InternalError { vcpu, rip, .. } => {
+                // SAFETY: the last exit was KVM_EXIT_INTERNAL_ERROR, so KVM filled the
+                // `internal` member of the kvm_run exit union.
+                let suberror = unsafe { self.fd.get_kvm_run().__bindgen_anon_1.internal.suberror };
+                StopReason::InternalError {
+                    vcpu,
+                    suberror,
+                    rip,
+                }
+            }
+            other => other,
+        };
+        let rip = self.fd.get_regs().ok().map(|regs| regs.rip);
+        reason.with_rip(rip)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use devices::bus::BusDevice;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Recorder {
+        writes: Vec<(u64, Vec<u8>)>,
+    }
+
+    impl BusDevice for Recorder {
+        fn read(&mut self, offset: u64, data: &mut [u8]) {
+            data.fill(offset as u8);
+        }
+        fn write(&mut self, offset: u64, data: &[u8]) {
+            self.writes.push((offset, data.to_vec()));
+        }
+    }
+
+    fn buses() -> (Bus, Bus, Arc<Mutex<Recorder>>) {
+        let dev = Arc::new(Mutex::new(Recorder::default()));
+        let mut pio = Bus::new();
+        pio.insert(dev.clone(), 0x3f8, 8).unwrap();
+        let mut mmio = Bus::new();
+        mmio.insert(dev.clone(), 0xd000_0000, 0x1000).unwrap();
+        (pio, mmio, dev)
+    }
+
+    #[test]
+    fn handle_exit_io_out_reaches_device_at_offset() {
+        let (pio, mmio, dev) = buses();
+        let action = handle_exit(0, &pio, &mmio, VcpuExit::IoOut(0x3f9, &[7]));
+        assert_eq!(action, ExitAction::Continue);
+        assert_eq!(dev.lock().unwrap().writes, vec![(1, vec![7])]);
+    }
+
+    #[test]
+    fn handle_exit_io_in_unclaimed_reads_all_ones() {
+        let (pio, mmio, _) = buses();
+        let mut data = [0u8; 2];
+        let action = handle_exit(0, &pio, &mmio, VcpuExit::IoIn(0x70, &mut data));
+        assert_eq!(action, ExitAction::Continue);
+        assert_eq!(data, [0xff, 0xff]);
+    }
+
+    #[test]
+    fn handle_exit_io_in_claimed_reads_device() {
+        let (pio, mmio, _) = buses();
+        let mut data = [0u8; 1];
+        handle_exit(0, &pio, &mmio, VcpuExit::IoIn(0x3fd, &mut data));
+        assert_eq!(data, [5]);
+    }
+
+    #[test]
+    fn handle_exit_mmio_goes_to_mmio_bus_only() {
+        let (pio, mmio, dev) = buses();
+        handle_exit(
+            0,
+            &pio,
+            &mmio,
+            VcpuExit::MmioWrite(0xd000_0010, &[1, 2, 3, 4]),
+        );
+        let mut data = [0u8; 4];
+        handle_exit(0, &pio, &mmio, VcpuExit::MmioRead(0x3f8, &mut data));
+        assert_eq!(data, [0xff; 4]);
+        assert_eq!(dev.lock().unwrap().writes, vec![(0x10, vec![1, 2, 3, 4])]);
+    }
+
+    #[test]
+    fn handle_exit_shutdown_is_triple_fault() {
+        let (pio, mmio, _) = buses();
+        let action = handle_exit(2, &pio, &mmio, VcpuExit::Shutdown);
+        assert_eq!(
+            action,
+            ExitAction::Stop(StopReason::TripleFault { vcpu: 2, rip: None })
+        );
+    }
+
+    #[test]
+    fn handle_exit_system_reset_is_clean() {
+        let (pio, mmio, _) = buses();
+        let action = handle_exit(
+            0,
+            &pio,
+            &mmio,
+            VcpuExit::SystemEvent(KVM_SYSTEM_EVENT_RESET, &[]),
+        );
+        let ExitAction::Stop(reason) = action else {
+            panic!("expected stop");
+        };
+        assert!(reason.is_clean());
+    }
+
+    #[test]
+    fn handle_exit_internal_error_and_fail_entry_stop() {
+        let (pio, mmio, _) = buses();
+        let action = handle_exit(1, &pio, &mmio, VcpuExit::InternalError);
+        assert!(matches!(
+            action,
+            ExitAction::Stop(StopReason::InternalError { vcpu: 1, .. })
+        ));
+        let action = handle_exit(0, &pio, &mmio, VcpuExit::FailEntry(0x80000021, 0));
+        assert!(matches!(
+            action,
+            ExitAction::Stop(StopReason::FailEntry {
+                reason: 0x80000021,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn handle_exit_hlt_continues_and_unknown_stops() {
+        let (pio, mmio, _) = buses();
+        assert_eq!(
+            handle_exit(0, &pio, &mmio, VcpuExit::Hlt),
+            ExitAction::Continue
+        );
+        assert!(matches!(
+            handle_exit(0, &pio, &mmio, VcpuExit::Unsupported(999)),
+            ExitAction::Stop(StopReason::UnexpectedExit { .. })
+        ));
+    }
+
+    #[test]
+    fn stop_reason_messages_name_exit_and_rip() {
+        let reason = StopReason::TripleFault {
+            vcpu: 0,
+            rip: Some(0x1000000),
+        };
+        assert_eq!(
+            reason.to_string(),
+            "guest triple fault on vCPU 0 (KVM_EXIT_SHUTDOWN) at RIP 0x1000000"
+        );
+        let reason = StopReason::InternalError {
+            vcpu: 1,
+            suberror: 1,
+            rip: None,
+        };
+        assert!(reason.to_string().contains("emulation failed"));
+        assert!(!reason.is_clean());
+    }
+}
