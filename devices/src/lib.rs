@@ -12,3 +12,4 @@ mod ratelimit;
 
 pub mod bus;
 pub mod legacy;
+pub mod virtio;

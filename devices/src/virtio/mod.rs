@@ -1,0 +1,139 @@
+//! virtio devices on the virtio-mmio transport (virtio 1.x).
+//!
+//! A device implements [`VirtioDevice`]; [`mmio::MmioTransport`] exposes it to the
+//! guest as a virtio-mmio register window on the MMIO bus. The transport owns feature
+//! negotiation, the status state machine and queue setup; when the driver sets
+//! DRIVER_OK it hands the validated queues to the device with [`VirtioDevice::activate`].
+//! Afterwards the VMM's event loop calls [`VirtioDevice::process_queue`] when a queue's
+//! notification eventfd (a KVM ioeventfd on QueueNotify) fires, and
+//! [`VirtioDevice::process_event`] for the device's own file descriptors.
+
+pub mod block;
+pub mod console;
+pub mod mmio;
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use thiserror::Error;
+use virtio_queue::Queue;
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+/// virtio device ids (virtio 1.2, section 5).
+pub mod device_type {
+    /// Network card.
+    pub const NET: u32 = 1;
+    /// Block device.
+    pub const BLOCK: u32 = 2;
+    /// Console.
+    pub const CONSOLE: u32 = 3;
+}
+
+/// VIRTIO_F_VERSION_1: the device speaks virtio 1.x (mandatory for virtio-mmio v2).
+pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+
+/// Interrupt status bit: a used buffer was added to a queue.
+pub const VIRTIO_MMIO_INT_VRING: u32 = 1 << 0;
+/// Interrupt status bit: the configuration space changed.
+pub const VIRTIO_MMIO_INT_CONFIG: u32 = 1 << 1;
+
+/// How a device raises its (single, level-style) virtio-mmio interrupt: set a bit in
+/// the transport's InterruptStatus register, then signal the irqfd.
+#[derive(Debug, Clone)]
+pub struct IrqTrigger {
+    status: Arc<AtomicU32>,
+    evt: Arc<EventFd>,
+}
+
+impl IrqTrigger {
+    /// Wraps the irqfd the VMM registered for this device's GSI.
+    pub fn new(evt: EventFd) -> Self {
+        IrqTrigger {
+            status: Arc::new(AtomicU32::new(0)),
+            evt: Arc::new(evt),
+        }
+    }
+
+    /// Raises the interrupt with `bits` (VIRTIO_MMIO_INT_*) set in InterruptStatus.
+    pub fn trigger(&self, bits: u32) -> io::Result<()> {
+        self.status.fetch_or(bits, Ordering::SeqCst);
+        self.evt.write(1)
+    }
+
+    /// Current InterruptStatus.
+    pub fn status(&self) -> u32 {
+        self.status.load(Ordering::SeqCst)
+    }
+
+    /// InterruptACK: clears `bits`.
+    pub fn ack(&self, bits: u32) {
+        self.status.fetch_and(!bits, Ordering::SeqCst);
+    }
+
+    /// The irqfd (for registering with KVM).
+    pub fn eventfd(&self) -> &EventFd {
+        &self.evt
+    }
+}
+
+/// Why a device could not start.
+#[derive(Debug, Error)]
+pub enum ActivateError {
+    /// The driver did not set up a queue the device needs.
+    #[error("Queue {0} is not ready")]
+    QueueNotReady(usize),
+    /// Wrong number of queues.
+    #[error("Device needs {expected} queues, got {got}")]
+    QueueCount {
+        /// Needed.
+        expected: usize,
+        /// Given.
+        got: usize,
+    },
+    /// Any device-specific failure.
+    #[error("Cannot activate the device: {0}")]
+    Device(String),
+}
+
+/// Everything a device needs once the driver is ready.
+#[derive(Debug)]
+pub struct ActivateParams {
+    /// Guest memory.
+    pub mem: GuestMemoryMmap,
+    /// The queues, validated by the transport, in index order.
+    pub queues: Vec<Queue>,
+    /// Features the driver accepted (a subset of [`VirtioDevice::avail_features`]).
+    pub acked_features: u64,
+    /// The device's interrupt.
+    pub irq: IrqTrigger,
+}
+
+/// A virtio device behind a transport.
+pub trait VirtioDevice: Send {
+    /// virtio device id ([`device_type`]).
+    fn device_type(&self) -> u32;
+    /// Maximum size of each queue; the length is the number of queues.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// Features the device offers (including [`VIRTIO_F_VERSION_1`]).
+    fn avail_features(&self) -> u64;
+    /// Reads device configuration space at `offset`; out-of-range bytes read as 0.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Writes device configuration space; most devices ignore this.
+    fn write_config(&mut self, offset: u64, data: &[u8]);
+    /// Starts the device with the driver's queues.
+    fn activate(&mut self, params: ActivateParams) -> Result<(), ActivateError>;
+    /// Stops the device (driver reset); it may be activated again later.
+    fn reset(&mut self);
+    /// Processes available buffers on queue `index` (after a notification).
+    fn process_queue(&mut self, index: usize);
+    /// Host file descriptors the event loop must watch for this device (e.g. a TAP
+    /// or stdin), with an opaque token passed back to [`VirtioDevice::process_event`].
+    fn event_fds(&self) -> Vec<(RawFd, u32)> {
+        Vec::new()
+    }
+    /// One of [`VirtioDevice::event_fds`] is readable.
+    fn process_event(&mut self, _token: u32) {}
+}
