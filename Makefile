@@ -14,7 +14,7 @@ RES := resources
 ARTIFACT_ENV = eval "$$($(RES)/paths.sh)"
 CABIN_RELEASE := target/release/cabin
 
-.PHONY: all build deps artifacts kernel initramfs sandbox run test lint unit e2e bench check clean
+.PHONY: all build deps artifacts kernel initramfs rootfs sandbox run test lint unit e2e bench check clean
 
 all: build
 
@@ -33,7 +33,11 @@ initramfs: deps
 sandbox: deps
 	$(RES)/sandbox/build.sh
 
-artifacts: kernel initramfs sandbox
+rootfs: deps
+	$(RES)/rootfs/build.sh
+	$(RES)/rootfs/debian.sh
+
+artifacts: kernel initramfs rootfs sandbox
 
 check: build
 	$(CABIN_RELEASE) check || true
@@ -58,19 +62,20 @@ lint:
 unit:
 	$(CARGO) test --workspace
 
-# End-to-end boots of the real guest kernel: natively where `cabin check` says guests
-# boot here, else inside the nested sandbox.
+# End-to-end tests with the real guest kernel (tests/boot.rs, tests/disk.rs):
+# natively where `cabin check` says guests boot here, else in the nested sandbox.
+E2E_TESTS := boot disk
 e2e: artifacts
 	$(CARGO) build --release
-	bin=$$($(CARGO) test -p vmm --test boot --no-run --message-format=json 2>/dev/null \
-	  | jq -r 'select(.reason == "compiler-artifact" and .profile.test == true and .target.name == "boot") | .executable'); \
-	test -x "$$bin" || { echo "cannot find the boot test binary" >&2; exit 1; }; \
+	bins=$$($(CARGO) test -p vmm $(foreach t,$(E2E_TESTS),--test $(t)) --no-run --message-format=json 2>/dev/null \
+	  | jq -r 'select(.reason == "compiler-artifact" and .profile.test == true) | .executable | select(. != null)'); \
+	test -n "$$bins" || { echo "cannot find the end-to-end test binaries" >&2; exit 1; }; \
 	$(ARTIFACT_ENV); \
 	if $(CABIN_RELEASE) check >/dev/null; then \
-	  "$$bin" --ignored --test-threads=2; \
+	  tests/run-e2e $$bins; \
 	else \
-	  echo "e2e: this host cannot boot guests natively; running the boot tests in the nested sandbox" >&2; \
-	  $(RES)/sandbox/run -- "$$bin" --ignored --test-threads=2; \
+	  echo "e2e: this host cannot boot guests natively; running the end-to-end tests in the nested sandbox" >&2; \
+	  $(RES)/sandbox/run -- "$$PWD/tests/run-e2e" $$bins; \
 	fi
 
 bench: build artifacts

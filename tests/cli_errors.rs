@@ -231,3 +231,97 @@ fn kvm_device_not_permitted_says_how_to_fix() {
     );
     assert!(stderr.contains("usermod -aG kvm"), "{stderr}");
 }
+
+#[test]
+fn missing_disk_is_named() {
+    let kernel = good_kernel("disk-missing");
+    expect_error(
+        &[
+            "run",
+            "--kernel",
+            &kernel,
+            "--disk",
+            "path=/nonexistent/root.ext4",
+        ],
+        1,
+        &["Disk /nonexistent/root.ext4 does not exist"],
+    );
+}
+
+#[test]
+fn directory_as_disk_is_refused() {
+    let kernel = good_kernel("disk-dir");
+    expect_error(
+        &["run", "--kernel", &kernel, "--disk", "path=/tmp"],
+        1,
+        &["Disk /tmp is not a regular file or a block device"],
+    );
+}
+
+#[test]
+fn same_image_twice_is_refused() {
+    let kernel = good_kernel("disk-twice");
+    let dir = scratch_dir("disk-twice-img");
+    let image = write_file(&dir, "a.img", &[0u8; 4096]);
+    let disk = format!("path={image}");
+    let again = format!("path={image},readonly=on");
+    expect_error(
+        &[
+            "run", "--kernel", &kernel, "--disk", &disk, "--disk", &again,
+        ],
+        1,
+        &["is the same file as disk", "give each image once"],
+    );
+}
+
+#[test]
+fn malformed_disk_option_is_a_usage_error() {
+    expect_error(
+        &["run", "--kernel", "/k", "--disk", "path=/a.img,size=10G"],
+        2,
+        &["unknown key 'size'"],
+    );
+    expect_error(
+        &["run", "--kernel", "/k", "--disk", "readonly=on"],
+        2,
+        &["path=FILE is missing"],
+    );
+}
+
+#[test]
+fn overlong_disk_id_is_refused() {
+    let kernel = good_kernel("disk-id");
+    let dir = scratch_dir("disk-id-img");
+    let image = write_file(&dir, "a.img", &[0u8; 4096]);
+    let disk = format!("path={image},id=this-id-is-far-too-long-for-virtio");
+    expect_error(
+        &["run", "--kernel", &kernel, "--disk", &disk],
+        1,
+        &["longer than 20 bytes"],
+    );
+}
+
+#[test]
+fn unwritable_disk_without_readonly_says_how_to_fix() {
+    // A read-only bind mount in a private mount namespace: even root cannot write.
+    assert!(is_root(), "this test needs root (unshare -m)");
+    let kernel = good_kernel("disk-rofs");
+    let dir = scratch_dir("disk-rofs-img");
+    let image = write_file(&dir, "a.img", &[0u8; 4096]);
+    let script = format!(
+        "mount --bind {d} {d} && mount -o remount,bind,ro {d} && exec {} run --kernel {kernel} --disk path={image}",
+        cabin_bin().display(),
+        d = dir.display()
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c", &script]);
+    let mut cabin = common::Cabin::spawn_with(&mut cmd, false);
+    let status = cabin.wait_exit(TIMEOUT);
+    let stderr = cabin.stderr.text();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("is not writable: add readonly=on"),
+        "{stderr}"
+    );
+}

@@ -6,19 +6,24 @@ use std::sync::{Arc, Mutex};
 use arch::layout;
 use devices::bus::Bus;
 use devices::legacy::{Serial, I8042};
+use devices::virtio::block::{Block, BlockConfig};
+use devices::virtio::console::Console;
 use kvm_bindings::{
     kvm_pit_config, kvm_userspace_memory_region, CpuId, Msrs, KVM_MAX_CPUID_ENTRIES,
     KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use linux_loader::cmdline::Cmdline;
 use log::info;
 use thiserror::Error;
 use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::config::{host_mem_total_bytes, ConfigError, HostLimits, VmConfig};
+use crate::config::{host_mem_total_bytes, ConfigError, ConsoleKind, HostLimits, VmConfig};
+use crate::device_manager::{DeviceManager, DeviceManagerError};
 use crate::kvm::{open_kvm, KvmError};
 use crate::loader::{self, LoaderError};
+use crate::stdio::ConsoleOut;
 
 /// Failures while building a VM.
 #[derive(Debug, Error)]
@@ -67,6 +72,12 @@ pub enum BuildError {
     /// A device could not be created.
     #[error("Cannot create the {0} device")]
     Device(&'static str, #[source] devices::legacy::Error),
+    /// A disk image could not be opened as a block device.
+    #[error("Cannot use disk {0}")]
+    Disk(std::path::PathBuf, #[source] devices::virtio::block::Error),
+    /// A virtio device could not be placed.
+    #[error(transparent)]
+    DeviceManager(#[from] DeviceManagerError),
     /// A device range clashes with another.
     #[error("Cannot place the {0} device on its bus")]
     Bus(&'static str, #[source] devices::bus::Error),
@@ -100,6 +111,10 @@ pub struct BuiltVm {
     pub mmio: Arc<Bus>,
     /// Legacy devices.
     pub legacy: LegacyDevices,
+    /// virtio devices.
+    pub devices: DeviceManager,
+    /// Where host stdin goes.
+    pub console_input: ConsoleInput,
     /// Configured vCPUs, index order.
     pub vcpus: Vec<VcpuFd>,
     /// The final kernel command line.
@@ -107,11 +122,13 @@ pub struct BuiltVm {
 }
 
 /// Builds a VM: validates, creates the KVM VM, loads the guest and configures vCPUs.
-pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<BuiltVm, BuildError> {
+pub fn build_vm(config: &VmConfig) -> Result<BuiltVm, BuildError> {
+    // File mistakes first: they need no KVM and are the commonest.
+    config.validate_files()?;
+    let mut cmdline = loader::build_cmdline(&config.cmdline)?;
     let kvm = open_kvm()?;
     let limits = host_limits(&kvm)?;
     config.validate(&limits)?;
-    let cmdline = loader::build_cmdline(&config.cmdline)?;
 
     let vm_fd = create_vm(&kvm)?;
     let mem = create_guest_memory(config)?;
@@ -122,6 +139,28 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Bui
         Some(path) => Some(loader::load_initrd(&mem, path)?),
         None => None,
     };
+    let mut pio = Bus::new();
+    let mut mmio = Bus::new();
+    let legacy = attach_legacy_devices(&vm_fd, &mut pio, serial_output(config.console))?;
+    let mut device_manager = DeviceManager::default();
+    attach_disks(
+        config,
+        &vm_fd,
+        &mem,
+        &mut mmio,
+        &mut cmdline,
+        &mut device_manager,
+    )?;
+    let console_input = attach_console(
+        config,
+        &legacy,
+        &vm_fd,
+        &mem,
+        &mut mmio,
+        &mut cmdline,
+        &mut device_manager,
+    )?;
+
     let cmdline_addr = GuestAddress(layout::CMDLINE_START);
     let cmdline_size = loader::write_cmdline(&mem, cmdline_addr, &cmdline)?;
     arch::boot::configure_system(
@@ -141,10 +180,6 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Bui
     })?;
     arch::mptable::setup_mptable(&mem, num_vcpus).map_err(BuildError::MpTable)?;
 
-    let mut pio = Bus::new();
-    let legacy = attach_legacy_devices(&vm_fd, &mut pio, console)?;
-    let mmio = Bus::new();
-
     let vcpus = create_vcpus(&kvm, &vm_fd, &mem, kernel.entry, num_vcpus)?;
     let cmdline = cmdline
         .as_cstring()
@@ -152,7 +187,7 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Bui
         .into_string()
         .unwrap_or_default();
     info!(
-        "booting {:?} kernel {} with {} vCPU(s), {} MiB, command line: {cmdline}",
+        "booting {:?} kernel {} with {} vCPU(s), {} MiB, final command line: {cmdline}",
         kernel.format,
         config.kernel.display(),
         config.vcpus,
@@ -164,9 +199,100 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Bui
         pio: Arc::new(pio),
         mmio: Arc::new(mmio),
         legacy,
+        devices: device_manager,
+        console_input,
         vcpus,
         cmdline,
     })
+}
+
+/// Where host stdin goes: the serial port or the virtio console.
+#[derive(Debug, Clone)]
+pub enum ConsoleInput {
+    /// COM1.
+    Serial(Arc<Mutex<Serial>>),
+    /// virtio console.
+    Virtio(Arc<Mutex<Console>>),
+}
+
+impl ConsoleInput {
+    /// Queues host input for the guest; returns how many bytes were taken.
+    pub fn enqueue(&self, bytes: &[u8]) -> usize {
+        match self {
+            ConsoleInput::Serial(serial) => lock(serial).enqueue_input(bytes).unwrap_or(0),
+            ConsoleInput::Virtio(console) => lock(console).enqueue_input(bytes),
+        }
+    }
+}
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The serial port always writes to stdout: it is the console, or it shows early
+/// boot messages before the virtio console takes over.
+fn serial_output(_console: ConsoleKind) -> Box<dyn Write + Send> {
+    Box::new(ConsoleOut)
+}
+
+fn attach_disks(
+    config: &VmConfig,
+    vm_fd: &VmFd,
+    mem: &GuestMemoryMmap,
+    mmio: &mut Bus,
+    cmdline: &mut Cmdline,
+    devices: &mut DeviceManager,
+) -> Result<(), BuildError> {
+    for (index, disk) in config.disks.iter().enumerate() {
+        let block = Block::new(&BlockConfig {
+            path: disk.path.clone(),
+            read_only: disk.read_only,
+            id: disk.id.clone(),
+        })
+        .map_err(|e| BuildError::Disk(disk.path.clone(), e))?;
+        let name = format!("disk {} (vd{})", disk.path.display(), disk_letter(index));
+        devices.attach_virtio(name, Arc::new(Mutex::new(block)), vm_fd, mem, mmio, cmdline)?;
+    }
+    Ok(())
+}
+
+/// vda, vdb, ..., vdz, vdaa, ... like the guest's virtio_blk names them.
+fn disk_letter(index: usize) -> String {
+    let mut name = String::new();
+    let mut n = index;
+    loop {
+        name.insert(0, char::from(b'a' + (n % 26) as u8));
+        if n < 26 {
+            return name;
+        }
+        n = n / 26 - 1;
+    }
+}
+
+fn attach_console(
+    config: &VmConfig,
+    legacy: &LegacyDevices,
+    vm_fd: &VmFd,
+    mem: &GuestMemoryMmap,
+    mmio: &mut Bus,
+    cmdline: &mut Cmdline,
+    devices: &mut DeviceManager,
+) -> Result<ConsoleInput, BuildError> {
+    match config.console {
+        ConsoleKind::Serial => Ok(ConsoleInput::Serial(legacy.serial.clone())),
+        ConsoleKind::Virtio => {
+            let console = Arc::new(Mutex::new(Console::new(Box::new(ConsoleOut))));
+            devices.attach_virtio(
+                "virtio console".into(),
+                console.clone(),
+                vm_fd,
+                mem,
+                mmio,
+                cmdline,
+            )?;
+            Ok(ConsoleInput::Virtio(console))
+        }
+    }
 }
 
 /// What this host allows: KVM's vCPU limit (capped by the MP table) and its memory.
@@ -326,4 +452,17 @@ fn configure_vcpu(
     arch::interrupts::set_lint(&mut lapic);
     fd.set_lapic(&lapic).map_err(ioctl("KVM_SET_LAPIC"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_letter_follows_guest_naming() {
+        assert_eq!(disk_letter(0), "a");
+        assert_eq!(disk_letter(25), "z");
+        assert_eq!(disk_letter(26), "aa");
+        assert_eq!(disk_letter(27), "ab");
+    }
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{VmConfig, DEFAULT_CMDLINE, DEFAULT_MEM_MIB, DEFAULT_VCPUS};
+use crate::config::{ConsoleKind, DiskConfig, VmConfig, DEFAULT_MEM_MIB, DEFAULT_VCPUS};
 
 /// cabin: a small KVM virtual machine monitor.
 #[derive(Debug, Parser)]
@@ -33,15 +33,55 @@ pub struct RunArgs {
     /// Initial ramdisk (initramfs) to load next to the kernel.
     #[arg(long, value_name = "PATH")]
     pub initrd: Option<PathBuf>,
-    /// Kernel command line.
-    #[arg(long, value_name = "STR", default_value = DEFAULT_CMDLINE)]
-    pub cmdline: String,
+    /// Kernel command line [default: "console=ttyS0 reboot=k panic=-1", or
+    /// console=hvc0 with --console virtio].
+    #[arg(long, value_name = "STR")]
+    pub cmdline: Option<String>,
     /// Number of vCPUs.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_VCPUS)]
     pub vcpus: u32,
     /// Guest memory in MiB.
     #[arg(long, value_name = "MIB", default_value_t = DEFAULT_MEM_MIB)]
     pub memory: u64,
+    /// A virtio block device backed by a raw image file or block device; repeatable,
+    /// the first is /dev/vda.
+    #[arg(long, value_name = "path=FILE[,readonly=on][,id=NAME]", value_parser = parse_disk)]
+    pub disk: Vec<DiskConfig>,
+    /// Which device is the interactive console: the serial port (ttyS0) or a
+    /// virtio console (hvc0; the serial port still shows early boot messages).
+    #[arg(long, value_enum, default_value_t = ConsoleKind::Serial)]
+    pub console: ConsoleKind,
+}
+
+/// Parses `path=FILE[,readonly=on|off][,id=NAME]`.
+pub fn parse_disk(spec: &str) -> Result<DiskConfig, String> {
+    let mut path = None;
+    let mut read_only = false;
+    let mut id = None;
+    for part in spec.split(',') {
+        let (key, value) = part
+            .split_once('=')
+            .ok_or_else(|| format!("'{part}' is not key=value (keys: path, readonly, id)"))?;
+        match key {
+            "path" if !value.is_empty() => path = Some(PathBuf::from(value)),
+            "path" => return Err("path= is empty".into()),
+            "readonly" | "ro" => {
+                read_only = match value {
+                    "on" | "true" | "yes" | "1" => true,
+                    "off" | "false" | "no" | "0" => false,
+                    _ => return Err(format!("readonly={value} is not on or off")),
+                }
+            }
+            "id" => id = Some(value.to_owned()),
+            _ => return Err(format!("unknown key '{key}' (keys: path, readonly, id)")),
+        }
+    }
+    let path = path.ok_or("path=FILE is missing")?;
+    Ok(DiskConfig {
+        path,
+        read_only,
+        id,
+    })
 }
 
 impl From<RunArgs> for VmConfig {
@@ -49,9 +89,13 @@ impl From<RunArgs> for VmConfig {
         VmConfig {
             kernel: args.kernel,
             initrd: args.initrd,
-            cmdline: args.cmdline,
+            cmdline: args
+                .cmdline
+                .unwrap_or_else(|| args.console.default_cmdline().to_owned()),
             vcpus: args.vcpus,
             mem_size_mib: args.memory,
+            disks: args.disk,
+            console: args.console,
         }
     }
 }
@@ -69,7 +113,9 @@ mod tests {
         let config = VmConfig::from(args);
         assert_eq!(config.kernel, PathBuf::from("/k"));
         assert_eq!(config.initrd, None);
-        assert_eq!(config.cmdline, DEFAULT_CMDLINE);
+        assert_eq!(config.cmdline, crate::config::DEFAULT_CMDLINE);
+        assert!(config.disks.is_empty());
+        assert_eq!(config.console, ConsoleKind::Serial);
         assert_eq!(config.vcpus, 1);
         assert_eq!(config.mem_size_mib, 128);
     }
@@ -95,7 +141,7 @@ mod tests {
             panic!("expected run");
         };
         assert_eq!(args.initrd, Some(PathBuf::from("/i")));
-        assert_eq!(args.cmdline, "quiet");
+        assert_eq!(args.cmdline.as_deref(), Some("quiet"));
         assert_eq!(args.vcpus, 4);
         assert_eq!(args.memory, 4096);
     }
@@ -103,6 +149,62 @@ mod tests {
     #[test]
     fn cli_run_without_kernel_is_refused() {
         assert!(Cli::try_parse_from(["cabin", "run"]).is_err());
+    }
+
+    #[test]
+    fn cli_virtio_console_changes_default_cmdline() {
+        let cli =
+            Cli::try_parse_from(["cabin", "run", "--kernel", "/k", "--console", "virtio"]).unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("expected run");
+        };
+        let config = VmConfig::from(args);
+        assert_eq!(config.console, ConsoleKind::Virtio);
+        assert!(config.cmdline.starts_with("console=hvc0"));
+    }
+
+    #[test]
+    fn parse_disk_accepts_all_keys() {
+        let disk = parse_disk("path=/a.img,readonly=on,id=data").unwrap();
+        assert_eq!(disk.path, PathBuf::from("/a.img"));
+        assert!(disk.read_only);
+        assert_eq!(disk.id.as_deref(), Some("data"));
+        assert!(!parse_disk("path=/b.img").unwrap().read_only);
+    }
+
+    #[test]
+    fn parse_disk_refuses_mistakes() {
+        assert!(parse_disk("readonly=on")
+            .unwrap_err()
+            .contains("path=FILE is missing"));
+        assert!(parse_disk("path=/a,size=3")
+            .unwrap_err()
+            .contains("unknown key 'size'"));
+        assert!(parse_disk("path=/a,readonly=maybe")
+            .unwrap_err()
+            .contains("not on or off"));
+        assert!(parse_disk("/a.img").unwrap_err().contains("not key=value"));
+        assert!(parse_disk("path=").is_err());
+    }
+
+    #[test]
+    fn cli_disks_repeat_in_order() {
+        let cli = Cli::try_parse_from([
+            "cabin",
+            "run",
+            "--kernel",
+            "/k",
+            "--disk",
+            "path=/a",
+            "--disk",
+            "path=/b,readonly=on",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("expected run");
+        };
+        assert_eq!(args.disk.len(), 2);
+        assert_eq!(args.disk[1].path, PathBuf::from("/b"));
     }
 
     #[test]

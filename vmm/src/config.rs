@@ -3,12 +3,17 @@
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-/// Command line used when the user gives none.
+/// Command line used when the user gives none (serial console).
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";
+/// Command line used when the user gives none and asks for a virtio console.
+pub const DEFAULT_CMDLINE_VIRTIO_CONSOLE: &str = "console=hvc0 reboot=k panic=-1";
+/// Longest block device id the guest can read (VIRTIO_BLK_ID_BYTES).
+pub const DISK_ID_MAX_LEN: usize = 20;
 /// vCPUs when the user gives no `--vcpus`.
 pub const DEFAULT_VCPUS: u32 = 1;
 /// Guest memory in MiB when the user gives no `--memory`.
@@ -17,6 +22,36 @@ pub const DEFAULT_MEM_MIB: u64 = 128;
 pub const MIN_MEM_MIB: u64 = 16;
 /// Bytes in a MiB.
 pub const MIB: u64 = 1 << 20;
+
+/// Which device is the interactive console.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConsoleKind {
+    /// COM1 (ttyS0).
+    Serial,
+    /// virtio console (hvc0).
+    Virtio,
+}
+
+impl ConsoleKind {
+    /// The command line used when the user gives none.
+    pub fn default_cmdline(self) -> &'static str {
+        match self {
+            ConsoleKind::Serial => DEFAULT_CMDLINE,
+            ConsoleKind::Virtio => DEFAULT_CMDLINE_VIRTIO_CONSOLE,
+        }
+    }
+}
+
+/// One `--disk`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskConfig {
+    /// Raw image file or block device.
+    pub path: PathBuf,
+    /// The guest may only read.
+    pub read_only: bool,
+    /// Serial the guest reads with GET_ID.
+    pub id: Option<String>,
+}
 
 /// Everything needed to build and boot one VM.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,6 +66,10 @@ pub struct VmConfig {
     pub vcpus: u32,
     /// Guest memory size in MiB.
     pub mem_size_mib: u64,
+    /// Block devices, in /dev/vda, vdb, ... order.
+    pub disks: Vec<DiskConfig>,
+    /// The interactive console.
+    pub console: ConsoleKind,
 }
 
 /// What the host allows, measured once and passed to [`VmConfig::validate`].
@@ -85,6 +124,21 @@ pub enum ConfigError {
         /// The path given.
         path: PathBuf,
     },
+    /// A disk that is neither a regular file nor a block device.
+    #[error("Disk {0} is not a regular file or a block device")]
+    DiskNotImage(PathBuf),
+    /// A writable disk the user may not write.
+    #[error("Disk {0} is not writable: add readonly=on to its --disk, or fix its permissions")]
+    DiskNotWritable(PathBuf, #[source] io::Error),
+    /// The same image given twice.
+    #[error("Disk {0} is the same file as disk {1}: give each image once")]
+    DiskTwice(PathBuf, PathBuf),
+    /// An id longer than the guest can read.
+    #[error("Disk id '{0}' is longer than {DISK_ID_MAX_LEN} bytes")]
+    DiskIdTooLong(String),
+    /// Two disks with one id.
+    #[error("Disk id '{0}' is given to two disks")]
+    DiskIdTwice(String),
     /// A file the user named cannot be opened.
     #[error("{what} {path} cannot be read")]
     Unreadable {
@@ -106,12 +160,40 @@ impl VmConfig {
         self.mem_size_mib.saturating_mul(MIB)
     }
 
-    /// Checks every field against the host; the first problem found is returned.
-    pub fn validate(&self, host: &HostLimits) -> Result<(), ConfigError> {
+    /// Checks the files the user named: kernel, initrd, disks. Needs no KVM.
+    pub fn validate_files(&self) -> Result<(), ConfigError> {
         check_readable_file("Kernel", &self.kernel)?;
         if let Some(initrd) = &self.initrd {
             check_readable_file("Initrd", initrd)?;
         }
+        let mut seen: Vec<(u64, u64, &Path)> = Vec::new();
+        let mut ids: Vec<&str> = Vec::new();
+        for disk in &self.disks {
+            let meta = check_disk(disk)?;
+            let key = (meta.dev(), meta.ino());
+            if let Some((_, _, first)) = seen.iter().find(|(dev, ino, _)| (*dev, *ino) == key) {
+                return Err(ConfigError::DiskTwice(
+                    disk.path.clone(),
+                    first.to_path_buf(),
+                ));
+            }
+            seen.push((key.0, key.1, &disk.path));
+            if let Some(id) = &disk.id {
+                if id.len() > DISK_ID_MAX_LEN {
+                    return Err(ConfigError::DiskIdTooLong(id.clone()));
+                }
+                if ids.contains(&id.as_str()) {
+                    return Err(ConfigError::DiskIdTwice(id.clone()));
+                }
+                ids.push(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks every field against the host; the first problem found is returned.
+    pub fn validate(&self, host: &HostLimits) -> Result<(), ConfigError> {
+        self.validate_files()?;
         if self.mem_size_mib < MIN_MEM_MIB {
             return Err(ConfigError::MemoryTooSmall(self.mem_size_mib));
         }
@@ -166,6 +248,40 @@ fn check_readable_file(what: &'static str, path: &Path) -> Result<(), ConfigErro
     Ok(())
 }
 
+fn check_disk(disk: &DiskConfig) -> Result<fs::Metadata, ConfigError> {
+    let meta = fs::metadata(&disk.path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => ConfigError::Missing {
+            what: "Disk",
+            path: disk.path.clone(),
+        },
+        _ => ConfigError::Unreadable {
+            what: "Disk",
+            path: disk.path.clone(),
+            source: e,
+        },
+    })?;
+    if !meta.is_file() && !meta.file_type().is_block_device() {
+        return Err(ConfigError::DiskNotImage(disk.path.clone()));
+    }
+    let mut options = fs::OpenOptions::new();
+    options.read(true).write(!disk.read_only);
+    if let Err(e) = options.open(&disk.path) {
+        return Err(match e.kind() {
+            io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
+                if !disk.read_only =>
+            {
+                ConfigError::DiskNotWritable(disk.path.clone(), e)
+            }
+            _ => ConfigError::Unreadable {
+                what: "Disk",
+                path: disk.path.clone(),
+                source: e,
+            },
+        });
+    }
+    Ok(meta)
+}
+
 /// Reads MemTotal from `/proc/meminfo`, in bytes.
 pub fn host_mem_total_bytes() -> io::Result<u64> {
     parse_mem_total(&fs::read_to_string("/proc/meminfo")?)
@@ -194,7 +310,65 @@ mod tests {
             cmdline: DEFAULT_CMDLINE.to_owned(),
             vcpus: 1,
             mem_size_mib: 128,
+            disks: Vec::new(),
+            console: ConsoleKind::Serial,
         }
+    }
+
+    fn disk(path: &Path) -> DiskConfig {
+        DiskConfig {
+            path: path.to_owned(),
+            read_only: false,
+            id: None,
+        }
+    }
+
+    #[test]
+    fn validate_files_disk_twice_is_refused_even_through_a_link() {
+        let kernel = temp_kernel("disk2");
+        let image = temp_kernel("disk2.img");
+        let link = image.with_extension("link");
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(&image, &link).unwrap();
+        let mut config = config_with_kernel(&kernel);
+        config.disks = vec![disk(&image), disk(&link)];
+        assert!(matches!(
+            config.validate_files(),
+            Err(ConfigError::DiskTwice(..))
+        ));
+        for f in [kernel, image, link] {
+            fs::remove_file(f).unwrap();
+        }
+    }
+
+    #[test]
+    fn validate_files_disk_checks_kind_and_ids() {
+        let kernel = temp_kernel("diskkind");
+        let image = temp_kernel("diskkind.img");
+        let mut config = config_with_kernel(&kernel);
+        config.disks = vec![disk(Path::new("/nonexistent.img"))];
+        assert!(matches!(
+            config.validate_files(),
+            Err(ConfigError::Missing { what: "Disk", .. })
+        ));
+        config.disks = vec![disk(&std::env::temp_dir())];
+        assert!(matches!(
+            config.validate_files(),
+            Err(ConfigError::DiskNotImage(_))
+        ));
+        let mut long = disk(&image);
+        long.id = Some("x".repeat(21));
+        config.disks = vec![long];
+        assert!(matches!(
+            config.validate_files(),
+            Err(ConfigError::DiskIdTooLong(_))
+        ));
+        let mut named = disk(&image);
+        named.id = Some("root".into());
+        config.disks = vec![named];
+        assert!(config.validate_files().is_ok());
+        fs::remove_file(kernel).unwrap();
+        fs::remove_file(image).unwrap();
     }
 
     fn temp_kernel(name: &str) -> PathBuf {

@@ -3,6 +3,7 @@
 pub mod builder;
 pub mod cli;
 pub mod config;
+pub mod device_manager;
 pub mod kvm;
 pub mod loader;
 pub mod runner;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use vmm::cli::{Cli, Command};
 use vmm::config::VmConfig;
-use vmm::{builder, error_chain, kvm, runner, stdio, EXIT_ERROR, EXIT_GUEST_FAILURE, EXIT_OK};
+use vmm::{builder, error_chain, kvm, runner, EXIT_ERROR, EXIT_GUEST_FAILURE, EXIT_OK};
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().filter_or("CABIN_LOG", "warn"))
@@ -20,7 +20,7 @@ fn main() -> ExitCode {
 }
 
 fn run(config: VmConfig) -> i32 {
-    let vm = match builder::build_vm(&config, Box::new(stdio::ConsoleOut)) {
+    let vm = match builder::build_vm(&config) {
         Ok(vm) => vm,
         Err(e) => {
             eprintln!("cabin: {}", error_chain(&e));

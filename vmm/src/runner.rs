@@ -10,14 +10,14 @@ use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
-use devices::legacy::Serial;
+use devices::virtio::mmio::MmioTransport;
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
 use log::{debug, warn};
 use thiserror::Error;
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::builder::BuiltVm;
+use crate::builder::{BuiltVm, ConsoleInput};
 use crate::stdio::RawTerminal;
 use crate::vcpu::{self, StopReason, VcpuStopped, VcpuThread};
 
@@ -63,7 +63,8 @@ pub fn run_vm(vm: BuiltVm) -> Result<StopReason, RunError> {
 
     let terminal = RawTerminal::new().map_err(|e| RunError::Setup("the terminal", e))?;
     let controller = Arc::new(Mutex::new(Controller {
-        serial: vm.legacy.serial.clone(),
+        console_input: vm.console_input.clone(),
+        queue_evts: queue_events(&vm)?,
         stdin: io::stdin().as_raw_fd(),
         stdin_open: true,
         reset_evt: vm.legacy.reset_evt,
@@ -157,9 +158,34 @@ fn stop_vcpus(stop: &AtomicBool, threads: Vec<JoinHandle<()>>) {
     }
 }
 
+/// One queue notification eventfd the event loop watches.
+struct QueueEvent {
+    evt: EventFd,
+    transport: Arc<Mutex<MmioTransport>>,
+    queue: usize,
+}
+
+fn queue_events(vm: &BuiltVm) -> Result<Vec<QueueEvent>, RunError> {
+    let mut events = Vec::new();
+    for slot in &vm.devices.slots {
+        let transport = lock(&slot.transport);
+        for (queue, evt) in transport.queue_evts().iter().enumerate() {
+            events.push(QueueEvent {
+                evt: evt
+                    .try_clone()
+                    .map_err(|e| RunError::Setup("queue notifications", e))?,
+                transport: slot.transport.clone(),
+                queue,
+            });
+        }
+    }
+    Ok(events)
+}
+
 /// The event-loop side of a running VM.
 struct Controller {
-    serial: Arc<Mutex<Serial>>,
+    console_input: ConsoleInput,
+    queue_evts: Vec<QueueEvent>,
     stdin: i32,
     stdin_open: bool,
     reset_evt: EventFd,
@@ -185,17 +211,13 @@ impl Controller {
         match n {
             n if n > 0 => {
                 let bytes = &buf[..n as usize];
-                let mut serial = lock(&self.serial);
-                match serial.enqueue_input(bytes) {
-                    Ok(taken) if taken < bytes.len() && !self.dropped_input => {
-                        warn!(
-                            "guest is not reading its console: dropped {} input bytes",
-                            bytes.len() - taken
-                        );
-                        self.dropped_input = true;
-                    }
-                    Ok(_) => {}
-                    Err(e) => warn!("console input lost: {e}"),
+                let taken = self.console_input.enqueue(bytes);
+                if taken < bytes.len() && !self.dropped_input {
+                    warn!(
+                        "guest is not reading its console: dropped {} input bytes",
+                        bytes.len() - taken
+                    );
+                    self.dropped_input = true;
                 }
             }
             0 => self.close_stdin(ops),
@@ -225,10 +247,15 @@ impl MutEventSubscriber for Controller {
             ops.add(Events::new(&self.reset_evt, EventSet::IN)),
             ops.add(Events::new(&self.exit_evt, EventSet::IN)),
         ];
-        let signals_ok = self
-            .signals
+        let queues_ok = self
+            .queue_evts
             .iter()
-            .all(|(_, rx)| ops.add(Events::new(rx, EventSet::IN)).is_ok());
+            .all(|q| ops.add(Events::new(&q.evt, EventSet::IN)).is_ok());
+        let signals_ok = queues_ok
+            && self
+                .signals
+                .iter()
+                .all(|(_, rx)| ops.add(Events::new(rx, EventSet::IN)).is_ok());
         if !signals_ok || fatal.iter().any(Result::is_err) {
             warn!("cannot watch VM events; stopping");
             self.finish(StopReason::Signal(libc::SIGABRT));
@@ -251,6 +278,10 @@ impl MutEventSubscriber for Controller {
             if let Ok(VcpuStopped(reason)) = self.vcpu_events.try_recv() {
                 self.finish(reason);
             }
+        } else if let Some(q) = self.queue_evts.iter().find(|q| q.evt.as_raw_fd() == fd) {
+            // Reading resets the counter; several notifications coalesce into one pass.
+            let _ = q.evt.read();
+            lock(&q.transport).process_queue(q.queue);
         } else if let Some((sig, mut rx)) = self
             .signals
             .iter()

@@ -11,6 +11,8 @@
 pub mod block;
 pub mod console;
 pub mod mmio;
+#[cfg(test)]
+pub(crate) mod test_utils;
 
 use std::io;
 use std::os::fd::RawFd;

@@ -1,0 +1,239 @@
+//! End-to-end tests of virtio-blk and virtio-console: boot the project's kernel from
+//! the busybox ext4 image on /dev/vda (no initrd) and check, from the host, what the
+//! guest wrote; boot the Debian image to systemd's multi-user target.
+//!
+//! The busybox image's init runs the shell script given base64-encoded as
+//! `cabin.sh=` on the kernel command line, prints `CABIN-SH-EXIT=<status>`, syncs
+//! and reboots. Run through `make test` (native KVM or the sandbox), with
+//! `--ignored`.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{run_cabin, scratch_dir, Cabin};
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+const DEBIAN_TIMEOUT: Duration = Duration::from_secs(900);
+
+fn artifact(var: &str) -> String {
+    std::env::var(var)
+        .unwrap_or_else(|_| panic!("{var} is not set: run these tests through `make test`"))
+}
+
+/// A private, writable copy of the busybox root image.
+fn rootfs_copy(dir: &Path) -> PathBuf {
+    let copy = dir.join("rootfs.ext4");
+    std::fs::copy(artifact("CABIN_ROOTFS"), &copy).unwrap();
+    copy
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(TABLE[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn script_cmdline(script: &str) -> String {
+    format!(
+        "console=ttyS0 reboot=k panic=-1 quiet root=/dev/vda rw cabin.sh={}",
+        base64(script.as_bytes())
+    )
+}
+
+/// Boots the busybox rootfs with `disks` (first is root) and runs `script` in the
+/// guest; returns what the console showed. Asserts the script exited 0 unless told.
+fn run_script(disks: &[String], script: &str) -> String {
+    let kernel = artifact("CABIN_VMLINUX");
+    let cmdline = script_cmdline(script);
+    let mut args = vec!["run", "--kernel", &kernel, "--cmdline", &cmdline];
+    for disk in disks {
+        args.extend(["--disk", disk]);
+    }
+    let (status, stdout, stderr) = run_cabin(&args, BOOT_TIMEOUT);
+    assert!(
+        stdout.contains("CABIN-ROOTFS-READY"),
+        "guest did not boot from /dev/vda\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("CABIN-SH-EXIT="),
+        "guest script did not finish\n{stdout}\n{stderr}"
+    );
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    stdout
+}
+
+fn debugfs_cat(image: &Path, path: &str) -> String {
+    let out = Command::new("debugfs")
+        .args(["-R", &format!("cat {path}")])
+        .arg(image)
+        .output()
+        .expect("debugfs (e2fsprogs) is needed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+#[ignore = "needs guest artifacts and native KVM or the sandbox: make test"]
+fn guest_write_to_root_disk_lands_in_the_image() {
+    let dir = scratch_dir("disk-write");
+    let image = rootfs_copy(&dir);
+    let disk = format!("path={}", image.display());
+
+    let stdout = run_script(
+        &[disk],
+        "echo \"payload-$((40 + 2)) from the guest\" > /written-by-guest.txt && sync",
+    );
+
+    assert!(stdout.contains("CABIN-SH-EXIT=0"), "{stdout}");
+    assert_eq!(
+        debugfs_cat(&image, "/written-by-guest.txt"),
+        "payload-42 from the guest\n"
+    );
+}
+
+#[test]
+#[ignore = "needs guest artifacts and native KVM or the sandbox: make test"]
+fn guest_reads_the_exact_bytes_of_a_second_disk() {
+    let dir = scratch_dir("disk-read");
+    let image = rootfs_copy(&dir);
+    let data = dir.join("data.img");
+    let mut bytes = vec![0u8; 1 << 20];
+    bytes[..16].copy_from_slice(b"CABIN-DATA-16B!\n");
+    bytes[4096..4096 + 16].copy_from_slice(b"second-block-ok\n");
+    std::fs::write(&data, &bytes).unwrap();
+
+    let stdout = run_script(
+        &[format!("path={}", image.display()), format!("path={}", data.display())],
+        "head -c 16 /dev/vdb; dd if=/dev/vdb bs=4096 skip=1 count=1 2>/dev/null | head -c 16; cat /sys/block/vdb/size",
+    );
+
+    assert!(stdout.contains("CABIN-DATA-16B!"), "{stdout}");
+    assert!(stdout.contains("second-block-ok"), "{stdout}");
+    // 1 MiB = 2048 sectors of 512 bytes.
+    assert!(stdout.lines().any(|l| l.trim() == "2048"), "{stdout}");
+}
+
+#[test]
+#[ignore = "needs guest artifacts and native KVM or the sandbox: make test"]
+fn readonly_disk_refuses_writes_and_stays_unchanged() {
+    let dir = scratch_dir("disk-ro");
+    let image = rootfs_copy(&dir);
+    let data = dir.join("ro.img");
+    let before: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&data, &before).unwrap();
+
+    let stdout = run_script(
+        &[format!("path={}", image.display()), format!("path={},readonly=on", data.display())],
+        "echo RO=$(cat /sys/block/vdb/ro); \
+         if dd if=/dev/zero of=/dev/vdb bs=4096 count=1 oflag=direct 2>/dev/null; then echo WRITE=ok; else echo WRITE=failed; fi; \
+         sync",
+    );
+
+    assert!(stdout.contains("RO=1"), "{stdout}");
+    assert!(stdout.contains("WRITE=failed"), "{stdout}");
+    assert!(
+        std::fs::read(&data).unwrap() == before,
+        "read-only image changed"
+    );
+}
+
+#[test]
+#[ignore = "needs guest artifacts and native KVM or the sandbox: make test"]
+fn two_disks_report_their_ids() {
+    let dir = scratch_dir("disk-ids");
+    let image = rootfs_copy(&dir);
+    let data = dir.join("data.img");
+    std::fs::write(&data, vec![0u8; 1 << 20]).unwrap();
+
+    let stdout = run_script(
+        &[
+            format!("path={},id=rootdisk", image.display()),
+            format!("path={},id=scratch-17", data.display()),
+        ],
+        "echo ID-A=$(cat /sys/block/vda/serial); echo ID-B=$(cat /sys/block/vdb/serial)",
+    );
+
+    assert!(stdout.contains("ID-A=rootdisk"), "{stdout}");
+    assert!(stdout.contains("ID-B=scratch-17"), "{stdout}");
+}
+
+#[test]
+#[ignore = "needs guest artifacts and native KVM or the sandbox: make test"]
+fn virtio_console_echoes_a_typed_line() {
+    let dir = scratch_dir("hvc");
+    let image = rootfs_copy(&dir);
+    let kernel = artifact("CABIN_VMLINUX");
+    let disk = format!("path={}", image.display());
+    let mut cabin = Cabin::spawn_interactive(&[
+        "run",
+        "--kernel",
+        &kernel,
+        "--disk",
+        &disk,
+        "--console",
+        "virtio",
+        "--cmdline",
+        "console=hvc0 reboot=k panic=-1 quiet root=/dev/vda rw",
+    ]);
+    cabin.expect_stdout("CABIN-ROOTFS-READY", BOOT_TIMEOUT);
+    cabin.type_text("echo hvc-$((6 * 7)) on $(tty)\n");
+    cabin.expect_stdout("hvc-42 on /dev/", BOOT_TIMEOUT);
+    cabin.type_text("cat /sys/class/tty/console/active\n");
+    cabin.expect_stdout("hvc0", BOOT_TIMEOUT);
+    cabin.type_text("reboot -f\n");
+    let status = cabin.wait_exit(BOOT_TIMEOUT);
+    assert_eq!(status.code(), Some(0), "{}", cabin.stderr.text());
+}
+
+#[test]
+#[ignore = "needs the Debian image and native KVM or the sandbox: make test"]
+fn debian_image_reaches_multi_user_target() {
+    let dir = scratch_dir("debian");
+    let image = dir.join("debian.ext4");
+    std::fs::copy(artifact("CABIN_DEBIAN_ROOTFS"), &image).unwrap();
+    let kernel = artifact("CABIN_VMLINUX");
+    let disk = format!("path={}", image.display());
+    let cabin = Cabin::spawn(&[
+        "run",
+        "--kernel",
+        &kernel,
+        "--disk",
+        &disk,
+        "--memory",
+        "512",
+        "--vcpus",
+        "2",
+        "--cmdline",
+        "console=ttyS0 reboot=k panic=-1 quiet root=/dev/vda rw",
+    ]);
+    cabin.expect_stdout("CABIN-DEBIAN-STATE=", DEBIAN_TIMEOUT);
+    let stdout = cabin.stdout.text();
+    let state = stdout
+        .lines()
+        .find_map(|l| l.trim_end_matches('\r').split("CABIN-DEBIAN-STATE=").nth(1))
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    assert!(
+        state == "running" || state == "degraded",
+        "systemd state {state:?}\n{stdout}"
+    );
+}
