@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use log::{debug, error, warn, Level};
 use thiserror::Error;
 use virtio_bindings::virtio_blk;
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::{
     Bytes, GuestMemory, GuestMemoryError, GuestMemoryMmap, Permissions, ReadVolatile,
     VolatileMemoryError, WriteVolatile,
@@ -566,7 +566,7 @@ fn process_chains(disk: &mut Disk, mem: &GuestMemoryMmap, queue: &mut Queue) -> 
             );
         }
         let mut this_pass = 0usize;
-        while let Some(chain) = queue.pop_descriptor_chain(mem) {
+        while let Some(chain) = next_chain(queue, mem, disk) {
             let head = chain.head_index();
             let len = disk.complete(chain, mem);
             if let Err(e) = queue.add_used(mem, head, len) {
@@ -596,6 +596,26 @@ fn process_chains(disk: &mut Disk, mem: &GuestMemoryMmap, queue: &mut Queue) -> 
         }
     }
     used
+}
+
+/// The next available chain. Like `pop_descriptor_chain`, but a broken avail ring
+/// (an index more than a queue ahead) is logged rate-limited: the guest controls it.
+fn next_chain<'m>(
+    queue: &mut Queue,
+    mem: &'m GuestMemoryMmap,
+    disk: &Disk,
+) -> Option<DescriptorChain<&'m GuestMemoryMmap>> {
+    match queue.iter(mem) {
+        Ok(mut chains) => chains.next(),
+        Err(e) => {
+            log_ratelimited!(
+                Level::Warn,
+                "virtio-blk {}: cannot read the avail ring: {e}",
+                disk.path.display()
+            );
+            None
+        }
+    }
 }
 
 #[cfg(test)]
