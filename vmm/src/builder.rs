@@ -8,6 +8,7 @@ use devices::bus::Bus;
 use devices::legacy::{Serial, I8042};
 use devices::virtio::block::{Block, BlockConfig};
 use devices::virtio::console::Console;
+use devices::virtio::net::Net;
 use kvm_bindings::{
     kvm_pit_config, kvm_userspace_memory_region, CpuId, Msrs, KVM_MAX_CPUID_ENTRIES,
     KVM_PIT_SPEAKER_DUMMY,
@@ -75,6 +76,9 @@ pub enum BuildError {
     /// A disk image could not be opened as a block device.
     #[error("Cannot use disk {0}")]
     Disk(std::path::PathBuf, #[source] devices::virtio::block::Error),
+    /// A TAP could not be used.
+    #[error("Cannot use TAP {0}")]
+    Net(String, #[source] devices::virtio::net::Error),
     /// A virtio device could not be placed.
     #[error(transparent)]
     DeviceManager(#[from] DeviceManagerError),
@@ -134,7 +138,8 @@ pub fn build_vm(config: &VmConfig) -> Result<BuiltVm, BuildError> {
     let mem = create_guest_memory(config)?;
     register_guest_memory(&vm_fd, &mem)?;
 
-    let kernel = loader::load_kernel(&mem, &config.kernel, config.mem_size_mib)?;
+    let kernel_path = config.kernel.as_deref().ok_or(ConfigError::NoKernel)?;
+    let kernel = loader::load_kernel(&mem, kernel_path, config.mem_size_mib)?;
     let initrd = match &config.initrd {
         Some(path) => Some(loader::load_initrd(&mem, path)?),
         None => None,
@@ -143,23 +148,16 @@ pub fn build_vm(config: &VmConfig) -> Result<BuiltVm, BuildError> {
     let mut mmio = Bus::new();
     let legacy = attach_legacy_devices(&vm_fd, &mut pio, serial_output(config.console))?;
     let mut device_manager = DeviceManager::default();
-    attach_disks(
-        config,
-        &vm_fd,
-        &mem,
-        &mut mmio,
-        &mut cmdline,
-        &mut device_manager,
-    )?;
-    let console_input = attach_console(
-        config,
-        &legacy,
-        &vm_fd,
-        &mem,
-        &mut mmio,
-        &mut cmdline,
-        &mut device_manager,
-    )?;
+    let mut virtio = VirtioContext {
+        vm_fd: &vm_fd,
+        mem: &mem,
+        mmio: &mut mmio,
+        cmdline: &mut cmdline,
+        devices: &mut device_manager,
+    };
+    attach_disks(config, &mut virtio)?;
+    attach_nets(config, &mut virtio)?;
+    let console_input = attach_console(config, &legacy, &mut virtio)?;
 
     let cmdline_addr = GuestAddress(layout::CMDLINE_START);
     let cmdline_size = loader::write_cmdline(&mem, cmdline_addr, &cmdline)?;
@@ -189,7 +187,7 @@ pub fn build_vm(config: &VmConfig) -> Result<BuiltVm, BuildError> {
     info!(
         "booting {:?} kernel {} with {} vCPU(s), {} MiB, final command line: {cmdline}",
         kernel.format,
-        config.kernel.display(),
+        kernel_path.display(),
         config.vcpus,
         config.mem_size_mib
     );
@@ -235,13 +233,31 @@ fn serial_output(_console: ConsoleKind) -> Box<dyn Write + Send> {
     Box::new(ConsoleOut)
 }
 
+/// What placing a virtio device needs: the VM, its memory, the MMIO bus, the
+/// command line that announces devices, and the device manager.
+struct VirtioContext<'a> {
+    vm_fd: &'a VmFd,
+    mem: &'a GuestMemoryMmap,
+    mmio: &'a mut Bus,
+    cmdline: &'a mut Cmdline,
+    devices: &'a mut DeviceManager,
+}
+
+impl VirtioContext<'_> {
+    fn attach(
+        &mut self,
+        name: String,
+        device: Arc<Mutex<dyn devices::virtio::VirtioDevice>>,
+    ) -> Result<(), BuildError> {
+        self.devices
+            .attach_virtio(name, device, self.vm_fd, self.mem, self.mmio, self.cmdline)?;
+        Ok(())
+    }
+}
+
 fn attach_disks(
     config: &VmConfig,
-    vm_fd: &VmFd,
-    mem: &GuestMemoryMmap,
-    mmio: &mut Bus,
-    cmdline: &mut Cmdline,
-    devices: &mut DeviceManager,
+    virtio: &mut VirtioContext<'_>,
 ) -> Result<(), BuildError> {
     for (index, disk) in config.disks.iter().enumerate() {
         let block = Block::new(&BlockConfig {
@@ -251,7 +267,26 @@ fn attach_disks(
         })
         .map_err(|e| BuildError::Disk(disk.path.clone(), e))?;
         let name = format!("disk {} (vd{})", disk.path.display(), disk_letter(index));
-        devices.attach_virtio(name, Arc::new(Mutex::new(block)), vm_fd, mem, mmio, cmdline)?;
+        virtio.attach(name, Arc::new(Mutex::new(block)))?;
+    }
+    Ok(())
+}
+
+fn attach_nets(
+    config: &VmConfig,
+    virtio: &mut VirtioContext<'_>,
+) -> Result<(), BuildError> {
+    for (index, net) in config.nets.iter().enumerate() {
+        let device = Net::new(
+            &devices::virtio::net::NetConfig {
+                tap: net.tap.clone(),
+                mac: net.mac,
+            },
+            index,
+        )
+        .map_err(|e| BuildError::Net(net.tap.clone(), e))?;
+        let name = format!("network interface eth{index} (TAP {})", net.tap);
+        virtio.attach(name, Arc::new(Mutex::new(device)))?;
     }
     Ok(())
 }
@@ -272,24 +307,13 @@ fn disk_letter(index: usize) -> String {
 fn attach_console(
     config: &VmConfig,
     legacy: &LegacyDevices,
-    vm_fd: &VmFd,
-    mem: &GuestMemoryMmap,
-    mmio: &mut Bus,
-    cmdline: &mut Cmdline,
-    devices: &mut DeviceManager,
+    virtio: &mut VirtioContext<'_>,
 ) -> Result<ConsoleInput, BuildError> {
     match config.console {
         ConsoleKind::Serial => Ok(ConsoleInput::Serial(legacy.serial.clone())),
         ConsoleKind::Virtio => {
             let console = Arc::new(Mutex::new(Console::new(Box::new(ConsoleOut))));
-            devices.attach_virtio(
-                "virtio console".into(),
-                console.clone(),
-                vm_fd,
-                mem,
-                mmio,
-                cmdline,
-            )?;
+            virtio.attach("virtio console".into(), console.clone())?;
             Ok(ConsoleInput::Virtio(console))
         }
     }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{ConsoleKind, DiskConfig, VmConfig, DEFAULT_MEM_MIB, DEFAULT_VCPUS};
+use crate::config::{ConsoleKind, DiskConfig, NetConfig, VmConfig, DEFAULT_MEM_MIB, DEFAULT_VCPUS};
 
 /// cabin: a small KVM virtual machine monitor.
 #[derive(Debug, Parser)]
@@ -22,14 +22,44 @@ pub enum Command {
     Run(RunArgs),
     /// Tell whether this host can run guests, and what to fix when it cannot.
     Check,
+    /// Drive a cabin started with --api-sock, for shell scripts.
+    Ctl(CtlArgs),
+}
+
+/// Arguments of `cabin ctl`.
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// The API socket of the cabin to drive.
+    #[arg(long, value_name = "PATH")]
+    pub api_sock: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: CtlAction,
+}
+
+/// `cabin ctl` actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum CtlAction {
+    /// Print id, state and version (GET /).
+    Status,
+    /// Boot the configured guest (InstanceStart).
+    Start,
+    /// Pause the vCPUs (PATCH /vm Paused).
+    Pause,
+    /// Resume the vCPUs (PATCH /vm Resumed).
+    Resume,
+    /// Send Ctrl-Alt-Del to the guest (SendCtrlAltDel).
+    CtrlAltDel,
+    /// Print the whole configuration as a config file holds it (GET /vm/config).
+    Config,
 }
 
 /// Arguments of `cabin run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Guest kernel: an uncompressed ELF `vmlinux` or a `bzImage`.
-    #[arg(long, value_name = "PATH")]
-    pub kernel: PathBuf,
+    #[arg(long, value_name = "PATH", required_unless_present_any = ["api_sock", "config_file"])]
+    pub kernel: Option<PathBuf>,
     /// Initial ramdisk (initramfs) to load next to the kernel.
     #[arg(long, value_name = "PATH")]
     pub initrd: Option<PathBuf>,
@@ -51,6 +81,62 @@ pub struct RunArgs {
     /// virtio console (hvc0; the serial port still shows early boot messages).
     #[arg(long, value_enum, default_value_t = ConsoleKind::Serial)]
     pub console: ConsoleKind,
+    /// A virtio-net device on an existing TAP; repeatable (eth0, eth1, ...).
+    #[arg(long, value_name = "tap=NAME[,mac=MAC]", value_parser = parse_net)]
+    pub net: Vec<NetConfig>,
+    /// Serve the lifecycle API on this Unix socket and boot on InstanceStart;
+    /// the other options pre-fill the configuration.
+    #[arg(long, value_name = "PATH")]
+    pub api_sock: Option<PathBuf>,
+    /// Read the whole VM configuration from a JSON file (Firecracker's format) and
+    /// boot at once.
+    #[arg(long, value_name = "PATH")]
+    pub config_file: Option<PathBuf>,
+    /// With --config-file: serve no API (the default when --api-sock is not given).
+    #[arg(long, requires = "config_file")]
+    pub no_api: bool,
+}
+
+/// Parses a MAC address `52:54:00:12:34:56`.
+pub fn parse_mac(text: &str) -> Result<[u8; 6], String> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let bad = || format!("'{text}' is not a MAC address like 52:54:00:12:34:56");
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut mac = [0u8; 6];
+    for (byte, part) in mac.iter_mut().zip(parts) {
+        if part.len() != 2 {
+            return Err(bad());
+        }
+        *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+    }
+    if mac[0] & 1 == 1 {
+        return Err(format!("'{text}' is a multicast MAC address: the first byte must be even"));
+    }
+    Ok(mac)
+}
+
+/// Parses `tap=NAME[,mac=MAC]`.
+pub fn parse_net(spec: &str) -> Result<NetConfig, String> {
+    let mut tap = None;
+    let mut mac = None;
+    for part in spec.split(',') {
+        let (key, value) = part
+            .split_once('=')
+            .ok_or_else(|| format!("'{part}' is not key=value (keys: tap, mac)"))?;
+        match key {
+            "tap" if !value.is_empty() && value.len() < 16 => tap = Some(value.to_owned()),
+            "tap" => return Err(format!("tap={value} is not a valid interface name (1 to 15 bytes)")),
+            "mac" => mac = Some(parse_mac(value)?),
+            _ => return Err(format!("unknown key '{key}' (keys: tap, mac)")),
+        }
+    }
+    Ok(NetConfig {
+        id: None,
+        tap: tap.ok_or("tap=NAME is missing")?,
+        mac,
+    })
 }
 
 /// Parses `path=FILE[,readonly=on|off][,id=NAME]`.
@@ -96,6 +182,7 @@ impl From<RunArgs> for VmConfig {
             mem_size_mib: args.memory,
             disks: args.disk,
             console: args.console,
+            nets: args.net,
         }
     }
 }
@@ -111,7 +198,7 @@ mod tests {
             panic!("expected run");
         };
         let config = VmConfig::from(args);
-        assert_eq!(config.kernel, PathBuf::from("/k"));
+        assert_eq!(config.kernel, Some(PathBuf::from("/k")));
         assert_eq!(config.initrd, None);
         assert_eq!(config.cmdline, crate::config::DEFAULT_CMDLINE);
         assert!(config.disks.is_empty());
@@ -205,6 +292,39 @@ mod tests {
         };
         assert_eq!(args.disk.len(), 2);
         assert_eq!(args.disk[1].path, PathBuf::from("/b"));
+    }
+
+    #[test]
+    fn parse_net_accepts_tap_and_mac() {
+        let net = parse_net("tap=tap0,mac=52:54:00:ab:cd:ef").unwrap();
+        assert_eq!(net.tap, "tap0");
+        assert_eq!(net.mac, Some([0x52, 0x54, 0, 0xab, 0xcd, 0xef]));
+        assert_eq!(parse_net("tap=tap1").unwrap().mac, None);
+    }
+
+    #[test]
+    fn parse_net_refuses_mistakes() {
+        assert!(parse_net("mac=52:54:00:00:00:01").unwrap_err().contains("tap=NAME is missing"));
+        assert!(parse_net("tap=averyveryverylongname").is_err());
+        assert!(parse_net("tap=t,mac=52:54:00:00:00").unwrap_err().contains("not a MAC"));
+        assert!(parse_net("tap=t,mac=01:00:00:00:00:01").unwrap_err().contains("multicast"));
+        assert!(parse_net("tap=t,mac=zz:00:00:00:00:01").is_err());
+    }
+
+    #[test]
+    fn cli_api_sock_makes_kernel_optional() {
+        assert!(Cli::try_parse_from(["cabin", "run", "--api-sock", "/tmp/s"]).is_ok());
+        assert!(Cli::try_parse_from(["cabin", "run", "--config-file", "/tmp/c.json"]).is_ok());
+        assert!(Cli::try_parse_from(["cabin", "run", "--no-api"]).is_err());
+    }
+
+    #[test]
+    fn cli_ctl_parses_actions() {
+        let cli = Cli::try_parse_from(["cabin", "ctl", "--api-sock", "/s", "ctrl-alt-del"]).unwrap();
+        let Command::Ctl(args) = cli.command else {
+            panic!("expected ctl");
+        };
+        assert_eq!(args.action, CtlAction::CtrlAltDel);
     }
 
     #[test]

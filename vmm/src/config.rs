@@ -56,8 +56,8 @@ pub struct DiskConfig {
 /// Everything needed to build and boot one VM.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VmConfig {
-    /// Kernel image (ELF vmlinux or bzImage).
-    pub kernel: PathBuf,
+    /// Kernel image (ELF vmlinux or bzImage); unset until the API's boot source.
+    pub kernel: Option<PathBuf>,
     /// Optional initramfs.
     pub initrd: Option<PathBuf>,
     /// Kernel command line, as the user wrote it.
@@ -70,6 +70,19 @@ pub struct VmConfig {
     pub disks: Vec<DiskConfig>,
     /// The interactive console.
     pub console: ConsoleKind,
+    /// Network interfaces, in eth0, eth1, ... order.
+    pub nets: Vec<NetConfig>,
+}
+
+/// One `--net`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetConfig {
+    /// API name of the interface (`iface_id`), if it came from the API.
+    pub id: Option<String>,
+    /// Existing TAP device on the host.
+    pub tap: String,
+    /// MAC address the guest sees; a stable default when unset.
+    pub mac: Option<[u8; 6]>,
 }
 
 /// What the host allows, measured once and passed to [`VmConfig::validate`].
@@ -124,6 +137,9 @@ pub enum ConfigError {
         /// The path given.
         path: PathBuf,
     },
+    /// No kernel was given.
+    #[error("No kernel to boot: give --kernel, or PUT /boot-source before InstanceStart")]
+    NoKernel,
     /// A disk that is neither a regular file nor a block device.
     #[error("Disk {0} is not a regular file or a block device")]
     DiskNotImage(PathBuf),
@@ -162,7 +178,8 @@ impl VmConfig {
 
     /// Checks the files the user named: kernel, initrd, disks. Needs no KVM.
     pub fn validate_files(&self) -> Result<(), ConfigError> {
-        check_readable_file("Kernel", &self.kernel)?;
+        let kernel = self.kernel.as_deref().ok_or(ConfigError::NoKernel)?;
+        check_readable_file("Kernel", kernel)?;
         if let Some(initrd) = &self.initrd {
             check_readable_file("Initrd", initrd)?;
         }
@@ -305,13 +322,14 @@ mod tests {
 
     fn config_with_kernel(kernel: &Path) -> VmConfig {
         VmConfig {
-            kernel: kernel.to_owned(),
+            kernel: Some(kernel.to_owned()),
             initrd: None,
             cmdline: DEFAULT_CMDLINE.to_owned(),
             vcpus: 1,
             mem_size_mib: 128,
             disks: Vec::new(),
             console: ConsoleKind::Serial,
+            nets: Vec::new(),
         }
     }
 

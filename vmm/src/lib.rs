@@ -1,5 +1,6 @@
 //! cabin: a KVM virtual machine monitor. The library behind the `cabin` binary.
 
+pub mod api;
 pub mod builder;
 pub mod cli;
 pub mod config;

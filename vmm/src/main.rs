@@ -3,9 +3,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use vmm::cli::{Cli, Command};
+use vmm::api::{model, server};
+use vmm::cli::{Cli, Command, RunArgs};
 use vmm::config::VmConfig;
-use vmm::{builder, error_chain, kvm, runner, EXIT_ERROR, EXIT_GUEST_FAILURE, EXIT_OK};
+use vmm::vcpu::StopReason;
+use vmm::{error_chain, kvm, runner, EXIT_ERROR, EXIT_GUEST_FAILURE, EXIT_OK};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().filter_or("CABIN_LOG", "warn"))
@@ -14,22 +17,40 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Check => check(),
-        Command::Run(args) => run(VmConfig::from(args)),
+        Command::Run(args) => run(args),
+        Command::Ctl(args) => vmm::api::client::run_ctl(&args),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
-fn run(config: VmConfig) -> i32 {
-    let vm = match builder::build_vm(&config) {
-        Ok(vm) => vm,
-        Err(e) => {
-            eprintln!("cabin: {}", error_chain(&e));
-            return EXIT_ERROR;
-        }
+fn run(args: RunArgs) -> i32 {
+    let api_sock = args.api_sock.clone();
+    let config_file = args.config_file.clone();
+    let mut config = VmConfig::from(args);
+    if let Some(file) = &config_file {
+        config = match model::load_config_file(file, config) {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("cabin: {}", error_chain(&e));
+                return EXIT_ERROR;
+            }
+        };
+    }
+    // Without an API socket, or with a config file, the VM boots at once.
+    let boot_now = api_sock.is_none() || config_file.is_some();
+    let (api, _server) = match &api_sock {
+        Some(path) => match start_api(path) {
+            Ok((endpoint, server)) => (Some(endpoint), Some(server)),
+            Err(message) => {
+                eprintln!("cabin: {message}");
+                return EXIT_ERROR;
+            }
+        },
+        None => (None, None),
     };
-    match runner::run_vm(vm) {
+    match runner::run(config, api, boot_now) {
         Ok(reason) if reason.is_clean() => EXIT_OK,
-        Ok(vmm::vcpu::StopReason::Signal(sig)) => {
+        Ok(StopReason::Signal(sig)) => {
             eprintln!("cabin: stopped by signal {sig}");
             128 + sig
         }
@@ -42,6 +63,14 @@ fn run(config: VmConfig) -> i32 {
             EXIT_ERROR
         }
     }
+}
+
+fn start_api(path: &std::path::Path) -> Result<(runner::ApiEndpoint, server::ApiServer), String> {
+    let (tx, requests) = std::sync::mpsc::channel();
+    let wake = EventFd::new(EFD_NONBLOCK).map_err(|e| format!("Cannot create an eventfd: {e}"))?;
+    let server_wake = wake.try_clone().map_err(|e| format!("Cannot create an eventfd: {e}"))?;
+    let server = server::start(path, tx, server_wake).map_err(|e| error_chain(&e))?;
+    Ok((runner::ApiEndpoint { requests, wake }, server))
 }
 
 fn check() -> i32 {

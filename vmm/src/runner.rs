@@ -1,30 +1,39 @@
-//! Running a built VM: one thread per vCPU, and an event loop on this thread for
-//! stdin, guest resets, vCPU exits and signals.
+//! The VMM thread: one event loop for the whole life of a VM. It serves the API
+//! (when there is one), builds and starts the VM, runs one thread per vCPU, and
+//! watches stdin, guest resets, vCPU exits, virtqueue notifications and signals.
 
 use std::io::{self, Read};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::thread::JoinHandleExt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Receiver};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
+use devices::legacy::I8042;
 use devices::virtio::mmio::MmioTransport;
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
-use log::{debug, warn};
+use log::{debug, info, warn};
 use thiserror::Error;
+use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::builder::{BuiltVm, ConsoleInput};
+use crate::api::state::VmAction;
+use crate::api::{model, ApiMessage, ApiRequest, ApiResponse, VmState};
+use crate::builder::{build_vm, BuildError, BuiltVm, ConsoleInput};
+use crate::config::VmConfig;
+use crate::error_chain;
 use crate::stdio::RawTerminal;
-use crate::vcpu::{self, StopReason, VcpuStopped, VcpuThread};
+use crate::vcpu::{self, StopReason, VcpuControl, VcpuStopped, VcpuThread};
 
 /// Signals that stop the VM in an orderly way.
 pub const STOP_SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+/// How long a pause may take to park every vCPU.
+const PAUSE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Failures of the run loop itself (not of the guest).
+/// Failures of the VMM thread itself (not of the guest).
 #[derive(Debug, Error)]
 pub enum RunError {
     /// The event loop could not be set up or failed.
@@ -36,124 +45,90 @@ pub enum RunError {
     /// Signal or eventfd plumbing failed.
     #[error("Cannot set up {0}")]
     Setup(&'static str, #[source] io::Error),
+    /// The VM could not be built.
+    #[error(transparent)]
+    Build(#[from] BuildError),
 }
 
-/// Runs the VM until it stops; returns why it stopped.
-pub fn run_vm(vm: BuiltVm) -> Result<StopReason, RunError> {
+/// The API's side of the event loop: requests arrive on `requests`, and `wake`
+/// is written after each one.
+#[derive(Debug)]
+pub struct ApiEndpoint {
+    /// Requests from the API thread.
+    pub requests: Receiver<ApiMessage>,
+    /// Readable when a request is waiting.
+    pub wake: EventFd,
+}
+
+/// Runs cabin's VMM thread until the VM ends; returns why it ended.
+///
+/// With `boot_now`, the VM is built and started at once (a build error is returned
+/// before anything runs); otherwise it waits for InstanceStart on the API.
+pub fn run(config: VmConfig, api: Option<ApiEndpoint>, boot_now: bool) -> Result<StopReason, RunError> {
     vcpu::register_kick_handler().map_err(|e| {
-        RunError::Setup(
-            "the vCPU kick signal",
-            io::Error::from_raw_os_error(e.errno()),
-        )
+        RunError::Setup("the vCPU kick signal", io::Error::from_raw_os_error(e.errno()))
     })?;
-    let mut signal_ids = Vec::new();
-    let mut signals = Vec::new();
-    for sig in STOP_SIGNALS {
-        let setup_err = |e| RunError::Setup("signal handling", e);
-        let (rx, tx) = UnixStream::pair().map_err(setup_err)?;
-        rx.set_nonblocking(true).map_err(setup_err)?;
-        signal_ids.push(signal_hook::low_level::pipe::register(sig, tx).map_err(setup_err)?);
-        signals.push((sig, rx));
+    let signals = Signals::register()?;
+    let mut controller = Controller::new(config, api, signals.streams()?)?;
+    if boot_now {
+        controller.start_vm()?;
     }
-
-    let exit_evt =
-        EventFd::new(EFD_NONBLOCK).map_err(|e| RunError::Setup("the exit eventfd", e))?;
-    let (events_tx, events_rx) = channel();
-    let stop = Arc::new(AtomicBool::new(false));
-
-    let terminal = RawTerminal::new().map_err(|e| RunError::Setup("the terminal", e))?;
-    let controller = Arc::new(Mutex::new(Controller {
-        console_input: vm.console_input.clone(),
-        queue_evts: queue_events(&vm)?,
-        stdin: io::stdin().as_raw_fd(),
-        stdin_open: true,
-        reset_evt: vm.legacy.reset_evt,
-        exit_evt: exit_evt
-            .try_clone()
-            .map_err(|e| RunError::Setup("the exit eventfd", e))?,
-        vcpu_events: events_rx,
-        signals,
-        outcome: None,
-        dropped_input: false,
-    }));
+    let _terminal = RawTerminal::new().map_err(|e| RunError::Setup("the terminal", e))?;
+    let controller = Arc::new(Mutex::new(controller));
     let mut manager: EventManager<Arc<Mutex<Controller>>> =
         EventManager::new().map_err(RunError::EventLoop)?;
     manager.add_subscriber(controller.clone());
 
-    let mut threads: Vec<JoinHandle<()>> = Vec::new();
-    let mut start_error = None;
-    for (index, fd) in vm.vcpus.into_iter().enumerate() {
-        let index = u32::try_from(index).unwrap_or(u32::MAX);
-        let thread = VcpuThread {
-            index,
-            fd,
-            pio: vm.pio.clone(),
-            mmio: vm.mmio.clone(),
-            stop: stop.clone(),
-            events: events_tx.clone(),
-            exit_evt: exit_evt
-                .try_clone()
-                .map_err(|e| RunError::Setup("the exit eventfd", e))?,
-        };
-        match thread::Builder::new()
-            .name(format!("vcpu{index}"))
-            .spawn(move || thread.run())
-        {
-            Ok(handle) => threads.push(handle),
-            Err(e) => {
-                start_error = Some(RunError::Thread(index, e));
-                break;
-            }
+    let result = loop {
+        if let Err(e) = manager.run() {
+            break Err(RunError::EventLoop(e));
         }
-    }
-
-    let result = match start_error {
-        Some(e) => Err(e),
-        None => loop {
-            if let Err(e) = manager.run() {
-                break Err(RunError::EventLoop(e));
-            }
-            let outcome = lock(&controller).outcome.take();
-            if let Some(reason) = outcome {
-                break Ok(reason);
-            }
-        },
+        let mut controller = lock(&controller);
+        if let Some(reason) = controller.outcome.take() {
+            controller.shut_down(&reason);
+            break Ok(reason);
+        }
     };
-
-    stop_vcpus(&stop, threads);
-    drop(terminal);
-    for id in signal_ids {
-        signal_hook::low_level::unregister(id);
-    }
-    // A vCPU may have reported a failure while we were stopping for another reason;
-    // the first reason wins, later ones are only logged.
-    if let Ok(reason) = &result {
-        while let Ok(VcpuStopped(other)) = lock(&controller).vcpu_events.try_recv() {
-            if &other != reason {
-                debug!("also: {other}");
-            }
-        }
-    }
-    drop(vm.mem);
+    drop(signals);
     result
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Asks every vCPU to leave KVM_RUN and waits for its thread.
-fn stop_vcpus(stop: &AtomicBool, threads: Vec<JoinHandle<()>>) {
-    stop.store(true, Ordering::Release);
-    for handle in &threads {
-        // SAFETY: the pthread_t belongs to a thread we spawned and have not joined, so
-        // it is valid; the kick signal has a handler installed that only sets
-        // immediate_exit on that thread's own kvm_run page.
-        unsafe { libc::pthread_kill(handle.as_pthread_t(), vcpu::kick_signal()) };
+/// Stop signals delivered as bytes on one socket per signal (signal-hook).
+struct Signals {
+    ids: Vec<signal_hook::SigId>,
+    streams: Vec<(i32, UnixStream)>,
+}
+
+impl Signals {
+    fn register() -> Result<Self, RunError> {
+        let setup_err = |e| RunError::Setup("signal handling", e);
+        let mut ids = Vec::new();
+        let mut streams = Vec::new();
+        for sig in STOP_SIGNALS {
+            let (rx, tx) = UnixStream::pair().map_err(setup_err)?;
+            rx.set_nonblocking(true).map_err(setup_err)?;
+            ids.push(signal_hook::low_level::pipe::register(sig, tx).map_err(setup_err)?);
+            streams.push((sig, rx));
+        }
+        Ok(Signals { ids, streams })
     }
-    for handle in threads {
-        if handle.join().is_err() {
-            warn!("a vCPU thread panicked");
+
+    fn streams(&self) -> Result<Vec<(i32, UnixStream)>, RunError> {
+        self.streams
+            .iter()
+            .map(|(sig, rx)| Ok((*sig, rx.try_clone().map_err(|e| RunError::Setup("signal handling", e))?)))
+            .collect()
+    }
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        for id in self.ids.drain(..) {
+            signal_hook::low_level::unregister(id);
         }
     }
 }
@@ -163,6 +138,149 @@ struct QueueEvent {
     evt: EventFd,
     transport: Arc<Mutex<MmioTransport>>,
     queue: usize,
+}
+
+/// A host descriptor a device asked the event loop to watch (e.g. a TAP).
+struct DeviceEvent {
+    fd: RawFd,
+    token: u32,
+    transport: Arc<Mutex<MmioTransport>>,
+}
+
+fn device_events(vm: &BuiltVm) -> Vec<DeviceEvent> {
+    let mut events = Vec::new();
+    for slot in &vm.devices.slots {
+        let device = lock(&slot.transport).device();
+        let fds = lock(&device).event_fds();
+        for (fd, token) in fds {
+            events.push(DeviceEvent {
+                fd,
+                token,
+                transport: slot.transport.clone(),
+            });
+        }
+    }
+    events
+}
+
+/// A VM whose vCPU threads are running (or paused).
+struct RunningVm {
+    console_input: ConsoleInput,
+    queue_evts: Vec<QueueEvent>,
+    device_evts: Vec<DeviceEvent>,
+    /// Queue notifications that arrived while paused, processed on resume.
+    deferred: Vec<usize>,
+    /// Device events that arrived while paused, processed on resume.
+    deferred_devices: Vec<usize>,
+    reset_evt: EventFd,
+    i8042: Arc<Mutex<I8042>>,
+    control: Arc<VcpuControl>,
+    threads: Vec<JoinHandle<()>>,
+    /// Kept alive while vCPUs run: the memory slots point into it.
+    _mem: GuestMemoryMmap,
+    _vm_fd: kvm_ioctls::VmFd,
+}
+
+impl RunningVm {
+    fn start(vm: BuiltVm, events: &Sender<VcpuStopped>, exit_evt: &EventFd) -> Result<Self, RunError> {
+        let queue_evts = queue_events(&vm)?;
+        let device_evts = device_events(&vm);
+        let control = Arc::new(VcpuControl::default());
+        let mut running = RunningVm {
+            console_input: vm.console_input,
+            queue_evts,
+            device_evts,
+            deferred: Vec::new(),
+            deferred_devices: Vec::new(),
+            reset_evt: vm.legacy.reset_evt,
+            i8042: vm.legacy.i8042,
+            control: control.clone(),
+            threads: Vec::new(),
+            _mem: vm.mem,
+            _vm_fd: vm.vm_fd,
+        };
+        for (index, fd) in vm.vcpus.into_iter().enumerate() {
+            let index = u32::try_from(index).unwrap_or(u32::MAX);
+            let thread = VcpuThread {
+                index,
+                fd,
+                pio: vm.pio.clone(),
+                mmio: vm.mmio.clone(),
+                control: control.clone(),
+                events: events.clone(),
+                exit_evt: exit_evt
+                    .try_clone()
+                    .map_err(|e| RunError::Setup("the exit eventfd", e))?,
+            };
+            let spawned = thread::Builder::new()
+                .name(format!("vcpu{index}"))
+                .spawn(move || thread.run());
+            match spawned {
+                Ok(handle) => running.threads.push(handle),
+                Err(e) => {
+                    running.stop_vcpus();
+                    return Err(RunError::Thread(index, e));
+                }
+            }
+        }
+        Ok(running)
+    }
+
+    fn kick_vcpus(&self) {
+        for handle in &self.threads {
+            // SAFETY: the pthread_t belongs to a thread we spawned and have not joined,
+            // so it is valid; the kick signal's handler only sets immediate_exit on
+            // that thread's own kvm_run page.
+            unsafe { libc::pthread_kill(handle.as_pthread_t(), vcpu::kick_signal()) };
+        }
+    }
+
+    /// Parks every vCPU outside KVM_RUN.
+    fn pause(&mut self) -> Result<(), String> {
+        self.control.request_pause();
+        self.kick_vcpus();
+        if self.control.wait_parked(self.threads.len(), PAUSE_TIMEOUT) {
+            Ok(())
+        } else {
+            self.control.resume();
+            Err(format!("vCPUs did not park within {PAUSE_TIMEOUT:?}"))
+        }
+    }
+
+    fn resume(&mut self, ops: &mut EventOps) {
+        self.control.resume();
+        for index in std::mem::take(&mut self.deferred) {
+            if let Some(q) = self.queue_evts.get(index) {
+                lock(&q.transport).process_queue(q.queue);
+            }
+        }
+        for index in std::mem::take(&mut self.deferred_devices) {
+            if let Some(d) = self.device_evts.get(index) {
+                d.process();
+                if ops.add(Events::new_raw(d.fd, EventSet::IN)).is_err() {
+                    warn!("cannot watch a device again after resume");
+                }
+            }
+        }
+    }
+
+    /// Asks every vCPU to leave KVM_RUN and waits for its thread.
+    fn stop_vcpus(&mut self) {
+        self.control.request_stop();
+        self.kick_vcpus();
+        for handle in self.threads.drain(..) {
+            if handle.join().is_err() {
+                warn!("a vCPU thread panicked");
+            }
+        }
+    }
+}
+
+impl DeviceEvent {
+    fn process(&self) {
+        let device = lock(&self.transport).device();
+        lock(&device).process_event(self.token);
+    }
 }
 
 fn queue_events(vm: &BuiltVm) -> Result<Vec<QueueEvent>, RunError> {
@@ -182,15 +300,20 @@ fn queue_events(vm: &BuiltVm) -> Result<Vec<QueueEvent>, RunError> {
     Ok(events)
 }
 
-/// The event-loop side of a running VM.
+/// The event-loop side of cabin: lifecycle state, the VM once started, and every
+/// file descriptor the VMM thread waits on.
 struct Controller {
-    console_input: ConsoleInput,
-    queue_evts: Vec<QueueEvent>,
-    stdin: i32,
+    config: VmConfig,
+    state: VmState,
+    api: Option<ApiEndpoint>,
+    vm: Option<RunningVm>,
+    /// A VM started before the event loop existed, whose fds `init` must add.
+    vm_fds_pending: bool,
+    stdin: RawFd,
     stdin_open: bool,
-    reset_evt: EventFd,
     exit_evt: EventFd,
     vcpu_events: Receiver<VcpuStopped>,
+    vcpu_events_tx: Sender<VcpuStopped>,
     /// One socket per stop signal, written by signal-hook's handler.
     signals: Vec<(i32, UnixStream)>,
     outcome: Option<StopReason>,
@@ -198,20 +321,90 @@ struct Controller {
 }
 
 impl Controller {
+    fn new(
+        config: VmConfig,
+        api: Option<ApiEndpoint>,
+        signals: Vec<(i32, UnixStream)>,
+    ) -> Result<Self, RunError> {
+        let (vcpu_events_tx, vcpu_events) = channel();
+        Ok(Controller {
+            config,
+            state: VmState::NotStarted,
+            api,
+            vm: None,
+            vm_fds_pending: false,
+            stdin: io::stdin().as_raw_fd(),
+            stdin_open: false,
+            exit_evt: EventFd::new(EFD_NONBLOCK)
+                .map_err(|e| RunError::Setup("the exit eventfd", e))?,
+            vcpu_events,
+            vcpu_events_tx,
+            signals,
+            outcome: None,
+            dropped_input: false,
+        })
+    }
+
+    /// Builds the VM from the configuration and starts its vCPUs.
+    fn start_vm(&mut self) -> Result<(), RunError> {
+        let built = build_vm(&self.config)?;
+        self.vm = Some(RunningVm::start(built, &self.vcpu_events_tx, &self.exit_evt)?);
+        self.state = VmState::Running;
+        self.vm_fds_pending = true;
+        Ok(())
+    }
+
+    /// Adds the running VM's descriptors to the event loop.
+    fn watch_vm(&mut self, ops: &mut EventOps) {
+        self.vm_fds_pending = false;
+        let Some(vm) = &self.vm else { return };
+        let mut ok = ops.add(Events::new(&vm.reset_evt, EventSet::IN)).is_ok();
+        for q in &vm.queue_evts {
+            ok &= ops.add(Events::new(&q.evt, EventSet::IN)).is_ok();
+        }
+        for d in &vm.device_evts {
+            ok &= ops.add(Events::new_raw(d.fd, EventSet::IN)).is_ok();
+        }
+        if !ok {
+            warn!("cannot watch the VM's events; stopping");
+            self.finish(StopReason::Signal(libc::SIGABRT));
+        }
+        // stdin may be closed, /dev/null or a regular file (epoll refuses those):
+        // then the guest simply gets no input.
+        self.stdin_open = ops.add(Events::new_raw(self.stdin, EventSet::IN)).is_ok();
+        if !self.stdin_open {
+            debug!("stdin cannot be watched; guest console input disabled");
+        }
+    }
+
     fn finish(&mut self, reason: StopReason) {
         if self.outcome.is_none() {
             self.outcome = Some(reason);
         }
     }
 
+    /// Stops the vCPUs; logs other reasons vCPUs reported meanwhile.
+    fn shut_down(&mut self, reason: &StopReason) {
+        if let Some(mut vm) = self.vm.take() {
+            vm.stop_vcpus();
+        }
+        self.state = VmState::Exited;
+        while let Ok(VcpuStopped(other)) = self.vcpu_events.try_recv() {
+            if &other != reason {
+                debug!("also: {other}");
+            }
+        }
+    }
+
     fn forward_stdin(&mut self, ops: &mut EventOps) {
         let mut buf = [0u8; 64];
-        // SAFETY: reads at most buf.len() bytes into a buffer we own from fd 0.
+        // SAFETY: reads at most buf.len() bytes from fd 0 into a buffer we own.
         let n = unsafe { libc::read(self.stdin, buf.as_mut_ptr().cast(), buf.len()) };
         match n {
             n if n > 0 => {
                 let bytes = &buf[..n as usize];
-                let taken = self.console_input.enqueue(bytes);
+                let Some(vm) = &self.vm else { return };
+                let taken = vm.console_input.enqueue(bytes);
                 if taken < bytes.len() && !self.dropped_input {
                     warn!(
                         "guest is not reading its console: dropped {} input bytes",
@@ -223,9 +416,7 @@ impl Controller {
             0 => self.close_stdin(ops),
             _ => {
                 let err = io::Error::last_os_error();
-                if err.kind() != io::ErrorKind::WouldBlock
-                    && err.kind() != io::ErrorKind::Interrupted
-                {
+                if !matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) {
                     debug!("stdin: {err}");
                     self.close_stdin(ops);
                 }
@@ -239,50 +430,122 @@ impl Controller {
             let _ = ops.remove(Events::new_raw(self.stdin, EventSet::IN));
         }
     }
+
+    /// Serves every waiting API request.
+    fn serve_api(&mut self, ops: &mut EventOps) {
+        let Some(api) = &self.api else { return };
+        let _ = api.wake.read();
+        let messages: Vec<ApiMessage> = api.requests.try_iter().collect();
+        for message in messages {
+            let response = self.handle_request(message.request, ops);
+            // A client that hung up does not care about the answer.
+            let _ = message.reply.send(response);
+        }
+    }
+
+    fn transition(&self, action: VmAction) -> Result<VmState, ApiResponse> {
+        self.state.next(action).map_err(|message| ApiResponse::Error {
+            status: 400,
+            message,
+        })
+    }
+
+    fn handle_request(&mut self, request: ApiRequest, ops: &mut EventOps) -> ApiResponse {
+        let result = match request {
+            ApiRequest::Describe => Ok(ApiResponse::Describe {
+                id: instance_id(),
+                state: self.state,
+            }),
+            ApiRequest::GetConfig => Ok(ApiResponse::Config(Box::new(self.config.clone()))),
+            ApiRequest::Configure(change) => self.transition(VmAction::Configure).and_then(|_| {
+                model::apply(&mut self.config, change)
+                    .map(|()| ApiResponse::Done)
+                    .map_err(|message| ApiResponse::Error { status: 400, message })
+            }),
+            ApiRequest::Start => self.transition(VmAction::Start).and_then(|_| {
+                match self.start_vm() {
+                    Ok(()) => {
+                        self.watch_vm(ops);
+                        info!("VM started through the API");
+                        Ok(ApiResponse::Done)
+                    }
+                    Err(e) => Err(ApiResponse::Error {
+                        status: 400,
+                        message: error_chain(&e),
+                    }),
+                }
+            }),
+            ApiRequest::Pause => self.transition(VmAction::Pause).and_then(|next| {
+                let vm = self.vm.as_mut().ok_or_else(no_vm)?;
+                vm.pause().map_err(|message| ApiResponse::Error { status: 500, message })?;
+                self.state = next;
+                Ok(ApiResponse::Done)
+            }),
+            ApiRequest::Resume => self.transition(VmAction::Resume).and_then(|next| {
+                let vm = self.vm.as_mut().ok_or_else(no_vm)?;
+                vm.resume(ops);
+                self.state = next;
+                Ok(ApiResponse::Done)
+            }),
+            ApiRequest::CtrlAltDel => self.transition(VmAction::CtrlAltDel).and_then(|_| {
+                let vm = self.vm.as_ref().ok_or_else(no_vm)?;
+                lock(&vm.i8042)
+                    .trigger_ctrl_alt_del()
+                    .map(|()| ApiResponse::Done)
+                    .map_err(|e| ApiResponse::Error {
+                        status: 400,
+                        message: format!("Cannot send Ctrl-Alt-Del: {}", error_chain(&e)),
+                    })
+            }),
+        };
+        result.unwrap_or_else(|error| error)
+    }
+}
+
+fn no_vm() -> ApiResponse {
+    ApiResponse::Error {
+        status: 400,
+        message: "The VM is not running".into(),
+    }
+}
+
+/// Firecracker reports an instance id; cabin's is its process id.
+pub fn instance_id() -> String {
+    format!("cabin-{}", std::process::id())
 }
 
 impl MutEventSubscriber for Controller {
     fn init(&mut self, ops: &mut EventOps) {
-        let fatal = [
-            ops.add(Events::new(&self.reset_evt, EventSet::IN)),
-            ops.add(Events::new(&self.exit_evt, EventSet::IN)),
-        ];
-        let queues_ok = self
-            .queue_evts
-            .iter()
-            .all(|q| ops.add(Events::new(&q.evt, EventSet::IN)).is_ok());
-        let signals_ok = queues_ok
-            && self
-                .signals
-                .iter()
-                .all(|(_, rx)| ops.add(Events::new(rx, EventSet::IN)).is_ok());
-        if !signals_ok || fatal.iter().any(Result::is_err) {
-            warn!("cannot watch VM events; stopping");
+        let mut ok = ops.add(Events::new(&self.exit_evt, EventSet::IN)).is_ok();
+        for (_, rx) in &self.signals {
+            ok &= ops.add(Events::new(rx, EventSet::IN)).is_ok();
+        }
+        if let Some(api) = &self.api {
+            ok &= ops.add(Events::new(&api.wake, EventSet::IN)).is_ok();
+        }
+        if !ok {
+            warn!("cannot watch VMM events; stopping");
             self.finish(StopReason::Signal(libc::SIGABRT));
         }
-        // stdin may be closed, /dev/null or a regular file (epoll refuses those):
-        // then the guest simply gets no input.
-        if ops.add(Events::new_raw(self.stdin, EventSet::IN)).is_err() {
-            debug!("stdin cannot be watched; guest console input disabled");
-            self.stdin_open = false;
+        if self.vm_fds_pending {
+            self.watch_vm(ops);
         }
     }
 
     fn process(&mut self, events: Events, ops: &mut EventOps) {
         let fd = events.fd();
-        if fd == self.reset_evt.as_raw_fd() {
-            let _ = self.reset_evt.read();
-            self.finish(StopReason::GuestReset);
-        } else if fd == self.exit_evt.as_raw_fd() {
+        if fd == self.exit_evt.as_raw_fd() {
             let _ = self.exit_evt.read();
             if let Ok(VcpuStopped(reason)) = self.vcpu_events.try_recv() {
                 self.finish(reason);
             }
-        } else if let Some(q) = self.queue_evts.iter().find(|q| q.evt.as_raw_fd() == fd) {
-            // Reading resets the counter; several notifications coalesce into one pass.
-            let _ = q.evt.read();
-            lock(&q.transport).process_queue(q.queue);
-        } else if let Some((sig, mut rx)) = self
+            return;
+        }
+        if self.api.as_ref().is_some_and(|api| api.wake.as_raw_fd() == fd) {
+            self.serve_api(ops);
+            return;
+        }
+        if let Some((sig, mut rx)) = self
             .signals
             .iter()
             .find(|(_, rx)| rx.as_raw_fd() == fd)
@@ -291,11 +554,39 @@ impl MutEventSubscriber for Controller {
             let mut buf = [0u8; 16];
             let _ = rx.read(&mut buf);
             self.finish(StopReason::Signal(sig));
-        } else if fd == self.stdin {
+            return;
+        }
+        if fd == self.stdin {
             if events.event_set().contains(EventSet::IN) {
                 self.forward_stdin(ops);
             } else {
                 self.close_stdin(ops);
+            }
+            return;
+        }
+        let paused = self.state == VmState::Paused;
+        let Some(vm) = self.vm.as_mut() else { return };
+        if fd == vm.reset_evt.as_raw_fd() {
+            let _ = vm.reset_evt.read();
+            self.finish(StopReason::GuestReset);
+        } else if let Some(index) = vm.queue_evts.iter().position(|q| q.evt.as_raw_fd() == fd) {
+            let q = &vm.queue_evts[index];
+            // Reading resets the counter; several notifications coalesce into one pass.
+            let _ = q.evt.read();
+            if paused {
+                if !vm.deferred.contains(&index) {
+                    vm.deferred.push(index);
+                }
+            } else {
+                lock(&q.transport).process_queue(q.queue);
+            }
+        } else if let Some(index) = vm.device_evts.iter().position(|d| d.fd == fd) {
+            if !paused {
+                vm.device_evts[index].process();
+            } else if !vm.deferred_devices.contains(&index) {
+                // Level-triggered: stop watching until resume, or the loop would spin.
+                let _ = ops.remove(Events::new_raw(fd, EventSet::IN));
+                vm.deferred_devices.push(index);
             }
         }
     }

@@ -2,9 +2,9 @@
 
 use std::cell::Cell;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use devices::bus::Bus;
 use kvm_bindings::{kvm_run, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
@@ -242,6 +242,73 @@ pub fn register_kick_handler() -> Result<(), vmm_sys_util::errno::Error> {
     vmm_sys_util::signal::register_signal_handler(kick_signal(), handle_kick)
 }
 
+/// What the VMM asks of its vCPU threads.
+#[derive(Debug, Default)]
+struct ControlState {
+    stop: bool,
+    paused: bool,
+    /// How many vCPU threads are parked outside KVM_RUN.
+    parked: usize,
+}
+
+/// Shared between the VMM thread and every vCPU thread: stop and pause requests, and
+/// how many vCPUs have parked. The VMM sets a request, then kicks the threads out of
+/// KVM_RUN; each thread checks the request before every KVM_RUN.
+#[derive(Debug, Default)]
+pub struct VcpuControl {
+    state: Mutex<ControlState>,
+    changed: Condvar,
+}
+
+impl VcpuControl {
+    fn lock(&self) -> MutexGuard<'_, ControlState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Asks every vCPU to leave for good.
+    pub fn request_stop(&self) {
+        self.lock().stop = true;
+        self.changed.notify_all();
+    }
+
+    /// Asks every vCPU to park; the caller then kicks them and waits with
+    /// [`VcpuControl::wait_parked`].
+    pub fn request_pause(&self) {
+        self.lock().paused = true;
+    }
+
+    /// Lets parked vCPUs run again.
+    pub fn resume(&self) {
+        self.lock().paused = false;
+        self.changed.notify_all();
+    }
+
+    /// Waits until `count` vCPUs are parked; false on timeout.
+    pub fn wait_parked(&self, count: usize, timeout: Duration) -> bool {
+        let guard = self.lock();
+        let (guard, _) = self
+            .changed
+            .wait_timeout_while(guard, timeout, |s| s.parked < count && !s.stop)
+            .unwrap_or_else(|p| p.into_inner());
+        guard.parked >= count
+    }
+
+    /// Called by a vCPU thread before KVM_RUN: parks while paused; returns false
+    /// when the vCPU must leave.
+    fn may_run(&self) -> bool {
+        let mut state = self.lock();
+        if state.paused && !state.stop {
+            state.parked += 1;
+            self.changed.notify_all();
+            while state.paused && !state.stop {
+                state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
+            state.parked -= 1;
+        }
+        !state.stop
+    }
+}
+
 /// Messages from vCPU threads to the VMM thread.
 #[derive(Debug)]
 pub struct VcpuStopped(pub StopReason);
@@ -256,8 +323,8 @@ pub struct VcpuThread {
     pub pio: Arc<Bus>,
     /// MMIO devices.
     pub mmio: Arc<Bus>,
-    /// Set by the VMM to make every vCPU leave.
-    pub stop: Arc<AtomicBool>,
+    /// Stop and pause requests from the VMM.
+    pub control: Arc<VcpuControl>,
     /// Where the reason a vCPU stopped goes.
     pub events: Sender<VcpuStopped>,
     /// Written after sending on `events`, to wake the event loop.
@@ -288,7 +355,7 @@ impl VcpuThread {
 
     fn run_loop(&mut self) -> Option<StopReason> {
         loop {
-            if self.stop.load(Ordering::Acquire) {
+            if !self.control.may_run() {
                 return None;
             }
             let action = match self.fd.run() {
@@ -453,6 +520,32 @@ mod tests {
             handle_exit(0, &pio, &mmio, VcpuExit::Unsupported(999)),
             ExitAction::Stop(StopReason::UnexpectedExit { .. })
         ));
+    }
+
+    #[test]
+    fn vcpu_control_pause_parks_and_resume_releases() {
+        let control = Arc::new(VcpuControl::default());
+        control.request_pause();
+        let worker = {
+            let control = control.clone();
+            std::thread::spawn(move || control.may_run())
+        };
+        assert!(control.wait_parked(1, Duration::from_secs(10)));
+        control.resume();
+        assert!(worker.join().unwrap(), "a resumed vCPU may run");
+    }
+
+    #[test]
+    fn vcpu_control_stop_releases_parked_vcpus() {
+        let control = Arc::new(VcpuControl::default());
+        control.request_pause();
+        let worker = {
+            let control = control.clone();
+            std::thread::spawn(move || control.may_run())
+        };
+        assert!(control.wait_parked(1, Duration::from_secs(10)));
+        control.request_stop();
+        assert!(!worker.join().unwrap(), "a stopped vCPU must leave");
     }
 
     #[test]

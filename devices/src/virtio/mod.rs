@@ -11,6 +11,7 @@
 pub mod block;
 pub mod console;
 pub mod mmio;
+pub mod net;
 #[cfg(test)]
 pub(crate) mod test_utils;
 

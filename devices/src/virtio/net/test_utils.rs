@@ -1,0 +1,169 @@
+//! A mock virtio-net driver for the tests: guest memory, the two rings built with
+//! virtio-queue's `MockSplitQueue`, and a stand-in for the VMM's event loop.
+
+use std::os::fd::RawFd;
+
+use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+use virtio_queue::desc::split::Descriptor as SplitDescriptor;
+use virtio_queue::desc::RawDescriptor;
+use virtio_queue::mock::MockSplitQueue;
+use virtio_queue::Queue;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use super::{features, Net, NUM_QUEUES, RX_QUEUE, TX_QUEUE};
+use crate::virtio::{ActivateParams, IrqTrigger, VirtioDevice, VIRTIO_F_VERSION_1};
+
+/// Guest memory size (16 MiB).
+pub(crate) const MEM_SIZE: usize = 0x100_0000;
+/// Where the receiveq's rings live.
+const RX_RING: u64 = 0x0;
+/// Where the transmitq's rings live.
+const TX_RING: u64 = 0x1_0000;
+/// Start of the area for buffers.
+pub(crate) const BUF: u64 = 0x10_0000;
+/// Queue size used by the mock driver.
+const QSIZE: u16 = 16;
+
+/// One descriptor of a chain the mock driver posts: (address, length, writable).
+pub(crate) type Buf = (u64, u32, bool);
+
+/// A device-readable descriptor (transmit).
+pub(crate) fn ro(addr: u64, len: u32) -> Buf {
+    (addr, len, false)
+}
+
+/// A device-writable descriptor (receive).
+pub(crate) fn wo(addr: u64, len: u32) -> Buf {
+    (addr, len, true)
+}
+
+/// Guest memory of [`MEM_SIZE`] bytes at 0.
+pub(crate) fn memory() -> GuestMemoryMmap {
+    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap()
+}
+
+/// A mock virtio driver: guest memory, the two rings and the next free descriptor.
+pub(crate) struct Driver<'a> {
+    pub mem: &'a GuestMemoryMmap,
+    pub rxq: MockSplitQueue<'a, GuestMemoryMmap>,
+    pub txq: MockSplitQueue<'a, GuestMemoryMmap>,
+    next_desc: [u16; NUM_QUEUES],
+    pub irq: IrqTrigger,
+}
+
+impl<'a> Driver<'a> {
+    pub(crate) fn new(mem: &'a GuestMemoryMmap) -> Self {
+        Driver {
+            mem,
+            rxq: MockSplitQueue::create(mem, GuestAddress(RX_RING), QSIZE),
+            txq: MockSplitQueue::create(mem, GuestAddress(TX_RING), QSIZE),
+            next_desc: [0; NUM_QUEUES],
+            irq: IrqTrigger::new(EventFd::new(EFD_NONBLOCK).unwrap()),
+        }
+    }
+
+    /// Activation parameters with both queues and `acked_features`.
+    pub(crate) fn params(&self, acked_features: u64) -> ActivateParams {
+        ActivateParams {
+            mem: self.mem.clone(),
+            queues: vec![
+                self.rxq.create_queue::<Queue>().unwrap(),
+                self.txq.create_queue::<Queue>().unwrap(),
+            ],
+            acked_features,
+            irq: self.irq.clone(),
+        }
+    }
+
+    /// Activates `net` with no offloads accepted.
+    pub(crate) fn activate(&self, net: &mut Net) {
+        net.activate(self.params(VIRTIO_F_VERSION_1 | features::MAC))
+            .unwrap();
+    }
+
+    /// Posts one chain on `queue` made of `bufs`, in order; returns its head.
+    pub(crate) fn post(&mut self, queue: usize, bufs: &[Buf]) -> u16 {
+        let mock = if queue == RX_QUEUE {
+            &self.rxq
+        } else {
+            &self.txq
+        };
+        let first = self.next_desc[queue];
+        let descs: Vec<RawDescriptor> = bufs
+            .iter()
+            .enumerate()
+            .map(|(i, &(addr, len, writable))| {
+                let index = first + i as u16;
+                let mut flags = 0;
+                if writable {
+                    flags |= VRING_DESC_F_WRITE as u16;
+                }
+                if i + 1 < bufs.len() {
+                    flags |= VRING_DESC_F_NEXT as u16;
+                }
+                RawDescriptor::from(SplitDescriptor::new(addr, len, flags, index + 1))
+            })
+            .collect();
+        mock.add_desc_chains(&descs, first).unwrap();
+        self.next_desc[queue] = first + bufs.len() as u16;
+        first
+    }
+
+    /// Writes `bytes` at `addr` and posts them as a one-descriptor transmit chain.
+    pub(crate) fn send(&mut self, addr: u64, bytes: &[u8]) -> u16 {
+        self.mem.write_slice(bytes, GuestAddress(addr)).unwrap();
+        self.post(TX_QUEUE, &[ro(addr, bytes.len() as u32)])
+    }
+
+    /// The (head, len) pairs of the used ring of `queue`, in order.
+    pub(crate) fn used(&self, queue: usize) -> Vec<(u32, u32)> {
+        let mock = if queue == RX_QUEUE {
+            &self.rxq
+        } else {
+            &self.txq
+        };
+        let idx = mock.used().idx().load();
+        (0..idx)
+            .map(|i| {
+                let elem = mock.used().ring().ref_at(usize::from(i)).unwrap().load();
+                (elem.id(), elem.len())
+            })
+            .collect()
+    }
+
+    /// `len` bytes of guest memory at `addr`.
+    pub(crate) fn read(&self, addr: u64, len: usize) -> Vec<u8> {
+        let mut buf = vec![0; len];
+        self.mem.read_slice(&mut buf, GuestAddress(addr)).unwrap();
+        buf
+    }
+}
+
+/// The device's one event fd, as the VMM registers it.
+fn event_fd(net: &Net) -> RawFd {
+    let fds = net.event_fds();
+    assert_eq!(fds.len(), 1);
+    fds[0].0
+}
+
+/// Whether the VMM, watching the device's event fd level-triggered, would wake up
+/// within `timeout_ms` (0: right now).
+pub(crate) fn wakes_within(net: &Net, timeout_ms: i32) -> bool {
+    let watcher = Epoll::new().unwrap();
+    watcher
+        .ctl(
+            ControlOperation::Add,
+            event_fd(net),
+            EpollEvent::new(EventSet::IN, 0),
+        )
+        .unwrap();
+    let mut events = [EpollEvent::default(); 1];
+    watcher.wait(timeout_ms, &mut events).unwrap() > 0
+}
+
+/// Whether the VMM would wake up right now.
+pub(crate) fn watched_readable(net: &Net) -> bool {
+    wakes_within(net, 0)
+}

@@ -1,0 +1,71 @@
+//! The lifecycle API: an HTTP server on a Unix socket that speaks Firecracker's API
+//! for the parts cabin implements, and the messages it exchanges with the VMM thread.
+//!
+//! The API thread (`server`) parses and validates requests and turns each into an
+//! [`ApiRequest`] sent to the VMM thread with a reply channel; the VMM thread answers
+//! with an [`ApiResponse`]. Configuration requests are applied to a [`VmConfig`] by
+//! the pure [`model::apply`]; lifecycle requests (start, pause, resume, Ctrl-Alt-Del)
+//! are handled by the VMM thread, which owns the VM state machine ([`state`]).
+
+pub mod client;
+pub mod model;
+pub mod server;
+pub mod state;
+
+use std::sync::mpsc::Sender;
+
+pub use state::VmState;
+
+use crate::config::VmConfig;
+
+/// A request from the API thread to the VMM thread.
+#[derive(Debug)]
+pub enum ApiRequest {
+    /// `GET /`: id, state, version.
+    Describe,
+    /// A configuration change (`PUT /machine-config`, `/boot-source`, `/drives/{id}`,
+    /// `/network-interfaces/{id}`); only valid before the VM starts.
+    Configure(model::ConfigChange),
+    /// `GET /machine-config`, `GET /vm/config`: the current configuration.
+    GetConfig,
+    /// `PUT /actions {"action_type": "InstanceStart"}`.
+    Start,
+    /// `PUT /actions {"action_type": "SendCtrlAltDel"}`.
+    CtrlAltDel,
+    /// `PATCH /vm {"state": "Paused"}`.
+    Pause,
+    /// `PATCH /vm {"state": "Resumed"}`.
+    Resume,
+}
+
+/// The VMM thread's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApiResponse {
+    /// 204 No Content.
+    Done,
+    /// 200 with the instance description.
+    Describe {
+        /// Instance id.
+        id: String,
+        /// Current state.
+        state: VmState,
+    },
+    /// 200 with the configuration.
+    Config(Box<VmConfig>),
+    /// 4xx/5xx with `{"fault_message": ...}`.
+    Error {
+        /// HTTP status.
+        status: u16,
+        /// What went wrong, naming the field or the state.
+        message: String,
+    },
+}
+
+/// A request with the channel its answer goes back on.
+#[derive(Debug)]
+pub struct ApiMessage {
+    /// What the client asked.
+    pub request: ApiRequest,
+    /// Where the VMM thread sends the answer.
+    pub reply: Sender<ApiResponse>,
+}

@@ -1,0 +1,831 @@
+//! The JSON bodies of the API and of `--config-file`, with Firecracker's field names, and
+//! the pure functions that apply them to a [`VmConfig`].
+//!
+//! Every body refuses unknown fields. A field of the wrong type is reported with its
+//! name (`vcpu_count: invalid type: string "2", expected u32`), a missing or unknown
+//! field in serde's words (``missing field `vcpu_count` ``). Values are checked by
+//! [`apply`], whose messages name the field and the value.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+
+use crate::cli::parse_mac;
+use crate::config::{DiskConfig, NetConfig, VmConfig, DISK_ID_MAX_LEN, MIN_MEM_MIB};
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize};
+
+mod file;
+
+pub use file::{load_config_file, ConfigFileError};
+
+/// Largest `vcpu_count`: as many processors as cabin's MP table describes.
+pub const MAX_VCPUS: u32 = arch::mptable::MPTABLE_MAX_CPUS as u32;
+/// Longest host interface name (IFNAMSIZ without its NUL).
+pub const HOST_DEV_NAME_MAX_LEN: usize = 15;
+/// The `app_name` of [`InstanceInfo`].
+pub const APP_NAME: &str = "cabin";
+
+/// `PUT/GET /machine-config`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineConfig {
+    /// Number of vCPUs, 1 to [`MAX_VCPUS`].
+    #[serde(deserialize_with = "de_vcpu_count")]
+    pub vcpu_count: u32,
+    /// Guest memory in MiB, at least [`MIN_MEM_MIB`].
+    #[serde(deserialize_with = "de_mem_size_mib")]
+    pub mem_size_mib: u64,
+    /// Simultaneous multithreading; cabin only accepts `false`.
+    #[serde(
+        default,
+        deserialize_with = "de_smt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub smt: Option<bool>,
+}
+
+/// `PUT /boot-source`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootSource {
+    /// Host path of the kernel (ELF vmlinux or bzImage).
+    #[serde(deserialize_with = "de_kernel_image_path")]
+    pub kernel_image_path: String,
+    /// Host path of the initramfs; absent means none.
+    #[serde(
+        default,
+        deserialize_with = "de_initrd_path",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub initrd_path: Option<String>,
+    /// Kernel command line; absent keeps the current one.
+    #[serde(
+        default,
+        deserialize_with = "de_boot_args",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub boot_args: Option<String>,
+}
+
+/// `PUT /drives/{drive_id}`: a virtio block device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Drive {
+    /// Name of the drive; also the serial the guest reads (at most 20 bytes).
+    #[serde(deserialize_with = "de_drive_id")]
+    pub drive_id: String,
+    /// Host path of the raw image file or block device.
+    #[serde(deserialize_with = "de_path_on_host")]
+    pub path_on_host: String,
+    /// The root device becomes the first drive (/dev/vda).
+    #[serde(deserialize_with = "de_is_root_device")]
+    pub is_root_device: bool,
+    /// The guest may only read; absent means false.
+    #[serde(
+        default,
+        deserialize_with = "de_is_read_only",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub is_read_only: Option<bool>,
+}
+
+/// `PUT /network-interfaces/{iface_id}`: a virtio-net device on a TAP.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkInterface {
+    /// Name of the interface.
+    #[serde(deserialize_with = "de_iface_id")]
+    pub iface_id: String,
+    /// Existing TAP device on the host.
+    #[serde(deserialize_with = "de_host_dev_name")]
+    pub host_dev_name: String,
+    /// MAC address the guest sees (`52:54:00:12:34:56`); absent means a stable default.
+    #[serde(
+        default,
+        deserialize_with = "de_guest_mac",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub guest_mac: Option<String>,
+}
+
+/// `PUT /actions`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Action {
+    /// What to do.
+    #[serde(deserialize_with = "de_action_type")]
+    pub action_type: ActionType,
+}
+
+/// The actions of `PUT /actions` cabin implements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ActionType {
+    /// Boot the configured guest.
+    InstanceStart,
+    /// Press Ctrl-Alt-Del on the guest's keyboard.
+    SendCtrlAltDel,
+}
+
+/// `PATCH /vm`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmStatePatch {
+    /// The state wanted.
+    #[serde(deserialize_with = "de_state")]
+    pub state: VmStateRequest,
+}
+
+/// The states `PATCH /vm` can ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VmStateRequest {
+    /// Park the vCPUs.
+    Paused,
+    /// Run them again.
+    Resumed,
+}
+
+/// `GET /`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceInfo {
+    /// Instance id.
+    pub id: String,
+    /// `Not started`, `Running`, `Paused` or `Exited`.
+    pub state: String,
+    /// cabin's version.
+    pub vmm_version: String,
+    /// Always `cabin`.
+    pub app_name: String,
+}
+
+/// The whole configuration: the `--config-file` format and the answer of
+/// `GET /vm/config` (Firecracker's full VM configuration, for the parts cabin has).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmDocument {
+    /// Kernel, initrd, command line.
+    #[serde(
+        rename = "boot-source",
+        default,
+        deserialize_with = "de_boot_source",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub boot_source: Option<BootSource>,
+    /// vCPUs and memory.
+    #[serde(
+        rename = "machine-config",
+        default,
+        deserialize_with = "de_machine_config",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub machine_config: Option<MachineConfig>,
+    /// Block devices, the root device first.
+    #[serde(default, deserialize_with = "de_drives")]
+    pub drives: Vec<Drive>,
+    /// Network interfaces, in eth0, eth1, ... order.
+    #[serde(
+        rename = "network-interfaces",
+        default,
+        deserialize_with = "de_network_interfaces"
+    )]
+    pub network_interfaces: Vec<NetworkInterface>,
+}
+
+/// One configuration change, as the API thread hands it to the VMM thread.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigChange {
+    /// `PUT /machine-config`.
+    Machine(MachineConfig),
+    /// `PUT /boot-source`.
+    Boot(BootSource),
+    /// `PUT /drives/{id}`.
+    Drive(Drive),
+    /// `PUT /network-interfaces/{id}`.
+    Net(NetworkInterface),
+}
+
+/// Deserializes one field and puts its name in front of serde's complaint, which
+/// otherwise says what was wrong but not where.
+fn named<'de, D, T>(deserializer: D, name: &str) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map_err(|e| {
+        let text = e.to_string();
+        de::Error::custom(format!("{name}: {}", without_position(&text)))
+    })
+}
+
+/// serde_json ends its messages with ` at line L column C`; the outer error adds the
+/// position again, so the inner one is dropped.
+fn without_position(text: &str) -> &str {
+    if let Some((head, tail)) = text.rsplit_once(" at line ") {
+        if let Some((line, column)) = tail.split_once(" column ") {
+            let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+            if digits(line) && digits(column) {
+                return head;
+            }
+        }
+    }
+    text
+}
+
+macro_rules! named_fields {
+    ($($func:ident => $name:literal: $ty:ty;)*) => {
+        $(
+            fn $func<'de, D: Deserializer<'de>>(deserializer: D) -> Result<$ty, D::Error> {
+                named(deserializer, $name)
+            }
+        )*
+    };
+}
+
+named_fields! {
+    de_vcpu_count => "vcpu_count": u32;
+    de_mem_size_mib => "mem_size_mib": u64;
+    de_smt => "smt": Option<bool>;
+    de_kernel_image_path => "kernel_image_path": String;
+    de_initrd_path => "initrd_path": Option<String>;
+    de_boot_args => "boot_args": Option<String>;
+    de_drive_id => "drive_id": String;
+    de_path_on_host => "path_on_host": String;
+    de_is_root_device => "is_root_device": bool;
+    de_is_read_only => "is_read_only": Option<bool>;
+    de_iface_id => "iface_id": String;
+    de_host_dev_name => "host_dev_name": String;
+    de_guest_mac => "guest_mac": Option<String>;
+    de_action_type => "action_type": ActionType;
+    de_state => "state": VmStateRequest;
+    de_boot_source => "boot-source": Option<BootSource>;
+    de_machine_config => "machine-config": Option<MachineConfig>;
+    de_drives => "drives": Vec<Drive>;
+    de_network_interfaces => "network-interfaces": Vec<NetworkInterface>;
+}
+
+/// Applies one change to `config`, or says which field is wrong and why.
+///
+/// - machine-config sets vCPUs and memory (`smt` may only be false);
+/// - boot-source sets the kernel and the initrd (absent `initrd_path`: none); its
+///   `boot_args` replace the command line, absent `boot_args` keep the current one
+///   (the default unless the command line set one);
+/// - a drive with an existing `drive_id` replaces it in place, a root device moves
+///   to the front (/dev/vda);
+/// - a network interface with an existing `iface_id` replaces it in place.
+///
+/// Files must exist here; whether they can be opened is checked again at start.
+pub fn apply(config: &mut VmConfig, change: ConfigChange) -> Result<(), String> {
+    match change {
+        ConfigChange::Machine(machine) => apply_machine(config, &machine),
+        ConfigChange::Boot(boot) => apply_boot(config, boot),
+        ConfigChange::Drive(drive) => apply_drive(config, drive),
+        ConfigChange::Net(net) => apply_net(config, net),
+    }
+}
+
+fn apply_machine(config: &mut VmConfig, machine: &MachineConfig) -> Result<(), String> {
+    if machine.vcpu_count == 0 {
+        return Err("vcpu_count 0: a VM needs at least 1 vCPU".into());
+    }
+    if machine.vcpu_count > MAX_VCPUS {
+        return Err(format!(
+            "vcpu_count {} is more than cabin supports ({MAX_VCPUS})",
+            machine.vcpu_count
+        ));
+    }
+    if machine.mem_size_mib < MIN_MEM_MIB {
+        return Err(format!(
+            "mem_size_mib {} is too small: give {MIN_MEM_MIB} or more",
+            machine.mem_size_mib
+        ));
+    }
+    if machine.smt == Some(true) {
+        return Err("smt true: cabin does not support simultaneous multithreading".into());
+    }
+    config.vcpus = machine.vcpu_count;
+    config.mem_size_mib = machine.mem_size_mib;
+    Ok(())
+}
+
+fn apply_boot(config: &mut VmConfig, boot: BootSource) -> Result<(), String> {
+    let kernel = check_file("kernel_image_path", &boot.kernel_image_path, false)?;
+    let initrd = match &boot.initrd_path {
+        Some(path) => Some(check_file("initrd_path", path, false)?),
+        None => None,
+    };
+    config.kernel = Some(kernel);
+    config.initrd = initrd;
+    if let Some(args) = boot.boot_args {
+        config.cmdline = args;
+    }
+    Ok(())
+}
+
+fn apply_drive(config: &mut VmConfig, drive: Drive) -> Result<(), String> {
+    check_id("drive_id", &drive.drive_id)?;
+    if drive.drive_id.len() > DISK_ID_MAX_LEN {
+        return Err(format!(
+            "drive_id '{}' is longer than {DISK_ID_MAX_LEN} bytes",
+            drive.drive_id
+        ));
+    }
+    let path = check_file("path_on_host", &drive.path_on_host, true)?;
+    let disk = DiskConfig {
+        path,
+        read_only: drive.is_read_only.unwrap_or(false),
+        id: Some(drive.drive_id.clone()),
+    };
+    let existing =
+        (0..config.disks.len()).find(|&i| drive_id_of(i, &config.disks[i]) == drive.drive_id);
+    match (existing, drive.is_root_device) {
+        (Some(i), false) => config.disks[i] = disk,
+        (Some(i), true) => {
+            config.disks.remove(i);
+            config.disks.insert(0, disk);
+        }
+        (None, false) => config.disks.push(disk),
+        (None, true) => config.disks.insert(0, disk),
+    }
+    Ok(())
+}
+
+fn apply_net(config: &mut VmConfig, net: NetworkInterface) -> Result<(), String> {
+    check_id("iface_id", &net.iface_id)?;
+    if net.host_dev_name.is_empty() || net.host_dev_name.len() > HOST_DEV_NAME_MAX_LEN {
+        return Err(format!(
+            "host_dev_name '{}' is not a valid interface name (1 to {HOST_DEV_NAME_MAX_LEN} bytes)",
+            net.host_dev_name
+        ));
+    }
+    let mac = match &net.guest_mac {
+        Some(text) => Some(parse_mac(text).map_err(|e| format!("guest_mac {e}"))?),
+        None => None,
+    };
+    let nic = NetConfig {
+        id: Some(net.iface_id.clone()),
+        tap: net.host_dev_name,
+        mac,
+    };
+    match (0..config.nets.len()).find(|&i| iface_id_of(i, &config.nets[i]) == net.iface_id) {
+        Some(i) => config.nets[i] = nic,
+        None => config.nets.push(nic),
+    }
+    Ok(())
+}
+
+fn check_id(field: &str, id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err(format!("{field} is empty"));
+    }
+    Ok(())
+}
+
+/// Checks that `path` names an existing regular file (or block device when
+/// `block_ok`) and returns it.
+fn check_file(field: &str, path: &str, block_ok: bool) -> Result<PathBuf, String> {
+    if path.is_empty() {
+        return Err(format!("{field} is empty"));
+    }
+    let meta = match fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(format!("{field} {path} does not exist"))
+        }
+        Err(e) => return Err(format!("{field} {path} cannot be read: {e}")),
+    };
+    let kind_ok = meta.is_file() || (block_ok && meta.file_type().is_block_device());
+    if !kind_ok {
+        let wanted = if block_ok {
+            "a regular file or a block device"
+        } else {
+            "a regular file"
+        };
+        return Err(format!("{field} {path} is not {wanted}"));
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// The `drive_id` the API shows for the `index`th disk: its id, or `drive<index>` for
+/// a disk given on the command line without one.
+pub fn drive_id_of(index: usize, disk: &DiskConfig) -> String {
+    disk.id.clone().unwrap_or_else(|| format!("drive{index}"))
+}
+
+/// The `iface_id` the API shows for the `index`th interface: its id, or `eth<index>`
+/// for one given on the command line.
+pub fn iface_id_of(index: usize, net: &NetConfig) -> String {
+    net.id.clone().unwrap_or_else(|| format!("eth{index}"))
+}
+
+fn path_text(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+fn mac_text(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The configuration as a config file holds it (what `GET /vm/config` returns). The
+/// first drive (/dev/vda) is reported as the root device.
+pub fn to_document(config: &VmConfig) -> VmDocument {
+    VmDocument {
+        boot_source: config.kernel.as_ref().map(|kernel| BootSource {
+            kernel_image_path: path_text(kernel),
+            initrd_path: config.initrd.as_deref().map(path_text),
+            boot_args: Some(config.cmdline.clone()),
+        }),
+        machine_config: Some(MachineConfig {
+            vcpu_count: config.vcpus,
+            mem_size_mib: config.mem_size_mib,
+            smt: Some(false),
+        }),
+        drives: config
+            .disks
+            .iter()
+            .enumerate()
+            .map(|(i, disk)| Drive {
+                drive_id: drive_id_of(i, disk),
+                path_on_host: path_text(&disk.path),
+                is_root_device: i == 0,
+                is_read_only: Some(disk.read_only),
+            })
+            .collect(),
+        network_interfaces: config
+            .nets
+            .iter()
+            .enumerate()
+            .map(|(i, net)| NetworkInterface {
+                iface_id: iface_id_of(i, net),
+                host_dev_name: net.tap.clone(),
+                guest_mac: net.mac.as_ref().map(mac_text),
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ConsoleKind, DEFAULT_CMDLINE};
+
+    pub(super) fn base() -> VmConfig {
+        VmConfig {
+            kernel: None,
+            initrd: None,
+            cmdline: DEFAULT_CMDLINE.to_owned(),
+            vcpus: 1,
+            mem_size_mib: 128,
+            disks: Vec::new(),
+            console: ConsoleKind::Serial,
+            nets: Vec::new(),
+        }
+    }
+
+    /// A scratch directory with a few files, removed on drop.
+    pub(super) struct Scratch(pub(super) PathBuf);
+
+    impl Scratch {
+        pub(super) fn new(name: &str) -> Scratch {
+            let dir =
+                std::env::temp_dir().join(format!("cabin-model-{}-{name}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+
+        pub(super) fn file(&self, name: &str) -> String {
+            let path = self.0.join(name);
+            fs::write(&path, b"data").unwrap();
+            path.to_str().unwrap().to_owned()
+        }
+
+        pub(super) fn missing(&self, name: &str) -> String {
+            self.0.join(name).to_str().unwrap().to_owned()
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn drive(id: &str, path: &str, root: bool) -> Drive {
+        Drive {
+            drive_id: id.into(),
+            path_on_host: path.into(),
+            is_root_device: root,
+            is_read_only: None,
+        }
+    }
+
+    fn nic(id: &str, tap: &str, mac: Option<&str>) -> NetworkInterface {
+        NetworkInterface {
+            iface_id: id.into(),
+            host_dev_name: tap.into(),
+            guest_mac: mac.map(String::from),
+        }
+    }
+
+    fn machine(vcpu_count: u32, mem_size_mib: u64) -> ConfigChange {
+        ConfigChange::Machine(MachineConfig {
+            vcpu_count,
+            mem_size_mib,
+            smt: None,
+        })
+    }
+
+    #[test]
+    fn machine_config_parses_firecracker_body() {
+        let body = r#"{"vcpu_count": 2, "mem_size_mib": 256, "smt": false}"#;
+        let parsed: MachineConfig = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            parsed,
+            MachineConfig {
+                vcpu_count: 2,
+                mem_size_mib: 256,
+                smt: Some(false)
+            }
+        );
+    }
+
+    #[test]
+    fn machine_config_unknown_field_is_named() {
+        let err = serde_json::from_str::<MachineConfig>(r#"{"vcpus": 2, "mem_size_mib": 1}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `vcpus`"), "{err}");
+    }
+
+    #[test]
+    fn machine_config_missing_field_is_named() {
+        let err = serde_json::from_str::<MachineConfig>(r#"{"vcpu_count": 2}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing field `mem_size_mib`"), "{err}");
+    }
+
+    #[test]
+    fn machine_config_wrong_type_is_named_once_with_position() {
+        let err =
+            serde_json::from_str::<MachineConfig>(r#"{"vcpu_count": "2", "mem_size_mib": 1}"#)
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.starts_with("vcpu_count: invalid type: string \"2\""),
+            "{err}"
+        );
+        assert_eq!(err.matches(" at line ").count(), 1, "{err}");
+        let err = serde_json::from_str::<MachineConfig>(r#"{"vcpu_count": -1, "mem_size_mib": 1}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("vcpu_count: invalid value: integer `-1`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn action_unknown_variant_is_named() {
+        let err = serde_json::from_str::<Action>(r#"{"action_type": "FlushMetrics"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("action_type: unknown variant `FlushMetrics`"),
+            "{err}"
+        );
+        let ok: Action = serde_json::from_str(r#"{"action_type": "SendCtrlAltDel"}"#).unwrap();
+        assert_eq!(ok.action_type, ActionType::SendCtrlAltDel);
+    }
+
+    #[test]
+    fn vm_state_patch_parses_both_states() {
+        let p: VmStatePatch = serde_json::from_str(r#"{"state": "Paused"}"#).unwrap();
+        assert_eq!(p.state, VmStateRequest::Paused);
+        let p: VmStatePatch = serde_json::from_str(r#"{"state": "Resumed"}"#).unwrap();
+        assert_eq!(p.state, VmStateRequest::Resumed);
+        assert!(serde_json::from_str::<VmStatePatch>(r#"{"state": "Running"}"#).is_err());
+    }
+
+    #[test]
+    fn without_position_strips_only_a_real_position() {
+        assert_eq!(without_position("bad at line 1 column 20"), "bad");
+        assert_eq!(
+            without_position("bad at line x column 2"),
+            "bad at line x column 2"
+        );
+        assert_eq!(without_position("plain"), "plain");
+    }
+
+    #[test]
+    fn apply_machine_sets_vcpus_and_memory() {
+        let mut config = base();
+        apply(&mut config, machine(4, 512)).unwrap();
+        assert_eq!((config.vcpus, config.mem_size_mib), (4, 512));
+    }
+
+    #[test]
+    fn apply_machine_out_of_range_names_field() {
+        let mut config = base();
+        let cases = [
+            (machine(0, 128), "vcpu_count 0"),
+            (machine(MAX_VCPUS + 1, 128), "vcpu_count"),
+            (machine(1, 0), "mem_size_mib 0"),
+            (machine(1, MIN_MEM_MIB - 1), "mem_size_mib"),
+        ];
+        for (change, field) in cases {
+            let err = apply(&mut config, change).unwrap_err();
+            assert!(err.starts_with(field), "{err}");
+        }
+        let smt = ConfigChange::Machine(MachineConfig {
+            vcpu_count: 2,
+            mem_size_mib: 128,
+            smt: Some(true),
+        });
+        assert!(apply(&mut config, smt).unwrap_err().starts_with("smt"));
+        assert_eq!(config, base(), "a refused change leaves the config alone");
+    }
+
+    #[test]
+    fn apply_machine_max_vcpus_is_accepted() {
+        let mut config = base();
+        apply(&mut config, machine(MAX_VCPUS, 128)).unwrap();
+        assert_eq!(config.vcpus, MAX_VCPUS);
+    }
+
+    #[test]
+    fn apply_boot_sets_files_and_keeps_cmdline_without_boot_args() {
+        let dir = Scratch::new("boot");
+        let (kernel, initrd) = (dir.file("vmlinux"), dir.file("initrd"));
+        let mut config = base();
+        let boot = BootSource {
+            kernel_image_path: kernel.clone(),
+            initrd_path: Some(initrd.clone()),
+            boot_args: None,
+        };
+        apply(&mut config, ConfigChange::Boot(boot)).unwrap();
+        assert_eq!(config.kernel, Some(PathBuf::from(&kernel)));
+        assert_eq!(config.initrd, Some(PathBuf::from(&initrd)));
+        assert_eq!(config.cmdline, DEFAULT_CMDLINE);
+        let boot = BootSource {
+            kernel_image_path: kernel,
+            initrd_path: None,
+            boot_args: Some("console=ttyS0 quiet".into()),
+        };
+        apply(&mut config, ConfigChange::Boot(boot)).unwrap();
+        assert_eq!(config.initrd, None);
+        assert_eq!(config.cmdline, "console=ttyS0 quiet");
+    }
+
+    #[test]
+    fn apply_boot_missing_files_name_field_and_path() {
+        let dir = Scratch::new("bootmissing");
+        let kernel = dir.file("vmlinux");
+        let mut config = base();
+        let boot = BootSource {
+            kernel_image_path: dir.missing("nope"),
+            initrd_path: None,
+            boot_args: None,
+        };
+        let err = apply(&mut config, ConfigChange::Boot(boot)).unwrap_err();
+        assert_eq!(
+            err,
+            format!("kernel_image_path {} does not exist", dir.missing("nope"))
+        );
+        let boot = BootSource {
+            kernel_image_path: kernel,
+            initrd_path: Some(dir.missing("initrd")),
+            boot_args: None,
+        };
+        let err = apply(&mut config, ConfigChange::Boot(boot)).unwrap_err();
+        assert!(err.starts_with("initrd_path"), "{err}");
+        let boot = BootSource {
+            kernel_image_path: dir.0.to_str().unwrap().into(),
+            initrd_path: None,
+            boot_args: None,
+        };
+        let err = apply(&mut config, ConfigChange::Boot(boot)).unwrap_err();
+        assert!(err.ends_with("is not a regular file"), "{err}");
+        assert_eq!(config, base());
+    }
+
+    #[test]
+    fn apply_drive_replaces_by_id_and_moves_root_first() {
+        let dir = Scratch::new("drives");
+        let (a, b, c) = (dir.file("a.img"), dir.file("b.img"), dir.file("c.img"));
+        let mut config = base();
+        apply(&mut config, ConfigChange::Drive(drive("data", &a, false))).unwrap();
+        apply(&mut config, ConfigChange::Drive(drive("logs", &b, false))).unwrap();
+        let mut replaced = drive("data", &c, false);
+        replaced.is_read_only = Some(true);
+        apply(&mut config, ConfigChange::Drive(replaced)).unwrap();
+        assert_eq!(config.disks.len(), 2);
+        assert_eq!(config.disks[0].path, PathBuf::from(&c));
+        assert!(config.disks[0].read_only);
+        apply(&mut config, ConfigChange::Drive(drive("logs", &b, true))).unwrap();
+        let ids: Vec<_> = config.disks.iter().map(|d| d.id.clone().unwrap()).collect();
+        assert_eq!(ids, ["logs", "data"]);
+        apply(&mut config, ConfigChange::Drive(drive("rootfs", &a, true))).unwrap();
+        assert_eq!(config.disks[0].id.as_deref(), Some("rootfs"));
+        assert_eq!(config.disks.len(), 3);
+    }
+
+    #[test]
+    fn apply_drive_bad_values_name_field() {
+        let dir = Scratch::new("baddrive");
+        let a = dir.file("a.img");
+        let mut config = base();
+        let long = "x".repeat(DISK_ID_MAX_LEN + 1);
+        let err = apply(&mut config, ConfigChange::Drive(drive(&long, &a, false))).unwrap_err();
+        assert!(
+            err.starts_with("drive_id") && err.contains("longer than 20"),
+            "{err}"
+        );
+        let err = apply(&mut config, ConfigChange::Drive(drive("", &a, false))).unwrap_err();
+        assert_eq!(err, "drive_id is empty");
+        let missing = dir.missing("b.img");
+        let err = apply(
+            &mut config,
+            ConfigChange::Drive(drive("d", &missing, false)),
+        )
+        .unwrap_err();
+        assert_eq!(err, format!("path_on_host {missing} does not exist"));
+        assert!(config.disks.is_empty());
+    }
+
+    #[test]
+    fn apply_net_replaces_by_id_and_checks_mac() {
+        let mut config = base();
+        apply(&mut config, ConfigChange::Net(nic("eth0", "tap0", None))).unwrap();
+        apply(&mut config, ConfigChange::Net(nic("eth1", "tap1", None))).unwrap();
+        let with_mac = nic("eth0", "tap9", Some("52:54:00:ab:cd:ef"));
+        apply(&mut config, ConfigChange::Net(with_mac)).unwrap();
+        assert_eq!(config.nets.len(), 2);
+        assert_eq!(config.nets[0].tap, "tap9");
+        assert_eq!(config.nets[0].mac, Some([0x52, 0x54, 0, 0xab, 0xcd, 0xef]));
+        let bad = nic("eth2", "tap2", Some("52:54:00"));
+        let err = apply(&mut config, ConfigChange::Net(bad)).unwrap_err();
+        assert!(err.starts_with("guest_mac '52:54:00'"), "{err}");
+        let bad = nic("eth2", "a-name-far-too-long", None);
+        let err = apply(&mut config, ConfigChange::Net(bad)).unwrap_err();
+        assert!(err.starts_with("host_dev_name"), "{err}");
+        assert_eq!(config.nets.len(), 2);
+    }
+
+    #[test]
+    fn apply_net_replaces_command_line_interface_by_its_shown_id() {
+        let mut config = base();
+        config.nets.push(NetConfig {
+            id: None,
+            tap: "tap0".into(),
+            mac: None,
+        });
+        assert_eq!(to_document(&config).network_interfaces[0].iface_id, "eth0");
+        apply(&mut config, ConfigChange::Net(nic("eth0", "tap5", None))).unwrap();
+        assert_eq!(config.nets.len(), 1);
+        assert_eq!(config.nets[0].tap, "tap5");
+    }
+
+    #[test]
+    fn to_document_round_trips_through_load() {
+        let dir = Scratch::new("roundtrip");
+        let mut config = base();
+        config.kernel = Some(PathBuf::from(dir.file("vmlinux")));
+        config.initrd = Some(PathBuf::from(dir.file("initrd")));
+        config.cmdline = "console=ttyS0 reboot=k".into();
+        config.vcpus = 2;
+        config.mem_size_mib = 256;
+        config.disks.push(DiskConfig {
+            path: PathBuf::from(dir.file("root.img")),
+            read_only: true,
+            id: Some("rootfs".into()),
+        });
+        config.nets.push(NetConfig {
+            id: Some("net0".into()),
+            tap: "tap0".into(),
+            mac: Some([0x52, 0x54, 0, 1, 2, 3]),
+        });
+        let json = serde_json::to_string_pretty(&to_document(&config)).unwrap();
+        let file = dir.0.join("vm.json");
+        fs::write(&file, &json).unwrap();
+        let loaded = load_config_file(&file, base()).unwrap();
+        assert_eq!(loaded, config, "{json}");
+    }
+
+    #[test]
+    fn to_document_uses_firecracker_names() {
+        let mut config = base();
+        config.kernel = Some(PathBuf::from("/k"));
+        let value = serde_json::to_value(to_document(&config)).unwrap();
+        assert_eq!(value["boot-source"]["kernel_image_path"], "/k");
+        assert_eq!(value["machine-config"]["vcpu_count"], 1);
+        assert_eq!(value["machine-config"]["smt"], false);
+        assert_eq!(value["drives"], serde_json::json!([]));
+        assert_eq!(value["network-interfaces"], serde_json::json!([]));
+    }
+}
