@@ -128,6 +128,7 @@ pub(super) struct HttpRequest {
 /// What reading a request produced.
 #[derive(Debug)]
 pub(super) enum Incoming {
+    /// A whole request, body included.
     Request(HttpRequest),
     /// Answer this and close the connection.
     Refuse(Reply),
