@@ -182,6 +182,18 @@ sandbox_hash() {
         "str:$kpkg=$kver" "str:busybox-static=$bb" "str:kmod=$kmod"
 }
 
+rootfs_hash() {
+    local bb
+    bb="$(pkg_version busybox-static)" || return 1
+    hash_inputs file:lib.sh file:rootfs/build.sh file:rootfs/init "str:busybox-static=$bb"
+}
+
+# The Debian image is made from whatever bookworm has today; its hash covers the
+# script that makes it (rebuild by hand with `rm -r` for newer packages).
+debian_hash() {
+    hash_inputs file:lib.sh file:rootfs/debian.sh str:bookworm
+}
+
 # The artifact directories. (Command substitutions do not inherit `set -e`,
 # hence the explicit checks: a failed hash must not yield ".../kernel-".)
 kernel_dir() {
@@ -198,6 +210,16 @@ sandbox_dir() {
     local h
     h="$(sandbox_hash)" || return 1
     printf '%s/sandbox-%s\n' "$CABIN_CACHE" "$h"
+}
+rootfs_dir() {
+    local h
+    h="$(rootfs_hash)" || return 1
+    printf '%s/rootfs-%s\n' "$CABIN_CACHE" "$h"
+}
+debian_dir() {
+    local h
+    h="$(debian_hash)" || return 1
+    printf '%s/debian-%s\n' "$CABIN_CACHE" "$h"
 }
 
 # --- cache helpers ----------------------------------------------------------
