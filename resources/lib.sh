@@ -3,9 +3,15 @@
 #
 # Every heavy artifact lives in "$CABIN_CACHE/<name>-<hash>/", where <hash>
 # covers everything that went into it: the scripts and config files that
-# build it (including this file) and the versions of the Debian packages it
-# is made from. The hash functions below are the only place that knows what
-# those inputs are; build scripts and paths.sh all go through them.
+# build it and the versions of the Debian packages it is made from. The hash
+# functions below are the only place that knows what those inputs are; build
+# scripts and paths.sh all go through them.
+#
+# This file itself is not hashed (it is shared, and adding a helper or an
+# artifact here must not rebuild the kernel); its helpers do not shape what
+# the builds produce. If a change here does, bump CABIN_LIB_EPOCH, which
+# every hash includes.
+CABIN_LIB_EPOCH=1
 #
 # Nothing in here builds or downloads anything unless a function says so.
 
@@ -161,14 +167,14 @@ kernel_hash() {
         die "apt does not know $KERNEL_SRC_PKG (run resources/deps.sh)"
     gcc_ver="$(gcc -dumpfullversion 2>/dev/null || echo none)"
     ld_ver="$(ld --version 2>/dev/null | sed -n 1p)"
-    hash_inputs file:lib.sh file:kernel/build.sh file:kernel/microvm.config \
+    hash_inputs "str:epoch=$CABIN_LIB_EPOCH" file:kernel/build.sh file:kernel/microvm.config \
         "str:$KERNEL_SRC_PKG=$src_ver" "str:gcc=$gcc_ver" "str:ld=$ld_ver"
 }
 
 initramfs_hash() {
     local bb
     bb="$(pkg_version busybox-static)" || return 1
-    hash_inputs file:lib.sh file:initramfs/build.sh file:initramfs/init \
+    hash_inputs "str:epoch=$CABIN_LIB_EPOCH" file:initramfs/build.sh file:initramfs/init \
         file:initramfs/test-init "str:busybox-static=$bb"
 }
 
@@ -178,20 +184,20 @@ sandbox_hash() {
     kver="$(pkg_candidate_version "$kpkg")" || die "apt does not know $kpkg"
     bb="$(pkg_version busybox-static)" || return 1
     kmod="$(pkg_version kmod)" || return 1
-    hash_inputs file:lib.sh file:sandbox/build.sh file:sandbox/init \
+    hash_inputs "str:epoch=$CABIN_LIB_EPOCH" file:sandbox/build.sh file:sandbox/init \
         "str:$kpkg=$kver" "str:busybox-static=$bb" "str:kmod=$kmod"
 }
 
 rootfs_hash() {
     local bb
     bb="$(pkg_version busybox-static)" || return 1
-    hash_inputs file:lib.sh file:rootfs/build.sh file:rootfs/init "str:busybox-static=$bb"
+    hash_inputs "str:epoch=$CABIN_LIB_EPOCH" file:rootfs/build.sh file:rootfs/init "str:busybox-static=$bb"
 }
 
 # The Debian image is made from whatever bookworm has today; its hash covers the
 # script that makes it (rebuild by hand with `rm -r` for newer packages).
 debian_hash() {
-    hash_inputs file:lib.sh file:rootfs/debian.sh str:bookworm
+    hash_inputs "str:epoch=$CABIN_LIB_EPOCH" file:rootfs/debian.sh str:bookworm
 }
 
 # The artifact directories. (Command substitutions do not inherit `set -e`,

@@ -12,6 +12,8 @@
 #   build/bench/boot.md     the table
 #   build/bench/boot.json   every raw sample
 #   build/bench/boot.log    the driver's whole output
+# In the sandbox the whole run is bounded by $CABIN_BENCH_SANDBOX_TIMEOUT seconds
+# (default 1800; raise it for many --runs).
 # Exit status: the driver's (0 all measurements succeeded, 1 some failed, 2 bad
 # arguments), or 1 when no results came back.
 set -euo pipefail
@@ -71,9 +73,12 @@ if "$cabin" check >/dev/null 2>&1; then
 else
     echo "bench: this host's KVM cannot boot Linux natively: measuring inside the nested sandbox" >&2
     echo "bench: (nested numbers are not hardware numbers: compare the cabin/QEMU ratios)" >&2
-    resources/sandbox/run -- "$python" "$here/bootbench.py" --environment nested-sandbox \
-        "${args[@]}" 2>&1 | tee "$log"
+    resources/sandbox/run --timeout "${CABIN_BENCH_SANDBOX_TIMEOUT:-1800}" -- \
+        "$python" "$here/bootbench.py" --environment nested-sandbox "${args[@]}" 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}
+    if [[ "$rc" == 125 ]]; then
+        echo "bench: the sandbox itself failed or timed out (status 125); see its messages above" >&2
+    fi
 fi
 set -e
 

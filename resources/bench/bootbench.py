@@ -620,6 +620,7 @@ def main(argv):
             shutil.rmtree(stage_dir, ignore_errors=True)
             log(f"error: cannot stage the inputs on {stage_dir} (try --no-stage): {e}")
             return 2
+        log(f"staged the VMMs and the guest in {stage_dir}")
     args.cabin, args.qemu = binaries["cabin"], binaries["qemu"]
 
     boot_argv = {
@@ -642,6 +643,7 @@ def main(argv):
 
     try:
         # Process start first: short, and it also warms the binaries' page cache.
+        log(f"timing --version ({args.version_runs} runs each, after an untimed one)")
         for i in range(args.version_runs + 1):
             for n in args.vmms:
                 try:
@@ -653,6 +655,8 @@ def main(argv):
                 if i > 0:  # the first run is untimed (cold caches)
                     vmms[n]["version_s"].append(t)
         total = args.warmup + args.runs
+        log(f"booting: {args.warmup} warm-up + {args.runs} timed boots each, "
+            f"interleaved {'/'.join(args.vmms)}")
         for i in range(total):
             warm = i < args.warmup
             for n in args.vmms:

@@ -66,10 +66,14 @@ kmake() {
 note "building guest kernel (about 4-5 minutes on 2 cores; log: $log)..."
 start=$SECONDS
 kmake tinyconfig
-# merge_config.sh -m: merge only; olddefconfig below resolves dependencies.
+# Merge the fragment into the tinyconfig result, then let allnoconfig resolve
+# the dependencies with that as the fixed part (what `merge_config.sh -n`
+# does): options the fragment makes visible stay off unless asked for, where
+# olddefconfig would turn on their defaults (IPv6, PS/2 mice, HID, ...).
 "$src/scripts/kconfig/merge_config.sh" -m -O "$build" "$build/.config" "$FRAGMENT" >>"$log" 2>&1 ||
     die "merge_config.sh failed (log: $log)"
-kmake olddefconfig
+mv "$build/.config" "$build/cabin-allno.config"
+kmake KCONFIG_ALLCONFIG="$build/cabin-allno.config" allnoconfig
 
 # Every option in the fragment must have ended up exactly as written.
 bad=0
