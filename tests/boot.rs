@@ -10,17 +10,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{run_cabin, Cabin};
+use common::{artifact, run_cabin, Cabin};
 
 /// Boots inside the nested sandbox take seconds; leave plenty of room for a loaded CI
 /// machine. The timeout only bounds a hang, it is not a performance assertion.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 const QUIET: &str = "console=ttyS0 reboot=k panic=-1 quiet";
-
-fn artifact(var: &str) -> String {
-    std::env::var(var)
-        .unwrap_or_else(|_| panic!("{var} is not set: run these tests through `make test`"))
-}
 
 /// What the test init reported.
 struct Report {

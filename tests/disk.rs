@@ -10,54 +10,14 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{run_cabin, scratch_dir, Cabin};
+use common::{artifact, rootfs_copy, run_cabin, scratch_dir, script_cmdline, Cabin};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 const DEBIAN_TIMEOUT: Duration = Duration::from_secs(900);
-
-fn artifact(var: &str) -> String {
-    std::env::var(var)
-        .unwrap_or_else(|_| panic!("{var} is not set: run these tests through `make test`"))
-}
-
-/// A private, writable copy of the busybox root image.
-fn rootfs_copy(dir: &Path) -> PathBuf {
-    let copy = dir.join("rootfs.ext4");
-    std::fs::copy(artifact("CABIN_ROOTFS"), &copy).unwrap();
-    copy
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(TABLE[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-fn script_cmdline(script: &str) -> String {
-    format!(
-        "console=ttyS0 reboot=k panic=-1 quiet root=/dev/vda rw cabin.sh={}",
-        base64(script.as_bytes())
-    )
-}
 
 /// Boots the busybox rootfs with `disks` (first is root) and runs `script` in the
 /// guest; returns what the console showed. Asserts the script exited 0 unless told.

@@ -7,23 +7,20 @@ mod common;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{cabin_bin, scratch_dir, Cabin};
+use common::{artifact, cabin_bin, rootfs_copy, scratch_dir, script_cmdline, Cabin};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
-
-fn artifact(var: &str) -> String {
-    std::env::var(var)
-        .unwrap_or_else(|_| panic!("{var} is not set: run these tests through `make test`"))
-}
 
 /// One HTTP/1.1 request over the API socket; returns (status, body).
 fn http(sock: &Path, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
     let mut stream = UnixStream::connect(sock).expect("connect to the API socket");
-    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
     let body = body.unwrap_or("");
     write!(
         stream,
@@ -40,7 +37,10 @@ fn http(sock: &Path, method: &str, path: &str, body: Option<&str>) -> (u16, Stri
         httparse::Status::Partial => panic!("truncated HTTP response"),
     };
     let status = response.code.unwrap();
-    (status, String::from_utf8_lossy(&raw[header_len..]).into_owned())
+    (
+        status,
+        String::from_utf8_lossy(&raw[header_len..]).into_owned(),
+    )
 }
 
 fn state(sock: &Path) -> String {
@@ -64,39 +64,9 @@ fn ctl(sock: &Path, action: &str) -> (i32, String, String) {
     )
 }
 
-fn base64(bytes: &[u8]) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            out.push(if i <= chunk.len() {
-                char::from(TABLE[((n >> (18 - 6 * i)) & 63) as usize])
-            } else {
-                '='
-            });
-        }
-    }
-    out
-}
-
 /// A guest that makes Ctrl-Alt-Del reboot at once, then prints a counter every 100 ms.
 const TICKER: &str = "echo 1 > /proc/sys/kernel/ctrl-alt-del; i=0; \
                       while true; do echo TICK-$i; i=$((i + 1)); usleep 100000; done";
-
-fn boot_args(script: &str) -> String {
-    format!(
-        "console=ttyS0 reboot=k panic=-1 quiet root=/dev/vda rw cabin.sh={}",
-        base64(script.as_bytes())
-    )
-}
-
-fn rootfs_copy(dir: &Path) -> PathBuf {
-    let copy = dir.join("rootfs.ext4");
-    std::fs::copy(artifact("CABIN_ROOTFS"), &copy).unwrap();
-    copy
-}
 
 fn ticks(text: &str) -> Vec<u64> {
     text.lines()
@@ -114,7 +84,11 @@ fn api_configure_start_pause_resume_ctrl_alt_del() {
     let mut cabin = Cabin::spawn(&["run", "--api-sock", sock.to_str().unwrap()]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !sock.exists() {
-        assert!(Instant::now() < deadline, "no API socket\n{}", cabin.stderr.text());
+        assert!(
+            Instant::now() < deadline,
+            "no API socket\n{}",
+            cabin.stderr.text()
+        );
         std::thread::sleep(Duration::from_millis(10)); // polling for the socket file, bounded by the deadline
     }
     assert_eq!(state(&sock), "Not started");
@@ -128,16 +102,22 @@ fn api_configure_start_pause_resume_ctrl_alt_del() {
     assert_eq!(http(&sock, "PUT", "/machine-config", Some(machine)).0, 204);
     let boot = serde_json::json!({
         "kernel_image_path": artifact("CABIN_VMLINUX"),
-        "boot_args": boot_args(TICKER),
+        "boot_args": script_cmdline(TICKER),
     });
-    assert_eq!(http(&sock, "PUT", "/boot-source", Some(&boot.to_string())).0, 204);
+    assert_eq!(
+        http(&sock, "PUT", "/boot-source", Some(&boot.to_string())).0,
+        204
+    );
     let drive = serde_json::json!({
         "drive_id": "rootfs",
         "path_on_host": image,
         "is_root_device": true,
         "is_read_only": false,
     });
-    assert_eq!(http(&sock, "PUT", "/drives/rootfs", Some(&drive.to_string())).0, 204);
+    assert_eq!(
+        http(&sock, "PUT", "/drives/rootfs", Some(&drive.to_string())).0,
+        204
+    );
 
     let (code, _, stderr) = ctl(&sock, "start");
     assert_eq!(code, 0, "{stderr}");
@@ -157,8 +137,14 @@ fn api_configure_start_pause_resume_ctrl_alt_del() {
     let at_pause = ticks(&cabin.stdout.text()).last().copied().unwrap();
     // A ticking guest prints ten lines a second; while paused it prints none. The
     // window is the assertion, not synchronization.
-    assert!(!cabin.stdout.wait_for(&format!("TICK-{}", at_pause + 2), Duration::from_secs(2)));
-    assert_eq!(ticks(&cabin.stdout.text()).last().copied().unwrap(), at_pause, "ticked while paused");
+    assert!(!cabin
+        .stdout
+        .wait_for(&format!("TICK-{}", at_pause + 2), Duration::from_secs(2)));
+    assert_eq!(
+        ticks(&cabin.stdout.text()).last().copied().unwrap(),
+        at_pause,
+        "ticked while paused"
+    );
 
     let (code, _, stderr) = ctl(&sock, "resume");
     assert_eq!(code, 0, "{stderr}");
@@ -185,7 +171,7 @@ fn config_file_boots_the_same_guest() {
     let doc = serde_json::json!({
         "boot-source": {
             "kernel_image_path": artifact("CABIN_VMLINUX"),
-            "boot_args": boot_args("echo CONFIG-FILE-NPROC=$(nproc)"),
+            "boot_args": script_cmdline("echo CONFIG-FILE-NPROC=$(nproc)"),
         },
         "machine-config": {"vcpu_count": 2, "mem_size_mib": 256},
         "drives": [{
@@ -213,14 +199,25 @@ fn sigterm_stops_a_running_guest_and_removes_the_socket() {
     let image = rootfs_copy(&dir);
     let disk = format!("path={}", image.display());
     let kernel = artifact("CABIN_VMLINUX");
-    let cmdline = boot_args(TICKER);
+    let cmdline = script_cmdline(TICKER);
     let mut cabin = Cabin::spawn(&[
-        "run", "--kernel", &kernel, "--disk", &disk, "--cmdline", &cmdline, "--api-sock",
+        "run",
+        "--kernel",
+        &kernel,
+        "--disk",
+        &disk,
+        "--cmdline",
+        &cmdline,
+        "--api-sock",
         sock.to_str().unwrap(),
     ]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !sock.exists() {
-        assert!(Instant::now() < deadline, "no API socket\n{}", cabin.stderr.text());
+        assert!(
+            Instant::now() < deadline,
+            "no API socket\n{}",
+            cabin.stderr.text()
+        );
         std::thread::sleep(Duration::from_millis(10)); // polling for the socket file, bounded by the deadline
     }
     // Options on the command line pre-fill the configuration; start boots it.

@@ -291,3 +291,47 @@ pub fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> String {
     std::fs::write(&path, bytes).unwrap();
     path.to_str().unwrap().to_owned()
 }
+
+/// A guest artifact path from the environment `make test` sets up.
+pub fn artifact(var: &str) -> String {
+    std::env::var(var)
+        .unwrap_or_else(|_| panic!("{var} is not set: run these tests through `make test`"))
+}
+
+/// A private, writable copy of the busybox root image in `dir`.
+pub fn rootfs_copy(dir: &Path) -> PathBuf {
+    let copy = dir.join("rootfs.ext4");
+    std::fs::copy(artifact("CABIN_ROOTFS"), &copy).unwrap();
+    copy
+}
+
+/// Standard base64 (the guest decodes `cabin.sh=` with busybox `base64 -d`).
+pub fn base64(bytes: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            out.push(if i <= chunk.len() {
+                char::from(TABLE[((n >> (18 - 6 * i)) & 63) as usize])
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
+/// Kernel command line that boots the busybox rootfs on /dev/vda and has its init
+/// run `script` (then print `CABIN-SH-EXIT=<status>`, sync and reboot).
+pub fn script_cmdline(script: &str) -> String {
+    format!(
+        "console=ttyS0 reboot=k panic=-1 quiet root=/dev/vda rw cabin.sh={}",
+        base64(script.as_bytes())
+    )
+}
