@@ -64,7 +64,7 @@ unit:
 
 # End-to-end tests with the real guest kernel (tests/boot.rs, tests/disk.rs):
 # natively where `cabin check` says guests boot here, else in the nested sandbox.
-E2E_TESTS := boot disk lifecycle
+E2E_TESTS := boot disk lifecycle net
 e2e: artifacts
 	$(CARGO) build --release
 	bins=$$($(CARGO) test -p vmm $(foreach t,$(E2E_TESTS),--test $(t)) --no-run --message-format=json 2>/dev/null \

@@ -112,7 +112,9 @@ pub fn parse_mac(text: &str) -> Result<[u8; 6], String> {
         *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
     }
     if mac[0] & 1 == 1 {
-        return Err(format!("'{text}' is a multicast MAC address: the first byte must be even"));
+        return Err(format!(
+            "'{text}' is a multicast MAC address: the first byte must be even"
+        ));
     }
     Ok(mac)
 }
@@ -127,7 +129,11 @@ pub fn parse_net(spec: &str) -> Result<NetConfig, String> {
             .ok_or_else(|| format!("'{part}' is not key=value (keys: tap, mac)"))?;
         match key {
             "tap" if !value.is_empty() && value.len() < 16 => tap = Some(value.to_owned()),
-            "tap" => return Err(format!("tap={value} is not a valid interface name (1 to 15 bytes)")),
+            "tap" => {
+                return Err(format!(
+                    "tap={value} is not a valid interface name (1 to 15 bytes)"
+                ))
+            }
             "mac" => mac = Some(parse_mac(value)?),
             _ => return Err(format!("unknown key '{key}' (keys: tap, mac)")),
         }
@@ -304,10 +310,16 @@ mod tests {
 
     #[test]
     fn parse_net_refuses_mistakes() {
-        assert!(parse_net("mac=52:54:00:00:00:01").unwrap_err().contains("tap=NAME is missing"));
+        assert!(parse_net("mac=52:54:00:00:00:01")
+            .unwrap_err()
+            .contains("tap=NAME is missing"));
         assert!(parse_net("tap=averyveryverylongname").is_err());
-        assert!(parse_net("tap=t,mac=52:54:00:00:00").unwrap_err().contains("not a MAC"));
-        assert!(parse_net("tap=t,mac=01:00:00:00:00:01").unwrap_err().contains("multicast"));
+        assert!(parse_net("tap=t,mac=52:54:00:00:00")
+            .unwrap_err()
+            .contains("not a MAC"));
+        assert!(parse_net("tap=t,mac=01:00:00:00:00:01")
+            .unwrap_err()
+            .contains("multicast"));
         assert!(parse_net("tap=t,mac=zz:00:00:00:00:01").is_err());
     }
 
@@ -320,7 +332,8 @@ mod tests {
 
     #[test]
     fn cli_ctl_parses_actions() {
-        let cli = Cli::try_parse_from(["cabin", "ctl", "--api-sock", "/s", "ctrl-alt-del"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["cabin", "ctl", "--api-sock", "/s", "ctrl-alt-del"]).unwrap();
         let Command::Ctl(args) = cli.command else {
             panic!("expected ctl");
         };

@@ -68,7 +68,9 @@ fn run(args: RunArgs) -> i32 {
 fn start_api(path: &std::path::Path) -> Result<(runner::ApiEndpoint, server::ApiServer), String> {
     let (tx, requests) = std::sync::mpsc::channel();
     let wake = EventFd::new(EFD_NONBLOCK).map_err(|e| format!("Cannot create an eventfd: {e}"))?;
-    let server_wake = wake.try_clone().map_err(|e| format!("Cannot create an eventfd: {e}"))?;
+    let server_wake = wake
+        .try_clone()
+        .map_err(|e| format!("Cannot create an eventfd: {e}"))?;
     let server = server::start(path, tx, server_wake).map_err(|e| error_chain(&e))?;
     Ok((runner::ApiEndpoint { requests, wake }, server))
 }

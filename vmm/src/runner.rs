@@ -64,9 +64,16 @@ pub struct ApiEndpoint {
 ///
 /// With `boot_now`, the VM is built and started at once (a build error is returned
 /// before anything runs); otherwise it waits for InstanceStart on the API.
-pub fn run(config: VmConfig, api: Option<ApiEndpoint>, boot_now: bool) -> Result<StopReason, RunError> {
+pub fn run(
+    config: VmConfig,
+    api: Option<ApiEndpoint>,
+    boot_now: bool,
+) -> Result<StopReason, RunError> {
     vcpu::register_kick_handler().map_err(|e| {
-        RunError::Setup("the vCPU kick signal", io::Error::from_raw_os_error(e.errno()))
+        RunError::Setup(
+            "the vCPU kick signal",
+            io::Error::from_raw_os_error(e.errno()),
+        )
     })?;
     let signals = Signals::register()?;
     let mut controller = Controller::new(config, api, signals.streams()?)?;
@@ -120,7 +127,13 @@ impl Signals {
     fn streams(&self) -> Result<Vec<(i32, UnixStream)>, RunError> {
         self.streams
             .iter()
-            .map(|(sig, rx)| Ok((*sig, rx.try_clone().map_err(|e| RunError::Setup("signal handling", e))?)))
+            .map(|(sig, rx)| {
+                Ok((
+                    *sig,
+                    rx.try_clone()
+                        .map_err(|e| RunError::Setup("signal handling", e))?,
+                ))
+            })
             .collect()
     }
 }
@@ -182,7 +195,11 @@ struct RunningVm {
 }
 
 impl RunningVm {
-    fn start(vm: BuiltVm, events: &Sender<VcpuStopped>, exit_evt: &EventFd) -> Result<Self, RunError> {
+    fn start(
+        vm: BuiltVm,
+        events: &Sender<VcpuStopped>,
+        exit_evt: &EventFd,
+    ) -> Result<Self, RunError> {
         let queue_evts = queue_events(&vm)?;
         let device_evts = device_events(&vm);
         let control = Arc::new(VcpuControl::default());
@@ -348,7 +365,11 @@ impl Controller {
     /// Builds the VM from the configuration and starts its vCPUs.
     fn start_vm(&mut self) -> Result<(), RunError> {
         let built = build_vm(&self.config)?;
-        self.vm = Some(RunningVm::start(built, &self.vcpu_events_tx, &self.exit_evt)?);
+        self.vm = Some(RunningVm::start(
+            built,
+            &self.vcpu_events_tx,
+            &self.exit_evt,
+        )?);
         self.state = VmState::Running;
         self.vm_fds_pending = true;
         Ok(())
@@ -416,7 +437,10 @@ impl Controller {
             0 => self.close_stdin(ops),
             _ => {
                 let err = io::Error::last_os_error();
-                if !matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) {
+                if !matches!(
+                    err.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) {
                     debug!("stdin: {err}");
                     self.close_stdin(ops);
                 }
@@ -444,10 +468,12 @@ impl Controller {
     }
 
     fn transition(&self, action: VmAction) -> Result<VmState, ApiResponse> {
-        self.state.next(action).map_err(|message| ApiResponse::Error {
-            status: 400,
-            message,
-        })
+        self.state
+            .next(action)
+            .map_err(|message| ApiResponse::Error {
+                status: 400,
+                message,
+            })
     }
 
     fn handle_request(&mut self, request: ApiRequest, ops: &mut EventOps) -> ApiResponse {
@@ -460,24 +486,31 @@ impl Controller {
             ApiRequest::Configure(change) => self.transition(VmAction::Configure).and_then(|_| {
                 model::apply(&mut self.config, change)
                     .map(|()| ApiResponse::Done)
-                    .map_err(|message| ApiResponse::Error { status: 400, message })
-            }),
-            ApiRequest::Start => self.transition(VmAction::Start).and_then(|_| {
-                match self.start_vm() {
-                    Ok(()) => {
-                        self.watch_vm(ops);
-                        info!("VM started through the API");
-                        Ok(ApiResponse::Done)
-                    }
-                    Err(e) => Err(ApiResponse::Error {
+                    .map_err(|message| ApiResponse::Error {
                         status: 400,
-                        message: error_chain(&e),
-                    }),
-                }
+                        message,
+                    })
             }),
+            ApiRequest::Start => {
+                self.transition(VmAction::Start)
+                    .and_then(|_| match self.start_vm() {
+                        Ok(()) => {
+                            self.watch_vm(ops);
+                            info!("VM started through the API");
+                            Ok(ApiResponse::Done)
+                        }
+                        Err(e) => Err(ApiResponse::Error {
+                            status: 400,
+                            message: error_chain(&e),
+                        }),
+                    })
+            }
             ApiRequest::Pause => self.transition(VmAction::Pause).and_then(|next| {
                 let vm = self.vm.as_mut().ok_or_else(no_vm)?;
-                vm.pause().map_err(|message| ApiResponse::Error { status: 500, message })?;
+                vm.pause().map_err(|message| ApiResponse::Error {
+                    status: 500,
+                    message,
+                })?;
                 self.state = next;
                 Ok(ApiResponse::Done)
             }),
@@ -541,7 +574,11 @@ impl MutEventSubscriber for Controller {
             }
             return;
         }
-        if self.api.as_ref().is_some_and(|api| api.wake.as_raw_fd() == fd) {
+        if self
+            .api
+            .as_ref()
+            .is_some_and(|api| api.wake.as_raw_fd() == fd)
+        {
             self.serve_api(ops);
             return;
         }

@@ -46,7 +46,10 @@ impl VmState {
             (S::Running, A::CtrlAltDel) => Ok(S::Running),
             (S::NotStarted | S::Running | S::Paused, A::Exit) => Ok(S::Exited),
             (S::Exited, A::Exit) => Ok(S::Exited),
-            (state, action) => Err(format!("{} is not allowed while the VM is {state}", action.describe())),
+            (state, action) => Err(format!(
+                "{} is not allowed while the VM is {state}",
+                action.describe()
+            )),
         }
     }
 }
