@@ -189,15 +189,45 @@ sandbox_hash() {
 }
 
 rootfs_hash() {
-    local bb
+    local bb e2fs
     bb="$(pkg_version busybox-static)" || return 1
-    hash_inputs "str:epoch=$CABIN_LIB_EPOCH" file:rootfs/build.sh file:rootfs/init "str:busybox-static=$bb"
+    e2fs="$(pkg_version e2fsprogs)" || return 1
+    hash_inputs "str:epoch=$CABIN_LIB_EPOCH" file:rootfs/build.sh file:rootfs/init \
+        "str:busybox-static=$bb" "str:e2fsprogs=$e2fs"
 }
 
-# The Debian image is made from whatever bookworm has today; its hash covers the
-# script that makes it (rebuild by hand with `rm -r` for newer packages).
+# The Debian image (rootfs/debian.sh): debootstrap's minbase variant of
+# $DEBIAN_SUITE plus $DEBIAN_INCLUDE. Its hash covers the script, the tools
+# that make it and the versions that the suite itself (not -updates or
+# -security: debootstrap uses only the suite) has of a few key packages; a
+# point release changes at least one of them.
+DEBIAN_SUITE=bookworm
+DEBIAN_INCLUDE=systemd-sysv,udev,iproute2,dbus
+DEBIAN_KEY_PKGS=(base-files libc6 systemd udev dbus iproute2)
+
+# debian_suite_versions PKG...: "PKG=VERSION" lines for the versions in
+# $DEBIAN_SUITE/main, from apt's lists; fails if one of them is unknown.
+debian_suite_versions() {
+    local lines p
+    lines="$(apt_cache madison "$@" 2>/dev/null | awk -F'|' -v s=" $DEBIAN_SUITE/main " '
+        index($3, s) {
+            gsub(/ /, "", $1); gsub(/ /, "", $2)
+            if (!($1 in seen)) { seen[$1] = 1; print $1 "=" $2 }
+        }')"
+    for p in "$@"; do
+        grep -q "^$p=" <<<"$lines" || return 1
+    done
+    printf '%s\n' "$lines"
+}
+
 debian_hash() {
-    hash_inputs "str:epoch=$CABIN_LIB_EPOCH" file:rootfs/debian.sh str:bookworm
+    local dbs e2fs vers
+    dbs="$(pkg_version debootstrap)" || return 1
+    e2fs="$(pkg_version e2fsprogs)" || return 1
+    vers="$(debian_suite_versions "${DEBIAN_KEY_PKGS[@]}")" ||
+        die "apt does not know ${DEBIAN_KEY_PKGS[*]} in $DEBIAN_SUITE (run resources/deps.sh)"
+    hash_inputs "str:epoch=$CABIN_LIB_EPOCH" file:rootfs/debian.sh "str:debootstrap=$dbs" \
+        "str:e2fsprogs=$e2fs" "str:$DEBIAN_SUITE $DEBIAN_INCLUDE" "str:$vers"
 }
 
 # The artifact directories. (Command substitutions do not inherit `set -e`,

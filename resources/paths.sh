@@ -6,6 +6,8 @@
 #   CABIN_VMLINUX, CABIN_BZIMAGE     resources/kernel/build.sh
 #   CABIN_INITRAMFS, CABIN_TEST_INITRAMFS   resources/initramfs/build.sh
 #   CABIN_SANDBOX_DIR                resources/sandbox/build.sh (or sandbox/run)
+#   CABIN_ROOTFS                     resources/rootfs/build.sh (busybox, root=/dev/vda rw)
+#   CABIN_DEBIAN_ROOTFS              resources/rootfs/debian.sh (Debian 12 + systemd)
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
 # shellcheck source=lib.sh

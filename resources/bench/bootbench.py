@@ -38,6 +38,7 @@ import os
 import platform
 import re
 import select
+import shlex
 import shutil
 import signal
 import statistics
@@ -185,7 +186,7 @@ _SMAPS_HEADER = re.compile(r"^[0-9a-f]+-[0-9a-f]+ ")
 
 
 def read_smaps(pid):
-    """Every mapping of PID: dict(range, perms, path, size_kb, rss_kb)."""
+    """Every mapping of PID: dict(range, perms, path, size_kb, rss_kb, anon_huge_kb)."""
     maps = []
     cur = None
     with open(f"/proc/{pid}/smaps", encoding="utf-8", errors="replace") as f:
@@ -198,6 +199,7 @@ def read_smaps(pid):
                     "path": parts[5].strip() if len(parts) > 5 else "",
                     "size_kb": 0,
                     "rss_kb": 0,
+                    "anon_huge_kb": 0,
                 }
                 maps.append(cur)
                 continue
@@ -208,6 +210,8 @@ def read_smaps(pid):
                 cur["size_kb"] = int(rest.split()[0])
             elif key == "Rss":
                 cur["rss_kb"] = int(rest.split()[0])
+            elif key == "AnonHugePages":
+                cur["anon_huge_kb"] = int(rest.split()[0])
     return maps
 
 
@@ -275,7 +279,8 @@ def memory_sample(pid, ram_kb):
         "vmrss_kb": status.get("VmRSS"),
         "mappings": len(maps),
         "guest_mappings": [
-            {k: m[k] for k in ("range", "perms", "path", "size_kb", "rss_kb")} for m in guest
+            {k: m[k] for k in ("range", "perms", "path", "size_kb", "rss_kb", "anon_huge_kb")}
+            for m in guest
         ],
         "guest_mapping_match": how,
     }
@@ -501,7 +506,7 @@ def render_markdown(res):
     lines.append("")
     for n in names:
         v = res["vmms"][n]
-        lines.append(f"- {label.get(n, n)}: `{v['version'] or '?'}`; command: `{' '.join(v['argv'])}`")
+        lines.append(f"- {label.get(n, n)}: `{v['version'] or '?'}`; command: `{shlex.join(v['argv'])}`")
     for n in names:
         for m in sorted({s["guest_mapping_match"] for s in res["vmms"][n]["boots"]}):
             if m != "exact":

@@ -80,8 +80,9 @@ uuid="$(printf 'cabin-rootfs %s\n' "$(basename "$out")" | sha256sum |
     sed -E 's/^(.{8})(.{4})(.{4})(.{4})(.{12}).*/\1-\2-\3-\4-\5/')"
 truncate -s "${SIZE_MIB}M" "$tmp/busybox.ext4"
 # -d copies the tree with its owners (root: built as root); root_owner sets
-# the owner of the filesystem's own root directory.
-mkfs.ext4 -q -F -L cabin-rootfs -U "$uuid" -E "root_owner=0:0,hash_seed=$uuid" \
+# the owner of the filesystem's own root directory. No blocks reserved for
+# root: everything in the guest runs as root anyway.
+mkfs.ext4 -q -F -L cabin-rootfs -U "$uuid" -m 0 -E "root_owner=0:0,hash_seed=$uuid" \
     -d "$root" "$tmp/busybox.ext4" >&2 || die "mkfs.ext4 -d failed"
 e2fsck -fn "$tmp/busybox.ext4" >/dev/null 2>&1 || die "e2fsck reports errors in the new image"
 rm -rf "$root"

@@ -62,7 +62,7 @@ debian_mirror() {
         return
     fi
     local f uri
-    uri="$(
+    uri="$({
         for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
             [[ -f "$f" ]] || continue
             # deb [options] URI SUITE COMPONENT...
@@ -101,8 +101,8 @@ debian_mirror() {
                     f[k] = v
                 }
                 END { flush() }' "$f"
-        done | grep -E '^(https?|file)://' | head -n 1
-    )" || true
+        done
+    } | grep -E '^(https?|file)://' | head -n 1)" || true
     printf '%s\n' "${uri:-http://deb.debian.org/debian}"
 }
 
@@ -143,7 +143,7 @@ mkdir -p "$tmp" "$CABIN_CACHE/debian-debs"
 # --- debootstrap ---
 mirror="$(debian_mirror)"
 log="$tmp/debootstrap.log"
-note "debootstrap $DEBIAN_SUITE from $mirror (about a minute; log: $log)..."
+note "debootstrap $DEBIAN_SUITE from $mirror (1-3 minutes; log: $log)..."
 start=$SECONDS
 debootstrap --variant=minbase --include="$DEBIAN_INCLUDE" \
     --cache-dir="$CABIN_CACHE/debian-debs" \
@@ -249,17 +249,18 @@ for d in etc var; do
     touch -d "@$stamp" "$root/$d/.updated"
 done
 
-# --- the image: used space + 40%, at least MIN_SIZE_MIB ---
+# --- the image: used space + 40% + 16 MiB (the journal), at least MIN_SIZE_MIB ---
 used_kib="$(du -sk --one-file-system "$root" | cut -f1)"
 files="$(find "$root" -xdev | wc -l)"
-size_mib=$(((used_kib * 14 / 10 + 1023) / 1024))
+size_mib=$(((used_kib * 14 / 10 + 1023) / 1024 + 16))
 ((size_mib >= MIN_SIZE_MIB)) || size_mib=$MIN_SIZE_MIB
 uuid="$(printf 'cabin-debian %s\n' "$(basename "$out")" | sha256sum |
     sed -E 's/^(.{8})(.{4})(.{4})(.{4})(.{12}).*/\1-\2-\3-\4-\5/')"
 truncate -s "${size_mib}M" "$tmp/debian.ext4"
-# 4 KiB blocks (mke2fs would pick 1 KiB ones for a "small" filesystem) and
-# inodes for twice the files there are now.
-mkfs.ext4 -q -F -L cabin-debian -U "$uuid" -b 4096 -N $((files * 2 + 4096)) \
+# 4 KiB blocks (mke2fs would pick 1 KiB ones for a "small" filesystem),
+# inodes for twice the files there are now, and no blocks reserved for root
+# (everything in the guest runs as root anyway).
+mkfs.ext4 -q -F -L cabin-debian -U "$uuid" -b 4096 -N $((files * 2 + 4096)) -m 0 \
     -E "root_owner=0:0,hash_seed=$uuid" -d "$root" "$tmp/debian.ext4" >&2 ||
     die "mkfs.ext4 -d failed"
 e2fsck -fn "$tmp/debian.ext4" >/dev/null 2>&1 || die "e2fsck reports errors in the new image"
