@@ -1,7 +1,7 @@
 # cabin: build, run, test, benchmark.
 #   make run    build everything and boot the default guest to an interactive shell
 #   make test   everything CI checks: lint, unit and KVM smoke tests, end-to-end boots
-#   make bench  boot time and memory overhead against QEMU -M microvm
+#   make bench  boot time, memory, disk, network and lifecycle against QEMU -M microvm
 # Heavy artifacts (guest kernel, initramfs, sandbox) are cached in $(CABIN_CACHE),
 # keyed by a hash of their inputs.
 
@@ -78,8 +78,11 @@ e2e: artifacts
 	  $(RES)/sandbox/run -- "$$PWD/tests/run-e2e" $$bins; \
 	fi
 
+# Benchmarks (not tests): boot time and memory, then disk, network and lifecycle,
+# each against QEMU -M microvm in the same environment. Results in build/bench/.
 bench: build artifacts
 	$(RES)/bench/boot.sh
+	$(RES)/bench/io.sh
 
 clean:
 	$(CARGO) clean
