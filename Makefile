@@ -62,8 +62,9 @@ lint:
 unit:
 	$(CARGO) test --workspace
 
-# End-to-end tests with the real guest kernel (tests/boot.rs, tests/disk.rs):
-# natively where `cabin check` says guests boot here, else in the nested sandbox.
+# End-to-end tests with the real guest kernel (tests/{boot,disk,lifecycle,net}.rs):
+# natively where `cabin check` says guests boot here, else in the nested sandbox
+# (with the checkout shared at its own path, wherever it is: /tmp is a tmpfs there).
 E2E_TESTS := boot disk lifecycle net
 e2e: artifacts
 	$(CARGO) build --release
@@ -75,7 +76,7 @@ e2e: artifacts
 	  tests/run-e2e $$bins; \
 	else \
 	  echo "e2e: this host cannot boot guests natively; running the end-to-end tests in the nested sandbox" >&2; \
-	  $(RES)/sandbox/run -- "$$PWD/tests/run-e2e" $$bins; \
+	  $(RES)/sandbox/run --rw "$$PWD" -- "$$PWD/tests/run-e2e" $$bins; \
 	fi
 
 # Benchmarks (not tests): boot time and memory, then disk, network and lifecycle,
