@@ -49,7 +49,7 @@ run: build artifacts
 	cmd=("$$PWD/$(CABIN_RELEASE)" run --kernel "$$CABIN_VMLINUX" --initrd "$$CABIN_INITRAMFS" --cmdline "console=ttyS0 reboot=k panic=-1 quiet"); \
 	if $(CABIN_RELEASE) check >/dev/null; then exec "$${cmd[@]}"; \
 	else echo "cabin: this host's KVM cannot boot Linux natively; booting in the nested sandbox (guest 'reboot' ends it)" >&2; \
-	exec $(RES)/sandbox/run --interactive -- "$${cmd[@]}"; fi
+	exec $(RES)/sandbox/run --interactive --rw "$$PWD" -- "$${cmd[@]}"; fi
 
 test: lint unit e2e
 
