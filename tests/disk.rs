@@ -184,14 +184,11 @@ fn debian_image_reaches_multi_user_target() {
         "--cmdline",
         "console=ttyS0 reboot=k panic=-1 quiet root=/dev/vda rw",
     ]);
-    cabin.expect_stdout("CABIN-DEBIAN-STATE=", DEBIAN_TIMEOUT);
+    let state = cabin
+        .stdout
+        .wait_for_line("CABIN-DEBIAN-STATE=", DEBIAN_TIMEOUT)
+        .unwrap_or_else(|| panic!("systemd did not finish booting\n{}", cabin.stdout.text()));
     let stdout = cabin.stdout.text();
-    let state = stdout
-        .lines()
-        .find_map(|l| l.trim_end_matches('\r').split("CABIN-DEBIAN-STATE=").nth(1))
-        .unwrap_or("")
-        .trim()
-        .to_owned();
     assert!(
         state == "running" || state == "degraded",
         "systemd state {state:?}\n{stdout}"

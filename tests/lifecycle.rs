@@ -69,7 +69,9 @@ const TICKER: &str = "echo 1 > /proc/sys/kernel/ctrl-alt-del; i=0; \
                       while true; do echo TICK-$i; i=$((i + 1)); usleep 100000; done";
 
 fn ticks(text: &str) -> Vec<u64> {
-    text.lines()
+    // Only whole lines: a vCPU paused mid-line leaves "TICK-1" of "TICK-12" behind.
+    text.split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
         .filter_map(|l| l.trim().strip_prefix("TICK-"))
         .filter_map(|n| n.parse().ok())
         .collect()

@@ -63,11 +63,36 @@ impl Collected {
 
     /// Waits until the text contains `marker`; false on timeout or when the pipe closes first.
     pub fn wait_for(&self, marker: &str, timeout: Duration) -> bool {
+        self.wait_until(|text| text.contains(marker), timeout)
+    }
+
+    /// Waits until a whole line (ended by a newline) starts with `prefix` and returns
+    /// it without the prefix; None on timeout or when the pipe closes first.
+    pub fn wait_for_line(&self, prefix: &str, timeout: Duration) -> Option<String> {
+        let find = |text: &str| {
+            text.split_inclusive('\n')
+                .filter(|l| l.ends_with('\n'))
+                .find_map(|l| {
+                    l.trim_end()
+                        .trim_start_matches('\r')
+                        .strip_prefix(prefix)
+                        .map(str::to_owned)
+                })
+        };
+        if self.wait_until(|text| find(text).is_some(), timeout) {
+            find(&self.text())
+        } else {
+            None
+        }
+    }
+
+    /// Waits until `pred` holds for the text; false on timeout or when the pipe closes first.
+    pub fn wait_until(&self, pred: impl Fn(&str) -> bool, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let (lock, cvar) = &*self.0;
         let mut out = lock.lock().unwrap();
         loop {
-            if out.text.contains(marker) {
+            if pred(&out.text) {
                 return true;
             }
             let now = Instant::now();
