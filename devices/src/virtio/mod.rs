@@ -82,6 +82,21 @@ impl IrqTrigger {
     }
 }
 
+/// Copies device configuration space starting at `offset` into `data`; bytes past
+/// its end (or an offset beyond it) read as 0. Shared by every device's
+/// [`VirtioDevice::read_config`].
+pub fn read_config_space(config: &[u8], offset: u64, data: &mut [u8]) {
+    data.fill(0);
+    let Some(rest) = usize::try_from(offset)
+        .ok()
+        .and_then(|start| config.get(start..))
+    else {
+        return;
+    };
+    let n = data.len().min(rest.len());
+    data[..n].copy_from_slice(&rest[..n]);
+}
+
 /// Why a device could not start.
 #[derive(Debug, Error)]
 pub enum ActivateError {
@@ -139,4 +154,21 @@ pub trait VirtioDevice: Send {
     }
     /// One of [`VirtioDevice::event_fds`] is readable.
     fn process_event(&mut self, _token: u32) {}
+}
+
+#[cfg(test)]
+mod read_config_tests {
+    use super::read_config_space;
+
+    #[test]
+    fn read_config_space_clips_at_the_end_and_zero_fills() {
+        let config = [1u8, 2, 3, 4];
+        let mut data = [0xffu8; 4];
+        read_config_space(&config, 2, &mut data);
+        assert_eq!(data, [3, 4, 0, 0]);
+        read_config_space(&config, u64::MAX, &mut data);
+        assert_eq!(data, [0; 4]);
+        read_config_space(&config, 0, &mut data[..2]);
+        assert_eq!(data[..2], [1, 2]);
+    }
 }

@@ -468,15 +468,7 @@ impl VirtioDevice for Block {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        data.fill(0);
-        let Some(config) = usize::try_from(offset)
-            .ok()
-            .and_then(|start| self.config_space.get(start..))
-        else {
-            return;
-        };
-        let n = min(data.len(), config.len());
-        data[..n].copy_from_slice(&config[..n]);
+        crate::virtio::read_config_space(&self.config_space, offset, data);
     }
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {

@@ -654,13 +654,7 @@ impl VirtioDevice for Net {
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         let config = self.config_space();
-        let start = usize::try_from(offset).ok();
-        for (i, byte) in data.iter_mut().enumerate() {
-            *byte = start
-                .and_then(|start| start.checked_add(i))
-                .and_then(|pos| config.get(pos).copied())
-                .unwrap_or(0);
-        }
+        crate::virtio::read_config_space(&config, offset, data);
     }
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {
