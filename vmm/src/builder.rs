@@ -46,7 +46,7 @@ pub enum BuildError {
     KvmIoctl(&'static str, #[source] kvm_ioctls::Error),
     /// Guest memory could not be mapped.
     #[error("Cannot map {0} MiB of guest memory")]
-    GuestMemory(u64, #[source] crate::memory::MemoryError),
+    GuestMemory(u64, #[source] vm_memory::mmap::FromRangesError),
     /// The zero page could not be written.
     #[error("Cannot write the boot parameters")]
     BootParams(#[source] arch::boot::Error),
@@ -340,7 +340,7 @@ fn create_vm(kvm: &Kvm) -> Result<VmFd, BuildError> {
 
 fn create_guest_memory(config: &VmConfig) -> Result<GuestMemoryMmap, BuildError> {
     let regions = arch::arch_memory_regions(config.mem_size_bytes());
-    crate::memory::create_guest_memory(&regions)
+    GuestMemoryMmap::from_ranges(&regions)
         .map_err(|e| BuildError::GuestMemory(config.mem_size_mib, e))
 }
 

@@ -7,7 +7,6 @@ pub mod config;
 pub mod device_manager;
 pub mod kvm;
 pub mod loader;
-pub mod memory;
 pub mod runner;
 pub mod stdio;
 pub mod vcpu;
