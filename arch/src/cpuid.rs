@@ -62,8 +62,6 @@ const LEAF1_EBX_APIC_ID: Field = Field::new(24, 8);
 const CLFLUSH_LINE_QWORDS: u32 = 8;
 /// Leaf 0x1 ECX bit 31: running under a hypervisor.
 const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
-/// Leaf 0x1 ECX: the local APIC timer has TSC-deadline mode.
-const LEAF1_ECX_TSC_DEADLINE: u32 = 1 << 24;
 /// Leaf 0x1 EDX bit 28: the EBX[23:16] processor count is valid (HTT).
 const LEAF1_EDX_HTT: u32 = 1 << 28;
 
@@ -168,18 +166,6 @@ impl Topology {
             num_vcpus,
             core_bits: num_vcpus.next_power_of_two().trailing_zeros(),
         })
-    }
-}
-
-/// Announces the TSC-deadline APIC timer in leaf 0x1. KVM emulates it whenever it
-/// has KVM_CAP_TSC_DEADLINE_TIMER but leaves it out of KVM_GET_SUPPORTED_CPUID, so
-/// the VMM sets it; without it Linux calibrates the APIC timer against the PIT,
-/// which is slow and, nested, can fail ("APIC timer disabled").
-pub fn enable_tsc_deadline(cpuid: &mut CpuId) {
-    for entry in cpuid.as_mut_slice() {
-        if entry.function == LEAF_FEATURES {
-            entry.ecx |= LEAF1_ECX_TSC_DEADLINE;
-        }
     }
 }
 
@@ -384,18 +370,6 @@ mod tests {
         setup_cpuid(&mut cpuid, 0, 2).unwrap();
 
         assert_eq!(find(&cpuid, LEAF_FEATURES, 0).ecx & TSC_DEADLINE, 0);
-    }
-
-    #[test]
-    fn enable_tsc_deadline_sets_leaf1_bit() {
-        let mut entries = host_entries();
-        entries[1].ecx &= !TSC_DEADLINE;
-        let mut cpuid = CpuId::from_entries(&entries).unwrap();
-        enable_tsc_deadline(&mut cpuid);
-        assert_eq!(
-            find(&cpuid, LEAF_FEATURES, 0).ecx & TSC_DEADLINE,
-            TSC_DEADLINE
-        );
     }
 
     #[test]

@@ -255,7 +255,10 @@ impl VirtioContext<'_> {
     }
 }
 
-fn attach_disks(config: &VmConfig, virtio: &mut VirtioContext<'_>) -> Result<(), BuildError> {
+fn attach_disks(
+    config: &VmConfig,
+    virtio: &mut VirtioContext<'_>,
+) -> Result<(), BuildError> {
     for (index, disk) in config.disks.iter().enumerate() {
         let block = Block::new(&BlockConfig {
             path: disk.path.clone(),
@@ -269,7 +272,10 @@ fn attach_disks(config: &VmConfig, virtio: &mut VirtioContext<'_>) -> Result<(),
     Ok(())
 }
 
-fn attach_nets(config: &VmConfig, virtio: &mut VirtioContext<'_>) -> Result<(), BuildError> {
+fn attach_nets(
+    config: &VmConfig,
+    virtio: &mut VirtioContext<'_>,
+) -> Result<(), BuildError> {
     for (index, net) in config.nets.iter().enumerate() {
         let device = Net::new(
             &devices::virtio::net::NetConfig {
@@ -419,12 +425,9 @@ fn create_vcpus(
     entry: GuestAddress,
     num_vcpus: u8,
 ) -> Result<Vec<VcpuFd>, BuildError> {
-    let mut base_cpuid = kvm
+    let base_cpuid = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(ioctl("KVM_GET_SUPPORTED_CPUID"))?;
-    if kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer) {
-        arch::cpuid::enable_tsc_deadline(&mut base_cpuid);
-    }
     (0..num_vcpus)
         .map(|index| {
             let fd = vm_fd
