@@ -255,10 +255,7 @@ impl VirtioContext<'_> {
     }
 }
 
-fn attach_disks(
-    config: &VmConfig,
-    virtio: &mut VirtioContext<'_>,
-) -> Result<(), BuildError> {
+fn attach_disks(config: &VmConfig, virtio: &mut VirtioContext<'_>) -> Result<(), BuildError> {
     for (index, disk) in config.disks.iter().enumerate() {
         let block = Block::new(&BlockConfig {
             path: disk.path.clone(),
@@ -272,10 +269,7 @@ fn attach_disks(
     Ok(())
 }
 
-fn attach_nets(
-    config: &VmConfig,
-    virtio: &mut VirtioContext<'_>,
-) -> Result<(), BuildError> {
+fn attach_nets(config: &VmConfig, virtio: &mut VirtioContext<'_>) -> Result<(), BuildError> {
     for (index, net) in config.nets.iter().enumerate() {
         let device = Net::new(
             &devices::virtio::net::NetConfig {
