@@ -949,7 +949,7 @@ fn dropping_the_server_removes_the_socket() {
 }
 
 #[test]
-fn socket_is_private_to_its_owner() {
+fn socket_is_private_to_its_owner_and_appears_only_when_listening() {
     use std::os::unix::fs::PermissionsExt;
     let fixture = Fixture::new("mode");
     let mode = std::fs::metadata(&fixture.socket)
@@ -957,6 +957,14 @@ fn socket_is_private_to_its_owner() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
+    // The socket is bound under a temporary name and linked into place: nothing else
+    // is left in the directory, and the path accepts connections as soon as it exists.
+    let names: Vec<_> = std::fs::read_dir(&fixture.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, [fixture.socket.file_name().unwrap()]);
+    assert!(UnixStream::connect(&fixture.socket).is_ok());
 }
 
 // ---------------------------------------------------------------------------------

@@ -170,18 +170,45 @@ pub fn start_with_limits(
     if fs::symlink_metadata(path).is_ok() {
         return Err(ServerError::SocketExists(path.to_owned()));
     }
-    let listener = UnixListener::bind(path).map_err(|source| match source.kind() {
-        io::ErrorKind::AddrInUse => ServerError::SocketExists(path.to_owned()),
-        _ => ServerError::Bind {
-            path: path.to_owned(),
-            source,
-        },
-    })?;
+    let listener = bind_listening(path)?;
     let server = launch(path, listener, to_vmm, wake, limits);
     if server.is_err() {
         let _ = fs::remove_file(path);
     }
     server
+}
+
+/// Binds a listening, owner-only socket and only then makes it appear at `path`, so
+/// that a client that sees the path can connect (std's bind() creates the file before
+/// it calls listen(), and a script polling for the file could see ECONNREFUSED).
+/// The socket is bound under a temporary name in the same directory and hard-linked
+/// into place, which fails instead of replacing anything that appeared at `path`.
+fn bind_listening(path: &Path) -> Result<UnixListener, ServerError> {
+    let bind_error = |source: io::Error| match source.kind() {
+        io::ErrorKind::AddrInUse => ServerError::SocketExists(path.to_owned()),
+        _ => ServerError::Bind {
+            path: path.to_owned(),
+            source,
+        },
+    };
+    let temporary = path.with_file_name(format!(".cabin-api-{}.sock", std::process::id()));
+    let _ = fs::remove_file(&temporary);
+    let listener = match UnixListener::bind(&temporary) {
+        Ok(listener) => listener,
+        // The temporary name is too long for sun_path, or the directory is not
+        // there: bind the final path directly and let its error speak.
+        Err(_) => return UnixListener::bind(path).map_err(bind_error),
+    };
+    let placed = fs::set_permissions(&temporary, fs::Permissions::from_mode(0o600))
+        .and_then(|()| fs::hard_link(&temporary, path));
+    let _ = fs::remove_file(&temporary);
+    match placed {
+        Ok(()) => Ok(listener),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            Err(ServerError::SocketExists(path.to_owned()))
+        }
+        Err(source) => Err(bind_error(source)),
+    }
 }
 
 /// Makes the bound socket owner-only and starts the acceptor thread on it.
