@@ -2,6 +2,8 @@
 #   make run    build everything and boot the default guest to an interactive shell
 #   make test   everything CI checks: lint, unit and KVM smoke tests, end-to-end boots
 #   make bench  boot time, memory, disk, network and lifecycle against QEMU -M microvm
+#   make bench-containers [QUICK=1]  the same workloads in a host process, crun,
+#               cabin and QEMU microvm (QUICK=1: one small run, checked; in make test)
 # Heavy artifacts (guest kernel, initramfs, sandbox) are cached in $(CABIN_CACHE),
 # keyed by a hash of their inputs.
 
@@ -14,7 +16,7 @@ RES := resources
 ARTIFACT_ENV = eval "$$($(RES)/paths.sh)"
 CABIN_RELEASE := target/release/cabin
 
-.PHONY: all build deps artifacts kernel initramfs rootfs sandbox run test lint unit e2e bench check clean
+.PHONY: all build deps artifacts kernel initramfs rootfs sandbox run test lint unit e2e bench bench-containers check clean
 
 all: build
 
@@ -52,6 +54,7 @@ run: build artifacts
 	exec $(RES)/sandbox/run --interactive --rw "$$PWD" -- "$${cmd[@]}"; fi
 
 test: lint unit e2e
+	$(MAKE) --no-print-directory bench-containers QUICK=1
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -92,6 +95,11 @@ e2e: artifacts
 bench: build artifacts
 	$(RES)/bench/boot.sh
 	$(RES)/bench/io.sh
+
+# VMs against containers (resources/bench/containers.py). QUICK=1: one run with
+# small sizes, written to build/bench/containers-quick.*, and every cell checked.
+bench-containers: build artifacts
+	$(RES)/bench/containers.sh $(if $(QUICK),--quick --check)
 
 clean:
 	$(CARGO) clean

@@ -9,7 +9,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ensure_packages \
     bc bison flex gcc make libelf-dev libssl-dev xz-utils \
-    busybox-static cpio gzip kmod e2fsprogs qemu-system-x86
+    busybox-static cpio gzip kmod e2fsprogs qemu-system-x86 \
+    crun python3-matplotlib
 # Downloaded by kernel/build.sh and sandbox/build.sh.
 ensure_known "$KERNEL_SRC_PKG"
 ensure_known linux-image-amd64

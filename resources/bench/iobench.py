@@ -459,6 +459,29 @@ class Context:
     pass
 
 
+def qemu_firmware(qemu):
+    """The firmware files -M microvm may load (bootbench.qemu_firmware's, and
+    qboot.rom, which microvm without ACPI loads instead of bios-microvm.bin)."""
+    fw = bb.qemu_firmware(qemu)
+    if fw:
+        qboot = os.path.join(os.path.dirname(fw[0]), "qboot.rom")
+        if os.path.isfile(qboot):
+            fw = list(fw) + [qboot]
+    return fw
+
+
+def stage_binary(name, binary, scratch):
+    """Copy BINARY, its libraries and (for QEMU) firmware under SCRATCH/NAME, as
+    bootbench.stage_vmm does; returns (staged path, extra environment)."""
+    fw = qemu_firmware(binary) if name == "qemu" else []
+    staged, extra = bb.stage_vmm(binary, os.path.join(scratch, name), fw)
+    if name == "qemu":
+        moddir = bb.qemu_module_dir(binary)
+        if moddir:
+            extra["QEMU_MODULE_DIR"] = moddir
+    return staged, extra
+
+
 def copy_rootfs(ctx, name):
     return bb.stage_file(ctx.rootfs, os.path.join(ctx.scratch, name))
 
@@ -1228,17 +1251,7 @@ def main(argv):
         ctx.rootfs = bb.stage_file(os.path.abspath(a.rootfs), os.path.join(scratch, "guest"))
         if a.stage:
             for v in a.vmms:
-                fw = bb.qemu_firmware(bins[v]) if v == "qemu" else []
-                if fw:
-                    # microvm without ACPI loads qboot.rom instead of bios-microvm.bin.
-                    qboot = os.path.join(os.path.dirname(fw[0]), "qboot.rom")
-                    if os.path.isfile(qboot):
-                        fw = list(fw) + [qboot]
-                ctx.bin[v], extra = bb.stage_vmm(bins[v], os.path.join(scratch, v), fw)
-                if v == "qemu":
-                    moddir = bb.qemu_module_dir(bins[v])
-                    if moddir:
-                        extra["QEMU_MODULE_DIR"] = moddir
+                ctx.bin[v], extra = stage_binary(v, bins[v], scratch)
                 ctx.env[v].update(extra)
     except (OSError, BenchError) as e:
         shutil.rmtree(scratch, ignore_errors=True)
