@@ -1,6 +1,7 @@
 # cabin: build, run, test, benchmark.
 #   make run    build everything and boot the default guest to an interactive shell
-#   make test   everything CI checks: lint, unit and KVM smoke tests, end-to-end boots
+#   make test   everything CI checks: lint, unit and KVM smoke tests, end-to-end boots,
+#               and a quick checked run of bench-containers
 #   make bench  boot time, memory, disk, network and lifecycle against QEMU -M microvm
 #   make bench-containers [QUICK=1]  the same workloads in a host process, crun,
 #               cabin and QEMU microvm (QUICK=1: one small run, checked; in make test)

@@ -143,6 +143,8 @@ ROWS = [
 NOT_APPLICABLE = {("guest_touched_mib", "host"), ("guest_touched_mib", "crun")}
 
 MAX_CONSECUTIVE_FAILURES = 2
+CONCURRENT = 20
+CONCURRENT_NESTED = 6
 
 
 def log(msg):
@@ -300,15 +302,18 @@ def stop(ctx, vm):
 def instance_pids(ctx, vm):
     roots = [vm.proc.pid]
     cid = getattr(vm, "container_id", None)
-    if cid:
-        # The container's init may not stay a child of `crun run`: ask crun.
+    if cid and getattr(vm, "container_pid", None) is None:
+        # The container's init may not stay a child of `crun run`: ask crun
+        # (once per container: density asks again for every instance).
         r = subprocess.run([ctx.bin["crun"], "--root", ctx.crun_root, "state", cid],
                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                            stderr=subprocess.DEVNULL, env=ctx.env["crun"], check=False)
         try:
-            roots.append(int(json.loads(r.stdout)["pid"]))
+            vm.container_pid = int(json.loads(r.stdout)["pid"])
         except (ValueError, KeyError, TypeError):
-            pass
+            vm.container_pid = 0
+    if getattr(vm, "container_pid", 0):
+        roots.append(vm.container_pid)
     return process_tree(roots)
 
 
@@ -449,10 +454,12 @@ def concurrent(ctx, rt):
         t0 = time.monotonic()
         for _ in range(a.concurrent):
             vms.append(launch(ctx, rt, "idle"))
+        log(f"concurrent {rt}: {len(vms)} launched")
         last = t0
-        for vm in vms:
+        for n, vm in enumerate(vms, 1):
             t, _ = wait_marker(vm, IDLE, t0 + a.timeout)
             last = max(last, t)
+            log(f"concurrent {rt}: instance {n} up after {t - t0:.1f} s")
         return {"concurrent_s": last - t0}
     finally:
         for vm in vms:
@@ -557,6 +564,7 @@ def render_markdown(res):
         "|---|" + "---|" * len(RUNTIMES),
     ]
     for key, label, fmt, _ in ROWS:
+        label = label.replace("of N", f"of {cfg['concurrent']}")
         cells = []
         for rt in RUNTIMES:
             if (key, rt) in NOT_APPLICABLE:
@@ -645,6 +653,8 @@ def parse_args(argv):
     p.add_argument("--check", action="store_true",
                    help="fail unless every cell has a real value and uname -r is as expected")
     p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--phases", default="launches,density,concurrent",
+                   help="comma-separated phases, for debugging (default all: launches,density,concurrent)")
     p.add_argument("--runtimes", default=",".join(RUNTIMES),
                    help="comma-separated runtimes to measure, for debugging (default all)")
     p.add_argument("--memory", type=int, default=128, help="MiB given to each instance")
@@ -654,7 +664,9 @@ def parse_args(argv):
     p.add_argument("--disk-mib", type=int, default=256, help="MiB read and written")
     p.add_argument("--density-budget", type=int, default=1024, help="host MiB for density")
     p.add_argument("--density-cap", type=int, default=40, help="most instances density starts")
-    p.add_argument("--concurrent", type=int, default=20, help="instances started at once")
+    p.add_argument("--concurrent", type=int, default=None,
+                   help=f"instances started at once (default {CONCURRENT}; {CONCURRENT_NESTED} in"
+                        " the nested sandbox, whose own KVM soft-locks with 20 guests booting at once)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds one launch may take")
     p.add_argument("--cabin", default=os.path.join(repo, "target", "release", "cabin"))
     p.add_argument("--qemu", default=shutil.which("qemu-system-x86_64") or "qemu-system-x86_64")
@@ -666,6 +678,8 @@ def parse_args(argv):
     p.add_argument("--host-cpu", default=None)
     p.add_argument("--commit", default="")
     a = p.parse_args(argv)
+    if a.concurrent is None:
+        a.concurrent = CONCURRENT_NESTED if a.environment == "nested-sandbox" else CONCURRENT
     if a.quick:
         a.runs = 1
         a.cpu_mib = a.disk_mib = 16
@@ -675,6 +689,9 @@ def parse_args(argv):
         a.memory_sizes = sorted({int(x) for x in a.memory_sizes.split(",") if x.strip()})
     except ValueError:
         p.error(f"--memory-sizes takes MiB numbers separated by commas, not {a.memory_sizes!r}")
+    a.phases = {x.strip() for x in a.phases.split(",") if x.strip()}
+    if not a.phases or a.phases - {"launches", "density", "concurrent"}:
+        p.error("--phases takes some of launches,density,concurrent")
     a.runtimes = [r.strip() for r in a.runtimes.split(",") if r.strip()]
     if not a.runtimes or any(r not in RUNTIMES for r in a.runtimes):
         p.error(f"--runtimes takes some of {','.join(RUNTIMES)}")
@@ -797,7 +814,7 @@ def main(argv):
             log(f"{what} {rt} ({time.monotonic() - t0:.1f} s): {json.dumps(brief)}")
             return s
 
-        for i in range(a.runs):
+        for i in range(a.runs if "launches" in a.phases else 0):
             log(f"--- run {i + 1}/{a.runs} ---")
             for m in a.memory_sizes:
                 for rt in a.runtimes:
@@ -815,11 +832,15 @@ def main(argv):
                         rec["samples"][rt].append(s)
         log("--- density and concurrent starts ---")
         for rt in a.runtimes:
-            s = measure("density", rt, lambda rt=rt: density(ctx, rt))
+            s = None
+            if "density" in a.phases:
+                s = measure("density", rt, lambda rt=rt: density(ctx, rt))
             if s is not None:
                 dens[rt] = s
                 rec["samples"][rt].append({"density": s["density"]})
-            s = measure("concurrent", rt, lambda rt=rt: concurrent(ctx, rt))
+            s = None
+            if "concurrent" in a.phases:
+                s = measure("concurrent", rt, lambda rt=rt: concurrent(ctx, rt))
             if s is not None:
                 rec["samples"][rt].append(s)
         try:
@@ -860,7 +881,8 @@ def main(argv):
         },
         "runtimes": list(RUNTIMES),
         "labels": LABEL,
-        "rows": [{"key": k, "label": l, "lower_is_better": low} for k, l, _, low in ROWS],
+        "rows": [{"key": k, "label": l.replace("of N", f"of {a.concurrent}"), "lower_is_better": low}
+                 for k, l, _, low in ROWS],
         "host_uname_r": platform.release(),
         "host_memtotal_kib": memtotal,
         "samples": rec["samples"],
