@@ -95,6 +95,11 @@ pub struct RunArgs {
     /// With --config-file: serve no API (the default when --api-sock is not given).
     #[arg(long, requires = "config_file")]
     pub no_api: bool,
+    /// Run without the per-thread seccomp filters (VMM, API and vCPU threads).
+    /// Only to confirm that cabin died on a system call its filters miss (it says
+    /// "cabin: seccomp: blocked system call N"): please report such a call.
+    #[arg(long)]
+    pub no_seccomp: bool,
 }
 
 /// Parses a MAC address `52:54:00:12:34:56`.
