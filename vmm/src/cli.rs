@@ -336,6 +336,18 @@ mod tests {
     }
 
     #[test]
+    fn cli_no_seccomp_is_off_unless_given() {
+        let parse = |args: &[&str]| {
+            let Command::Run(args) = Cli::try_parse_from(args).unwrap().command else {
+                panic!("expected run");
+            };
+            args.no_seccomp
+        };
+        assert!(!parse(&["cabin", "run", "--kernel", "/k"]));
+        assert!(parse(&["cabin", "run", "--kernel", "/k", "--no-seccomp"]));
+    }
+
+    #[test]
     fn cli_ctl_parses_actions() {
         let cli =
             Cli::try_parse_from(["cabin", "ctl", "--api-sock", "/s", "ctrl-alt-del"]).unwrap();
