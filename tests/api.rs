@@ -921,8 +921,13 @@ fn existing_socket_path_is_refused_with_one_clear_line() {
     let fixture = Fixture::new("exists");
     let (to_vmm, _requests) = mpsc::channel();
     let wake = EventFd::new(EFD_NONBLOCK).unwrap();
-    let err =
-        server::start(&fixture.socket, to_vmm.clone(), wake.try_clone().unwrap()).unwrap_err();
+    let err = server::start(
+        &fixture.socket,
+        to_vmm.clone(),
+        wake.try_clone().unwrap(),
+        None,
+    )
+    .unwrap_err();
     assert!(matches!(err, ServerError::SocketExists(_)));
     assert_eq!(
         err.to_string(),
@@ -935,7 +940,7 @@ fn existing_socket_path_is_refused_with_one_clear_line() {
     assert_eq!(fixture.send("GET", "/", None).status, 200);
     let stale = fixture.dir.join("stale.sock");
     std::fs::write(&stale, b"").unwrap();
-    let err = server::start(&stale, to_vmm, wake).unwrap_err();
+    let err = server::start(&stale, to_vmm, wake, None).unwrap_err();
     assert!(matches!(err, ServerError::SocketExists(_)));
 }
 

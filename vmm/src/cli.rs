@@ -95,6 +95,11 @@ pub struct RunArgs {
     /// With --config-file: serve no API (the default when --api-sock is not given).
     #[arg(long, requires = "config_file")]
     pub no_api: bool,
+    /// Run without the per-thread seccomp filters (VMM, API and vCPU threads).
+    /// Only to confirm that cabin died on a system call its filters miss (it says
+    /// "cabin: seccomp: blocked system call N"): please report such a call.
+    #[arg(long)]
+    pub no_seccomp: bool,
 }
 
 /// Parses a MAC address `52:54:00:12:34:56`.
@@ -328,6 +333,18 @@ mod tests {
         assert!(Cli::try_parse_from(["cabin", "run", "--api-sock", "/tmp/s"]).is_ok());
         assert!(Cli::try_parse_from(["cabin", "run", "--config-file", "/tmp/c.json"]).is_ok());
         assert!(Cli::try_parse_from(["cabin", "run", "--no-api"]).is_err());
+    }
+
+    #[test]
+    fn cli_no_seccomp_is_off_unless_given() {
+        let parse = |args: &[&str]| {
+            let Command::Run(args) = Cli::try_parse_from(args).unwrap().command else {
+                panic!("expected run");
+            };
+            args.no_seccomp
+        };
+        assert!(!parse(&["cabin", "run", "--kernel", "/k"]));
+        assert!(parse(&["cabin", "run", "--kernel", "/k", "--no-seccomp"]));
     }
 
     #[test]

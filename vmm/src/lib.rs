@@ -8,6 +8,7 @@ pub mod device_manager;
 pub mod kvm;
 pub mod loader;
 pub mod runner;
+pub mod seccomp;
 pub mod stdio;
 pub mod vcpu;
 

@@ -6,6 +6,7 @@ use clap::Parser;
 use vmm::api::{model, server};
 use vmm::cli::{Cli, Command, RunArgs};
 use vmm::config::VmConfig;
+use vmm::seccomp::{self, ThreadFilter, ThreadKind};
 use vmm::vcpu::StopReason;
 use vmm::{error_chain, kvm, runner, EXIT_ERROR, EXIT_GUEST_FAILURE, EXIT_OK};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -26,6 +27,21 @@ fn main() -> ExitCode {
 fn run(args: RunArgs) -> i32 {
     let api_sock = args.api_sock.clone();
     let config_file = args.config_file.clone();
+    let filters = if args.no_seccomp {
+        log::warn!("seccomp filters are off (--no-seccomp)");
+        None
+    } else {
+        match seccomp::Filters::compile().and_then(|filters| {
+            seccomp::install_sigsys_handler()?;
+            Ok(filters)
+        }) {
+            Ok(filters) => Some(filters),
+            Err(e) => {
+                eprintln!("cabin: {}", error_chain(&e));
+                return EXIT_ERROR;
+            }
+        }
+    };
     let mut config = VmConfig::from(args);
     if let Some(file) = &config_file {
         config = match model::load_config_file(file, config) {
@@ -39,7 +55,7 @@ fn run(args: RunArgs) -> i32 {
     // Without an API socket, or with a config file, the VM boots at once.
     let boot_now = api_sock.is_none() || config_file.is_some();
     let (api, _server) = match &api_sock {
-        Some(path) => match start_api(path) {
+        Some(path) => match start_api(path, filters.as_ref().map(|f| f.program(ThreadKind::Api))) {
             Ok((endpoint, server)) => (Some(endpoint), Some(server)),
             Err(message) => {
                 eprintln!("cabin: {message}");
@@ -48,8 +64,16 @@ fn run(args: RunArgs) -> i32 {
         },
         None => (None, None),
     };
-    match runner::run(config, api, boot_now) {
+    let options = runner::RunOptions {
+        boot_now,
+        seccomp: filters,
+    };
+    match runner::run(config, api, options) {
         Ok(reason) if reason.is_clean() => EXIT_OK,
+        Ok(reason @ StopReason::SeccompFailed { .. }) => {
+            eprintln!("cabin: {reason}");
+            EXIT_ERROR
+        }
         Ok(StopReason::Signal(sig)) => {
             eprintln!("cabin: stopped by signal {sig}");
             128 + sig
@@ -65,13 +89,16 @@ fn run(args: RunArgs) -> i32 {
     }
 }
 
-fn start_api(path: &std::path::Path) -> Result<(runner::ApiEndpoint, server::ApiServer), String> {
+fn start_api(
+    path: &std::path::Path,
+    seccomp: Option<ThreadFilter>,
+) -> Result<(runner::ApiEndpoint, server::ApiServer), String> {
     let (tx, requests) = std::sync::mpsc::channel();
     let wake = EventFd::new(EFD_NONBLOCK).map_err(|e| format!("Cannot create an eventfd: {e}"))?;
     let server_wake = wake
         .try_clone()
         .map_err(|e| format!("Cannot create an eventfd: {e}"))?;
-    let server = server::start(path, tx, server_wake).map_err(|e| error_chain(&e))?;
+    let server = server::start(path, tx, server_wake, seccomp).map_err(|e| error_chain(&e))?;
     Ok((runner::ApiEndpoint { requests, wake }, server))
 }
 

@@ -25,6 +25,7 @@ use crate::api::{model, ApiMessage, ApiRequest, ApiResponse, VmState};
 use crate::builder::{build_vm, BuildError, BuiltVm, ConsoleInput};
 use crate::config::VmConfig;
 use crate::error_chain;
+use crate::seccomp::{Filters, SeccompError, ThreadKind};
 use crate::stdio::RawTerminal;
 use crate::vcpu::{self, StopReason, VcpuControl, VcpuStopped, VcpuThread};
 
@@ -48,6 +49,20 @@ pub enum RunError {
     /// The VM could not be built.
     #[error(transparent)]
     Build(#[from] BuildError),
+    /// The VMM thread could not install its seccomp filter.
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
+}
+
+/// How the VMM thread runs, beyond the VM's configuration.
+#[derive(Debug)]
+pub struct RunOptions {
+    /// Build and start the VM at once (else on InstanceStart from the API).
+    pub boot_now: bool,
+    /// The seccomp filters; `None` runs every thread unfiltered (`--no-seccomp`).
+    /// The VMM thread installs its filter right after the VM is built and its
+    /// vCPUs started, each vCPU thread before its run loop.
+    pub seccomp: Option<Filters>,
 }
 
 /// The API's side of the event loop: requests arrive on `requests`, and `wake`
@@ -62,12 +77,12 @@ pub struct ApiEndpoint {
 
 /// Runs cabin's VMM thread until the VM ends; returns why it ended.
 ///
-/// With `boot_now`, the VM is built and started at once (a build error is returned
-/// before anything runs); otherwise it waits for InstanceStart on the API.
+/// With `options.boot_now`, the VM is built and started at once (a build error is
+/// returned before anything runs); otherwise it waits for InstanceStart on the API.
 pub fn run(
     config: VmConfig,
     api: Option<ApiEndpoint>,
-    boot_now: bool,
+    options: RunOptions,
 ) -> Result<StopReason, RunError> {
     vcpu::register_kick_handler().map_err(|e| {
         RunError::Setup(
@@ -76,14 +91,16 @@ pub fn run(
         )
     })?;
     let signals = Signals::register()?;
-    let mut controller = Controller::new(config, api, signals.streams()?)?;
-    if boot_now {
+    let mut controller = Controller::new(config, api, signals.streams()?, options.seccomp)?;
+    // Created before the VM starts: with seccomp, the VMM thread may not create
+    // epoll sets once the VM runs.
+    let mut manager: EventManager<Arc<Mutex<Controller>>> =
+        EventManager::new().map_err(RunError::EventLoop)?;
+    if options.boot_now {
         controller.start_vm()?;
     }
     let _terminal = RawTerminal::new().map_err(|e| RunError::Setup("the terminal", e))?;
     let controller = Arc::new(Mutex::new(controller));
-    let mut manager: EventManager<Arc<Mutex<Controller>>> =
-        EventManager::new().map_err(RunError::EventLoop)?;
     manager.add_subscriber(controller.clone());
 
     let result = loop {
@@ -199,6 +216,7 @@ impl RunningVm {
         vm: BuiltVm,
         events: &Sender<VcpuStopped>,
         exit_evt: &EventFd,
+        seccomp: Option<&Filters>,
     ) -> Result<Self, RunError> {
         let queue_evts = queue_events(&vm)?;
         let device_evts = device_events(&vm);
@@ -228,6 +246,7 @@ impl RunningVm {
                 exit_evt: exit_evt
                     .try_clone()
                     .map_err(|e| RunError::Setup("the exit eventfd", e))?,
+                seccomp: seccomp.map(|f| f.program(ThreadKind::Vcpu)),
             };
             let spawned = thread::Builder::new()
                 .name(format!("vcpu{index}"))
@@ -323,6 +342,8 @@ struct Controller {
     config: VmConfig,
     state: VmState,
     api: Option<ApiEndpoint>,
+    /// Seccomp filters for the VMM and vCPU threads (`None`: off).
+    seccomp: Option<Filters>,
     vm: Option<RunningVm>,
     /// A VM started before the event loop existed, whose fds `init` must add.
     vm_fds_pending: bool,
@@ -342,12 +363,14 @@ impl Controller {
         config: VmConfig,
         api: Option<ApiEndpoint>,
         signals: Vec<(i32, UnixStream)>,
+        seccomp: Option<Filters>,
     ) -> Result<Self, RunError> {
         let (vcpu_events_tx, vcpu_events) = channel();
         Ok(Controller {
             config,
             state: VmState::NotStarted,
             api,
+            seccomp,
             vm: None,
             vm_fds_pending: false,
             stdin: io::stdin().as_raw_fd(),
@@ -362,14 +385,23 @@ impl Controller {
         })
     }
 
-    /// Builds the VM from the configuration and starts its vCPUs.
+    /// Builds the VM from the configuration, starts its vCPUs, then confines the
+    /// VMM thread to its seccomp filter: from here on it only serves the running VM.
     fn start_vm(&mut self) -> Result<(), RunError> {
         let built = build_vm(&self.config)?;
-        self.vm = Some(RunningVm::start(
+        let mut running = RunningVm::start(
             built,
             &self.vcpu_events_tx,
             &self.exit_evt,
-        )?);
+            self.seccomp.as_ref(),
+        )?;
+        if let Some(filters) = &self.seccomp {
+            if let Err(e) = filters.program(ThreadKind::Vmm).apply() {
+                running.stop_vcpus();
+                return Err(RunError::Seccomp(e));
+            }
+        }
+        self.vm = Some(running);
         self.state = VmState::Running;
         self.vm_fds_pending = true;
         Ok(())

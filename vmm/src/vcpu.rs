@@ -12,6 +12,8 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 use log::{debug, warn};
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::seccomp::ThreadFilter;
+
 /// What an access to a port or address that no device claims reads as.
 pub const UNCLAIMED_READ_BYTE: u8 = 0xff;
 
@@ -65,6 +67,13 @@ pub enum StopReason {
     },
     /// cabin received a signal.
     Signal(i32),
+    /// A vCPU thread could not install its seccomp filter.
+    SeccompFailed {
+        /// vCPU index.
+        vcpu: u32,
+        /// Why, with its causes.
+        message: String,
+    },
 }
 
 impl StopReason {
@@ -139,6 +148,9 @@ impl fmt::Display for StopReason {
                 std::io::Error::from_raw_os_error(*errno)
             ),
             StopReason::Signal(sig) => write!(f, "stopped by signal {sig}"),
+            StopReason::SeccompFailed { vcpu, message } => {
+                write!(f, "vCPU {vcpu} did not start: {message}")
+            }
         }
     }
 }
@@ -329,6 +341,8 @@ pub struct VcpuThread {
     pub events: Sender<VcpuStopped>,
     /// Written after sending on `events`, to wake the event loop.
     pub exit_evt: EventFd,
+    /// The vCPU seccomp filter, installed before the run loop (`None`: off).
+    pub seccomp: Option<ThreadFilter>,
 }
 
 impl fmt::Debug for VcpuThread {
@@ -344,7 +358,16 @@ impl VcpuThread {
     pub fn run(mut self) {
         let run_ptr: *mut kvm_run = self.fd.get_kvm_run();
         KVM_RUN_PTR.with(|ptr| ptr.set(run_ptr));
-        let reason = self.run_loop();
+        // Every setup ioctl of this vCPU ran in the builder; from here on it only
+        // runs the guest and serves its exits.
+        let confined = self.seccomp.as_ref().map_or(Ok(()), ThreadFilter::apply);
+        let reason = match confined {
+            Ok(()) => self.run_loop(),
+            Err(e) => Some(StopReason::SeccompFailed {
+                vcpu: self.index,
+                message: crate::error_chain(&e),
+            }),
+        };
         KVM_RUN_PTR.with(|ptr| ptr.set(std::ptr::null_mut()));
         if let Some(reason) = reason {
             // The receiver only goes away when the VMM is already stopping.

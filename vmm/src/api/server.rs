@@ -34,6 +34,7 @@ use super::model::{
     self, Action, ActionType, ConfigChange, InstanceInfo, VmStatePatch, VmStateRequest,
 };
 use super::{ApiMessage, ApiRequest, ApiResponse};
+use crate::seccomp::{SeccompError, ThreadFilter};
 
 mod http;
 
@@ -99,6 +100,9 @@ pub enum ServerError {
     /// The acceptor thread could not be started.
     #[error("Cannot start the API thread")]
     Thread(#[source] io::Error),
+    /// The acceptor thread could not install its seccomp filter.
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
 }
 
 /// A running API server. Dropping it stops accepting clients and removes the socket.
@@ -152,26 +156,40 @@ struct Shared {
 
 /// Starts serving the API on a new Unix socket at `path` with the default [`Limits`].
 /// Requests go to the VMM thread through `to_vmm`, each followed by `wake.write(1)`.
+/// With `seccomp`, the acceptor thread installs that filter before it serves anyone
+/// (the connection threads it spawns inherit it).
 pub fn start(
     path: &Path,
     to_vmm: Sender<ApiMessage>,
     wake: EventFd,
+    seccomp: Option<ThreadFilter>,
 ) -> Result<ApiServer, ServerError> {
-    start_with_limits(path, to_vmm, wake, Limits::default())
+    start_confined(path, to_vmm, wake, Limits::default(), seccomp)
 }
 
-/// [`start`] with other limits (tests use short timeouts).
+/// [`start`] with other limits (tests use short timeouts) and no seccomp filter.
 pub fn start_with_limits(
     path: &Path,
     to_vmm: Sender<ApiMessage>,
     wake: EventFd,
     limits: Limits,
 ) -> Result<ApiServer, ServerError> {
+    start_confined(path, to_vmm, wake, limits, None)
+}
+
+/// [`start`] with other limits and an optional seccomp filter.
+pub fn start_confined(
+    path: &Path,
+    to_vmm: Sender<ApiMessage>,
+    wake: EventFd,
+    limits: Limits,
+    seccomp: Option<ThreadFilter>,
+) -> Result<ApiServer, ServerError> {
     if fs::symlink_metadata(path).is_ok() {
         return Err(ServerError::SocketExists(path.to_owned()));
     }
     let listener = bind_listening(path)?;
-    let server = launch(path, listener, to_vmm, wake, limits);
+    let server = launch(path, listener, to_vmm, wake, limits, seccomp);
     if server.is_err() {
         let _ = fs::remove_file(path);
     }
@@ -211,13 +229,15 @@ fn bind_listening(path: &Path) -> Result<UnixListener, ServerError> {
     }
 }
 
-/// Makes the bound socket owner-only and starts the acceptor thread on it.
+/// Makes the bound socket owner-only and starts the acceptor thread on it; returns
+/// once the thread has installed its seccomp filter (or failed to).
 fn launch(
     path: &Path,
     listener: UnixListener,
     to_vmm: Sender<ApiMessage>,
     wake: EventFd,
     limits: Limits,
+    seccomp: Option<ThreadFilter>,
 ) -> Result<ApiServer, ServerError> {
     let setup = |source| ServerError::Setup {
         path: path.to_owned(),
@@ -233,10 +253,24 @@ fn launch(
         limits,
         connections: AtomicUsize::new(0),
     });
+    let (confined_tx, confined) = mpsc::sync_channel(1);
     let acceptor = thread::Builder::new()
         .name("cabin-api".into())
-        .spawn(move || accept_loop(&listener, &thread_stop, &shared))
+        .spawn(move || {
+            let result = seccomp.as_ref().map_or(Ok(()), ThreadFilter::apply);
+            let ok = result.is_ok();
+            let _ = confined_tx.send(result);
+            if ok {
+                accept_loop(&listener, &thread_stop, &shared);
+            }
+        })
         .map_err(ServerError::Thread)?;
+    // The thread always sends before it ends; a closed channel means it panicked.
+    let confined = confined.recv().unwrap_or(Ok(()));
+    if let Err(e) = confined {
+        let _ = acceptor.join();
+        return Err(ServerError::Seccomp(e));
+    }
     Ok(ApiServer {
         path: path.to_owned(),
         stop,
