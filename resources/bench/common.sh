@@ -63,7 +63,9 @@ require_artifacts() {
 bench_run() {
     local name="$1" marker="$2" timeout="$3"
     shift 3
-    local sandbox_opts=()
+    # The checkout itself is shared as well: a clone under /tmp (a tmpfs inside
+    # the sandbox) would otherwise be invisible there.
+    local sandbox_opts=(--rw "$repo")
     while [[ $# -gt 0 && "$1" != -- ]]; do
         sandbox_opts+=("$1")
         shift
