@@ -71,7 +71,7 @@ unit:
 # (with the checkout shared at its own path, wherever it is: /tmp is a tmpfs there).
 # The nested sandbox (QEMU TCG emulating AMD SVM) occasionally crashes or locks up
 # by itself; run reports that as status 125, distinct from any test result, and the
-# whole run is retried in a fresh sandbox, at most three times (each bounded to 20 min).
+# whole run is retried in a fresh sandbox, at most three times (each bounded to 15 min).
 E2E_TESTS := boot disk lifecycle net
 e2e: artifacts
 	$(CARGO) build --release
@@ -84,7 +84,7 @@ e2e: artifacts
 	else \
 	  echo "e2e: this host cannot boot guests natively; running the end-to-end tests in the nested sandbox" >&2; \
 	  for attempt in 1 2 3; do \
-	    rc=0; CABIN_SANDBOX_TIMEOUT=$${CABIN_SANDBOX_TIMEOUT:-1200} $(RES)/sandbox/run --rw "$$PWD" -- "$$PWD/tests/run-e2e" $$bins || rc=$$?; \
+	    rc=0; CABIN_SANDBOX_TIMEOUT=$${CABIN_SANDBOX_TIMEOUT:-900} $(RES)/sandbox/run --rw "$$PWD" -- "$$PWD/tests/run-e2e" $$bins || rc=$$?; \
 	    [ "$$rc" -eq 125 ] || exit "$$rc"; \
 	    echo "e2e: the sandbox itself failed (status 125: its QEMU TCG machine crashed or hung, not a test); retrying in a fresh sandbox ($$attempt/3)" >&2; \
 	  done; \
