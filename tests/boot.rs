@@ -133,7 +133,10 @@ fn guest_panic_with_panic_minus_one_ends_cabin_with_zero() {
         ],
         BOOT_TIMEOUT,
     );
-    assert!(stdout.contains("CABIN-READY"), "{stdout}");
+    assert!(
+        stdout.contains("CABIN-READY"),
+        "{status}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
+    );
     assert!(
         !stdout.contains("CABIN-DONE"),
         "the guest should have panicked first\n{stdout}"
