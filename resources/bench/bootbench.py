@@ -160,10 +160,11 @@ def stage_vmm(binary, root, firmware=()):
 
 
 def qemu_firmware(qemu):
-    """The firmware -M microvm loads, from QEMU's data directory."""
+    """The firmware -M microvm may load, from QEMU's data directory (qboot.rom is
+    what microvm loads instead of bios-microvm.bin when ACPI is off)."""
     datadirs = [os.path.join(os.path.dirname(os.path.realpath(qemu)), "..", "share", "qemu"),
                 "/usr/share/qemu"]
-    names = ("bios-microvm.bin", "pvh.bin", "linuxboot_dma.bin", "kvmvapic.bin")
+    names = ("bios-microvm.bin", "qboot.rom", "pvh.bin", "linuxboot_dma.bin", "kvmvapic.bin")
     for d in datadirs:
         found = [os.path.join(d, n) for n in names if os.path.isfile(os.path.join(d, n))]
         if found:

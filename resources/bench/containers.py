@@ -205,11 +205,10 @@ class Context:
 
 
 def vm_prefix(ctx):
-    sectors = ctx.args.disk_mib * 2048
     return (
         f"C={ctx.args.cpu_mib};M={ctx.args.disk_mib};E=/tmp/e;R=iflag=direct;W=oflag=direct;D=\n"
-        f"for d in /sys/block/vd*;do [ \"$(cat $d/size)\" = {sectors} ]&&D=/dev/${{d##*/}};done\n"
-        "[ -n \"$D\" ]||{ echo NO-DATA-DISK;echo WORK-FAILED;exit 2;}\n"
+        + ib.find_data_disk(ctx.args.disk_mib)
+        + "[ -n \"$D\" ]||{ echo NO-DATA-DISK;echo WORK-FAILED;exit 2;}\n"
     )
 
 
@@ -253,21 +252,8 @@ def launch(ctx, rt, kind, memory_mib=None, data=None):
         if len(line) > ib.MAX_CMDLINE:
             raise BenchError(f"guest command line too long ({len(line)} bytes)")
         disks = [ctx.rootfs] + ([data] if data else [])
-        if rt == "cabin":
-            argv = [ctx.bin["cabin"], "run", "--kernel", ctx.kernel, "--memory", str(memory_mib),
-                    "--vcpus", "1", "--cmdline", line,
-                    "--disk", f"path={ctx.rootfs},readonly=on"]
-            if data:
-                argv += ["--disk", f"path={data}"]
-        else:
-            argv = [ctx.bin["qemu"], "-M", a.qemu_machine, "-enable-kvm", "-cpu", "host",
-                    "-m", str(memory_mib), "-smp", "1", "-nodefaults", "-no-user-config",
-                    "-nographic", "-no-reboot", "-serial", "stdio",
-                    "-kernel", ctx.kernel, "-append", line]
-            for i, d in enumerate(disks):
-                ro = ",readonly=on" if i == 0 else ""
-                argv += ["-drive", f"id=d{i},file={d},format=raw,if=none{ro}",
-                         "-device", f"virtio-blk-device,drive=d{i}"]
+        make_argv = ib.cabin_argv if rt == "cabin" else ib.qemu_argv
+        argv = make_argv(ctx, disks, line, memory_mib, 1, root_readonly=True)
         return ib.Vm(argv, ctx.env[rt])
     if kind == "work":
         if rt == "host":
@@ -499,7 +485,7 @@ def sizes(ctx):
         "crun": program_files(ctx.orig["crun"]) + [ctx.crun_rootfs],
         "cabin": program_files(ctx.orig["cabin"]) + [ctx.args.kernel, ctx.args.rootfs],
         "qemu": (program_files(ctx.orig["qemu"]) + [ctx.args.kernel, ctx.args.rootfs]
-                 + [os.path.realpath(f) for f in ib.qemu_firmware(ctx.orig["qemu"])]),
+                 + [os.path.realpath(f) for f in bb.qemu_firmware(ctx.orig["qemu"])]),
     }
     out = {}
     for rt, files in need.items():

@@ -298,14 +298,18 @@ DISK_BODY = (
 )
 
 
+def find_data_disk(mib):
+    """Guest shell: set D to the virtio disk of MIB MiB, the data disk (the order of
+    virtio-mmio devices may differ between VMMs); D stays empty if there is none."""
+    sectors = mib * 2048
+    return f"for d in /sys/block/vd*;do [ \"$(cat $d/size)\" = {sectors} ]&&D=/dev/${{d##*/}};done\n"
+
+
 def disk_guest_script(a):
-    sectors = a.disk_mib * 2048
-    # The data disk is the virtio disk of the data image's size (the order of
-    # virtio-mmio devices may differ between VMMs).
     return (
         f"TF=/tmp/t;E=/tmp/e;M={a.disk_mib};Q={a.qd1_reads};N={a.rand_reads}\n"
         "W=oflag=direct;R=iflag=direct;D=\n"
-        f"for d in /sys/block/vd*;do [ \"$(cat $d/size)\" = {sectors} ]&&D=/dev/${{d##*/}};done\n"
+        + find_data_disk(a.disk_mib) +
         "[ -n \"$D\" ]||{ echo NO-DATA-DISK;ls /sys/block;exit 2;};echo DATA-DISK=$D\n"
         + STAMP + DISK_BODY
     )
@@ -403,24 +407,26 @@ def disk_results(a, stamps):
 # --- VMM command lines ----------------------------------------------------------------
 
 
-def cabin_argv(ctx, disks, cmdline, memory, vcpus, nets=()):
+def cabin_argv(ctx, disks, cmdline, memory, vcpus, nets=(), root_readonly=False):
     argv = [ctx.bin["cabin"], "run", "--kernel", ctx.kernel, "--memory", str(memory),
             "--vcpus", str(vcpus), "--cmdline", cmdline]
-    for d in disks:
-        argv += ["--disk", f"path={d}"]
+    for i, d in enumerate(disks):
+        ro = ",readonly=on" if i == 0 and root_readonly else ""
+        argv += ["--disk", f"path={d}{ro}"]
     for n in nets:
         argv += ["--net", f"tap={n}"]
     return argv
 
 
-def qemu_argv(ctx, disks, cmdline, memory, vcpus, nets=(), extra=()):
+def qemu_argv(ctx, disks, cmdline, memory, vcpus, nets=(), extra=(), root_readonly=False):
     a = ctx.args
     argv = [ctx.bin["qemu"], "-M", a.qemu_machine, "-enable-kvm", "-cpu", "host",
             "-m", str(memory), "-smp", str(vcpus),
             "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
             "-serial", "stdio", "-kernel", ctx.kernel, "-append", cmdline]
     for i, d in enumerate(disks):
-        argv += ["-drive", f"id=d{i},file={d},format=raw,if=none",
+        ro = ",readonly=on" if i == 0 and root_readonly else ""
+        argv += ["-drive", f"id=d{i},file={d},format=raw,if=none{ro}",
                  "-device", f"virtio-blk-device,drive=d{i}"]
     for i, n in enumerate(nets):
         argv += ["-netdev", f"tap,id=n{i},ifname={n},script=no,downscript=no,vhost=off",
@@ -459,21 +465,10 @@ class Context:
     pass
 
 
-def qemu_firmware(qemu):
-    """The firmware files -M microvm may load (bootbench.qemu_firmware's, and
-    qboot.rom, which microvm without ACPI loads instead of bios-microvm.bin)."""
-    fw = bb.qemu_firmware(qemu)
-    if fw:
-        qboot = os.path.join(os.path.dirname(fw[0]), "qboot.rom")
-        if os.path.isfile(qboot):
-            fw = list(fw) + [qboot]
-    return fw
-
-
 def stage_binary(name, binary, scratch):
     """Copy BINARY, its libraries and (for QEMU) firmware under SCRATCH/NAME, as
     bootbench.stage_vmm does; returns (staged path, extra environment)."""
-    fw = qemu_firmware(binary) if name == "qemu" else []
+    fw = bb.qemu_firmware(binary) if name == "qemu" else []
     staged, extra = bb.stage_vmm(binary, os.path.join(scratch, name), fw)
     if name == "qemu":
         moddir = bb.qemu_module_dir(binary)

@@ -178,7 +178,7 @@ pub fn start_with_limits(
 }
 
 /// [`start`] with other limits and an optional seccomp filter.
-pub fn start_confined(
+fn start_confined(
     path: &Path,
     to_vmm: Sender<ApiMessage>,
     wake: EventFd,
