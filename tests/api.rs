@@ -806,6 +806,7 @@ fn oversized_head_is_431() {
 fn short_timeouts() -> Limits {
     Limits {
         request_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(1),
         ..Limits::default()
     }
 }
@@ -813,7 +814,7 @@ fn short_timeouts() -> Limits {
 #[test]
 fn silent_client_does_not_block_others_and_is_dropped() {
     let limits = Limits {
-        request_timeout: Duration::from_secs(2),
+        idle_timeout: Duration::from_secs(2),
         ..Limits::default()
     };
     let fixture = Fixture::with_limits("silent", limits);
@@ -827,11 +828,11 @@ fn silent_client_does_not_block_others_and_is_dropped() {
         assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
         silent.set_nonblocking(false).unwrap();
     }
-    // The silent client is disconnected, without an answer, after request_timeout.
+    // The silent client is disconnected, without an answer, after idle_timeout.
     let mut rest = Vec::new();
     silent.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty(), "{rest:?}");
-    assert!(started.elapsed() >= limits.request_timeout);
+    assert!(started.elapsed() >= limits.idle_timeout);
 }
 
 #[test]

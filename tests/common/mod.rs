@@ -299,6 +299,18 @@ pub mod asm {
         vec![0xf4, 0xeb, 0xfd]
     }
 
+    /// Prints `tick` on COM1 forever, spinning `delay` iterations between ticks.
+    pub fn tick_forever(tick: u8, delay: u32) -> Vec<u8> {
+        // mov dx, 0x3f8
+        let mut code = vec![0x66, 0xba, 0xf8, 0x03];
+        // loop: mov al, tick; out dx, al; mov ecx, delay
+        code.extend_from_slice(&[0xb0, tick, 0xee, 0xb9]);
+        code.extend_from_slice(&delay.to_le_bytes());
+        // spin: dec ecx; jnz spin; jmp loop
+        code.extend_from_slice(&[0xff, 0xc9, 0x75, 0xfc, 0xeb, 0xf2]);
+        code
+    }
+
     /// Triple fault: load an empty IDT (`lidt [rip+x]` of a zero-limit descriptor),
     /// then `ud2`; the #UD cannot be delivered, nor the #DF, so the CPU shuts down.
     pub fn triple_fault() -> Vec<u8> {

@@ -23,6 +23,42 @@ pub const EXIT_USAGE: i32 = 2;
 /// Exit status when the guest crashed the VM (triple fault, KVM error, failed entry).
 pub const EXIT_GUEST_FAILURE: i32 = 3;
 
+/// glibc malloc arenas cabin allows. glibc creates arenas lazily, on a thread's
+/// first allocation while others hold theirs, and sizes its limit by reading
+/// `/sys/devices/system/cpu/online` once more than eight exist: on a thread whose
+/// seccomp filter forbids openat that read kills cabin. A fixed maximum, set before
+/// any thread starts, means glibc never asks.
+pub const MALLOC_ARENAS: i32 = 2;
+
+/// Process-wide setup that must happen before any thread starts and before any
+/// seccomp filter: the malloc arena limit, and a panic hook that prints one line
+/// (std's hook can capture a backtrace, which opens files a filter forbids).
+pub fn prepare_process() {
+    // SAFETY: mallopt only changes glibc's allocator parameters; it is called at
+    // start, before cabin has created any thread that could be allocating.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS) };
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".to_owned());
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        let line = format!(
+            "cabin: internal error in thread {}: {message}{place}; please report it\n",
+            thread.name().unwrap_or("unnamed")
+        );
+        // One write, so the line is whole even if other threads write too.
+        // SAFETY: writes `line.len()` initialized bytes from `line` to fd 2.
+        unsafe { libc::write(libc::STDERR_FILENO, line.as_ptr().cast(), line.len()) };
+    }));
+}
+
 /// Formats an error and all its sources on one line: `outer: inner: innermost`.
 pub fn error_chain(err: &dyn Error) -> String {
     let mut line = err.to_string();

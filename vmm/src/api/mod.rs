@@ -13,6 +13,9 @@ pub mod server;
 pub mod state;
 
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
+
+use vmm_sys_util::eventfd::EventFd;
 
 pub use state::VmState;
 
@@ -67,5 +70,32 @@ pub struct ApiMessage {
     /// What the client asked.
     pub request: ApiRequest,
     /// Where the VMM thread sends the answer.
-    pub reply: Sender<ApiResponse>,
+    pub reply: Responder,
+}
+
+/// The way back to the API thread: a channel for the answer, and the eventfd that
+/// wakes the API thread's poll loop once the answer is there.
+#[derive(Debug)]
+pub struct Responder {
+    tx: Sender<ApiResponse>,
+    wake: Option<Arc<EventFd>>,
+}
+
+impl Responder {
+    /// Answers go to `tx`; `wake`, when given, is written after each one.
+    pub fn new(tx: Sender<ApiResponse>, wake: Option<Arc<EventFd>>) -> Responder {
+        Responder { tx, wake }
+    }
+
+    /// Sends the answer and wakes the API thread. Gives the answer back when nobody
+    /// waits for it any more (the client hung up or timed out).
+    pub fn send(self, response: ApiResponse) -> Result<(), ApiResponse> {
+        self.tx.send(response).map_err(|e| e.0)?;
+        if let Some(wake) = &self.wake {
+            if let Err(e) = wake.write(1) {
+                log::error!("Cannot wake the API thread: {e}");
+            }
+        }
+        Ok(())
+    }
 }

@@ -160,6 +160,14 @@ pub struct InstanceInfo {
     pub app_name: String,
 }
 
+/// `GET /version`: Firecracker's field, carrying cabin's version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionInfo {
+    /// cabin's version (Firecracker clients read this field).
+    pub firecracker_version: String,
+}
+
 /// The whole configuration: the `--config-file` format and the answer of
 /// `GET /vm/config` (Firecracker's full VM configuration, for the parts cabin has).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

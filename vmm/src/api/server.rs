@@ -1,13 +1,21 @@
 //! The API server: Firecracker's HTTP API, for the parts cabin implements, on a Unix
 //! socket.
 //!
-//! One acceptor thread waits for clients; each connection gets its own thread, so a
-//! client that connects and never sends, or sends slowly, holds up nobody else, and
-//! is dropped when its request does not arrive within [`Limits::request_timeout`].
-//! Requests are parsed by `httparse`; a body is read only when its declared length is
-//! within [`Limits::max_body_bytes`] (never past it), and only through a
-//! `Content-Length`. Each request becomes an [`ApiMessage`] for the VMM thread, which
-//! is woken through its eventfd; its [`ApiResponse`] becomes the HTTP answer.
+//! One thread serves every client. It is created, and confined by its seccomp filter,
+//! before it serves anyone, and it never creates another thread: a poll loop watches
+//! the listening socket, every connection, a stop eventfd and the eventfd the VMM
+//! thread writes when an answer is ready. Connections are non-blocking, so a client
+//! that connects and never sends, sends one byte a second, or never reads its answers
+//! holds up nobody else; it is dropped when its request does not arrive within
+//! [`Limits::request_timeout`] (or an idle connection within [`Limits::idle_timeout`]).
+//! (An earlier design ran a thread per connection: several threads alive at once made
+//! glibc create malloc arenas lazily, which read sysfs under a filter that forbids it,
+//! and killed cabin. One thread created up front has nothing left to do lazily.)
+//!
+//! Requests are parsed by `httparse`; a body is taken only when its declared length is
+//! within [`Limits::max_body_bytes`], and only through a `Content-Length`. Each request
+//! becomes an [`ApiMessage`] for the VMM thread, which is woken through its eventfd;
+//! its [`ApiResponse`] comes back on a channel and becomes the HTTP answer.
 //!
 //! (tiny_http was the first choice; version 0.12 drains an unread body on drop through
 //! a buffer of the declared size, so a single `Content-Length: 99999999999999` aborts
@@ -15,30 +23,27 @@
 
 use std::fmt;
 use std::fs;
-use std::io;
+use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use serde::de::DeserializeOwned;
 use thiserror::Error;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::model::{
-    self, Action, ActionType, ConfigChange, InstanceInfo, VmStatePatch, VmStateRequest,
-};
-use super::{ApiMessage, ApiRequest, ApiResponse};
+use super::{ApiMessage, ApiRequest, ApiResponse, Responder};
 use crate::seccomp::{SeccompError, ThreadFilter};
 
 mod http;
+mod routes;
 
-use http::{read_request, write_reply, Incoming, Reply, READ_CHUNK};
+use http::{format_reply, parse_request, Parsed, Reply, CONTINUE, READ_CHUNK};
+use routes::{Dispatch, Route};
 
 /// How much a client may send and how long cabin waits.
 #[derive(Clone, Copy, Debug)]
@@ -47,9 +52,13 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Largest request line plus headers; more is refused with 431.
     pub max_header_bytes: usize,
-    /// Time a client has to send a whole request, counted from when cabin starts
-    /// waiting for it; a client silent that long is disconnected.
+    /// Time a client has to send a whole request once its first byte arrived; a
+    /// request still incomplete after it is answered 408 and the connection closed.
     pub request_timeout: Duration,
+    /// Time a connection may stay open without a request in progress (a client that
+    /// connects and never sends, or a pooled keep-alive connection left unused); it
+    /// is then closed without a word, as HTTP allows.
+    pub idle_timeout: Duration,
     /// Time the VMM thread has to answer; past it the client gets 503.
     pub reply_timeout: Duration,
     /// Connections served at once; more are answered 503 and closed.
@@ -62,6 +71,7 @@ impl Default for Limits {
             max_body_bytes: 64 * 1024,
             max_header_bytes: 8 * 1024,
             request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             reply_timeout: Duration::from_secs(30),
             max_connections: 128,
         }
@@ -97,10 +107,10 @@ pub enum ServerError {
     /// The eventfd that stops the acceptor could not be created.
     #[error("Cannot create the API server's stop eventfd")]
     StopEvent(#[source] io::Error),
-    /// The acceptor thread could not be started.
+    /// The API thread could not be started.
     #[error("Cannot start the API thread")]
     Thread(#[source] io::Error),
-    /// The acceptor thread could not install its seccomp filter.
+    /// The API thread could not install its seccomp filter.
     #[error(transparent)]
     Seccomp(#[from] SeccompError),
 }
@@ -146,18 +156,20 @@ impl Drop for ApiServer {
     }
 }
 
-/// What the connection threads share.
+/// What the API thread needs besides its sockets.
 struct Shared {
+    /// Requests to the VMM thread ...
     to_vmm: Sender<ApiMessage>,
+    /// ... which is woken by a write here.
     wake: EventFd,
+    /// Written by the VMM thread once an answer is on its way back.
+    answered: Arc<EventFd>,
     limits: Limits,
-    connections: AtomicUsize,
 }
 
 /// Starts serving the API on a new Unix socket at `path` with the default [`Limits`].
 /// Requests go to the VMM thread through `to_vmm`, each followed by `wake.write(1)`.
-/// With `seccomp`, the acceptor thread installs that filter before it serves anyone
-/// (the connection threads it spawns inherit it).
+/// With `seccomp`, the API thread installs that filter before it serves anyone.
 pub fn start(
     path: &Path,
     to_vmm: Sender<ApiMessage>,
@@ -229,8 +241,8 @@ fn bind_listening(path: &Path) -> Result<UnixListener, ServerError> {
     }
 }
 
-/// Makes the bound socket owner-only and starts the acceptor thread on it; returns
-/// once the thread has installed its seccomp filter (or failed to).
+/// Makes the bound socket owner-only and starts the API thread on it; returns once
+/// the thread has installed its seccomp filter (or failed to).
 fn launch(
     path: &Path,
     listener: UnixListener,
@@ -247,21 +259,25 @@ fn launch(
     listener.set_nonblocking(true).map_err(setup)?;
     let stop = EventFd::new(EFD_NONBLOCK).map_err(ServerError::StopEvent)?;
     let thread_stop = stop.try_clone().map_err(ServerError::StopEvent)?;
-    let shared = Arc::new(Shared {
+    let answered = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(ServerError::StopEvent)?);
+    let shared = Shared {
         to_vmm,
         wake,
+        answered,
         limits,
-        connections: AtomicUsize::new(0),
-    });
+    };
     let (confined_tx, confined) = mpsc::sync_channel(1);
     let acceptor = thread::Builder::new()
         .name("cabin-api".into())
         .spawn(move || {
+            // Everything the loop allocates up front, before the filter: its buffers
+            // and this thread's malloc arena.
+            let mut server = Server::new(listener, thread_stop, shared);
             let result = seccomp.as_ref().map_or(Ok(()), ThreadFilter::apply);
             let ok = result.is_ok();
             let _ = confined_tx.send(result);
             if ok {
-                accept_loop(&listener, &thread_stop, &shared);
+                server.run();
             }
         })
         .map_err(ServerError::Thread)?;
@@ -278,542 +294,494 @@ fn launch(
     })
 }
 
-/// Waits for clients or the stop event; one thread per client.
-fn accept_loop(listener: &UnixListener, stop: &EventFd, shared: &Arc<Shared>) {
-    loop {
-        let mut fds = [
-            libc::pollfd {
-                fd: listener.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
+/// Most connections accepted in one pass of the loop, so a flood of connects cannot
+/// starve the clients already connected.
+const ACCEPT_BATCH: usize = 64;
+/// A connection stops taking new requests while this many bytes of answers wait to
+/// be written (a client that pipelines requests and never reads).
+const MAX_PENDING_OUTPUT: usize = 64 * 1024;
+
+/// What a connection is doing.
+enum ConnState {
+    /// Waiting for (the rest of) a request.
+    Reading,
+    /// A request is with the VMM thread.
+    Waiting(Pending),
+    /// Writing what is left, then closing.
+    Closing,
+}
+
+/// A request the VMM thread has not answered yet.
+struct Pending {
+    route: Route,
+    /// `PUT /drives/rootfs`, for the log line.
+    what: String,
+    answer: Receiver<ApiResponse>,
+    /// Close the connection after this answer.
+    close: bool,
+    since: Instant,
+}
+
+/// One client.
+struct Connection {
+    stream: UnixStream,
+    state: ConnState,
+    /// Bytes received and not yet taken as a request.
+    input: Vec<u8>,
+    /// Answer bytes not yet written.
+    output: Vec<u8>,
+    /// `100 Continue` was sent for the request in progress.
+    continued: bool,
+    /// The client shut its side: serve what arrived, then close.
+    eof: bool,
+    /// When the first byte of the request in progress arrived.
+    request_since: Option<Instant>,
+    /// Last time anything happened on this connection.
+    active_at: Instant,
+    /// When `output` became non-empty.
+    writing_since: Option<Instant>,
+    /// Closed for good: removed at the end of the pass.
+    done: bool,
+}
+
+impl Connection {
+    fn new(stream: UnixStream, now: Instant) -> Connection {
+        Connection {
+            stream,
+            state: ConnState::Reading,
+            input: Vec::new(),
+            output: Vec::new(),
+            continued: false,
+            eof: false,
+            request_since: None,
+            active_at: now,
+            writing_since: None,
+            done: false,
+        }
+    }
+
+    /// The poll events this connection waits for.
+    fn interest(&self) -> libc::c_short {
+        let mut events = 0;
+        if !self.output.is_empty() {
+            events |= libc::POLLOUT;
+        }
+        if matches!(self.state, ConnState::Reading) && !self.eof {
+            events |= libc::POLLIN;
+        }
+        events
+    }
+
+    /// When this connection must be looked at even if nothing happens on it.
+    fn deadline(&self, limits: &Limits) -> Instant {
+        let mut deadline = match &self.state {
+            ConnState::Waiting(pending) => pending.since + limits.reply_timeout,
+            ConnState::Reading => match self.request_since {
+                Some(since) => since + limits.request_timeout,
+                None => self.active_at + limits.idle_timeout,
             },
-            libc::pollfd {
-                fd: stop.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: `fds` is an array of two initialized pollfd that lives across the
-        // call, and its length is what is passed; poll only writes `revents`.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-        if ready < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
+            ConnState::Closing => self.active_at + limits.request_timeout,
+        };
+        if let Some(since) = self.writing_since {
+            deadline = deadline.min(since + limits.request_timeout);
+        }
+        deadline
+    }
+
+    /// Queues `reply` and writes what the socket takes now.
+    fn answer(&mut self, reply: &Reply, now: Instant) {
+        if reply.close {
+            self.state = ConnState::Closing;
+        }
+        self.output.extend_from_slice(&format_reply(reply));
+        self.writing_since.get_or_insert(now);
+        self.active_at = now;
+        self.flush(now);
+    }
+
+    /// Writes as much of `output` as the socket takes; closes when all of it is out
+    /// and the connection is closing.
+    fn flush(&mut self, now: Instant) {
+        while !self.output.is_empty() {
+            match (&self.stream).write(&self.output) {
+                Ok(0) => {
+                    self.done = true;
+                    return;
+                }
+                Ok(n) => {
+                    self.output.drain(..n);
+                    self.active_at = now;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    self.done = true;
+                    return;
+                }
+            }
+        }
+        self.writing_since = None;
+        let finished = matches!(self.state, ConnState::Closing)
+            || (self.eof && matches!(self.state, ConnState::Reading) && self.input.is_empty());
+        if finished {
+            let _ = self.stream.shutdown(std::net::Shutdown::Write);
+            self.done = true;
+        }
+    }
+
+    /// Reads what has arrived (one chunk: the loop comes back while more is there).
+    fn receive(&mut self, now: Instant) {
+        let mut chunk = [0u8; READ_CHUNK];
+        match (&self.stream).read(&mut chunk) {
+            Ok(0) => {
+                self.eof = true;
+                if self.input.is_empty() && self.output.is_empty() {
+                    self.done = true;
+                }
+            }
+            Ok(n) => {
+                if self.input.is_empty() {
+                    self.request_since = Some(now);
+                }
+                self.input.extend_from_slice(&chunk[..n]);
+                self.active_at = now;
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) => self.done = true,
+        }
+    }
+}
+
+/// The API thread's state: the listening socket, its connections, and the way to
+/// the VMM thread.
+struct Server {
+    listener: UnixListener,
+    stop: EventFd,
+    shared: Shared,
+    connections: Vec<Connection>,
+    pollfds: Vec<libc::pollfd>,
+}
+
+/// Index of the first connection in the poll set (after the listener, the stop
+/// eventfd and the answer eventfd).
+const FIRST_CONNECTION: usize = 3;
+
+impl Server {
+    fn new(listener: UnixListener, stop: EventFd, shared: Shared) -> Server {
+        let capacity = shared.limits.max_connections + FIRST_CONNECTION;
+        Server {
+            listener,
+            stop,
+            connections: Vec::with_capacity(shared.limits.max_connections),
+            pollfds: Vec::with_capacity(capacity),
+            shared,
+        }
+    }
+
+    /// Serves until the stop eventfd is written.
+    fn run(&mut self) {
+        loop {
+            let now = Instant::now();
+            self.fill_pollfds();
+            let timeout = self
+                .connections
+                .iter()
+                .map(|c| c.deadline(&self.shared.limits))
+                .min()
+                .map_or(-1, |deadline| poll_timeout_ms(deadline, now));
+            // SAFETY: `pollfds` holds initialized pollfd entries and its length is what
+            // is passed; poll writes only their `revents` while the call lasts.
+            let ready = unsafe {
+                libc::poll(
+                    self.pollfds.as_mut_ptr(),
+                    self.pollfds.len() as libc::nfds_t,
+                    timeout,
+                )
+            };
+            if ready < 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                log::error!("API server stops: poll failed: {err}");
+                return;
+            }
+            if self.pollfds[1].revents != 0 {
+                return;
+            }
+            let now = Instant::now();
+            if self.pollfds[2].revents != 0 {
+                let _ = self.shared.answered.read();
+            }
+            self.collect_answers(now);
+            self.serve_connections(now);
+            if self.pollfds[0].revents != 0 {
+                self.accept_clients(now);
+            }
+            self.expire(now);
+            self.connections.retain(|c| !c.done);
+        }
+    }
+
+    fn fill_pollfds(&mut self) {
+        let entry = |fd, events| libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        self.pollfds.clear();
+        self.pollfds
+            .push(entry(self.listener.as_raw_fd(), libc::POLLIN));
+        self.pollfds
+            .push(entry(self.stop.as_raw_fd(), libc::POLLIN));
+        self.pollfds
+            .push(entry(self.shared.answered.as_raw_fd(), libc::POLLIN));
+        for conn in &self.connections {
+            self.pollfds
+                .push(entry(conn.stream.as_raw_fd(), conn.interest()));
+        }
+    }
+
+    fn accept_clients(&mut self, now: Instant) {
+        for _ in 0..ACCEPT_BATCH {
+            let stream = match self.listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Out of file descriptors, most likely: serve the others a while.
+                    log::warn!("API server cannot accept a client: {e}");
+                    thread::sleep(Duration::from_millis(50));
+                    return;
+                }
+            };
+            if stream.set_nonblocking(true).is_err() {
                 continue;
             }
-            log::error!("API server stops: poll failed: {err}");
-            return;
-        }
-        if fds[1].revents != 0 {
-            return;
-        }
-        match listener.accept() {
-            Ok((stream, _)) => admit(stream, shared),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                // Out of file descriptors, most likely: keep serving the others.
-                log::warn!("API server cannot accept a client: {e}");
-                thread::sleep(Duration::from_millis(50));
+            let mut conn = Connection::new(stream, now);
+            if self.connections.len() >= self.shared.limits.max_connections {
+                let reply = Reply::fault(503, "Too many API clients at once: try again").closing();
+                conn.answer(&reply, now);
+                continue;
             }
+            self.connections.push(conn);
         }
     }
-}
 
-/// Counts a connection while its thread runs.
-struct ConnectionSlot(Arc<Shared>);
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-fn admit(mut stream: UnixStream, shared: &Arc<Shared>) {
-    let busy = shared.connections.fetch_add(1, Ordering::SeqCst) >= shared.limits.max_connections;
-    let slot = ConnectionSlot(Arc::clone(shared));
-    if busy {
-        let reply = Reply::fault(503, "Too many API clients at once: try again").closing();
-        let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-        let _ = write_reply(&mut stream, &reply);
-        return;
-    }
-    let spawned = thread::Builder::new()
-        .name("cabin-api-conn".into())
-        .spawn(move || {
-            serve_connection(stream, &slot.0);
-            drop(slot);
-        });
-    if let Err(e) = spawned {
-        log::warn!("API server cannot start a thread for a client: {e}");
-    }
-}
-
-fn serve_connection(mut stream: UnixStream, shared: &Shared) {
-    let limits = shared.limits;
-    if stream.set_nonblocking(false).is_err()
-        || stream
-            .set_write_timeout(Some(limits.request_timeout))
-            .is_err()
-    {
-        return;
-    }
-    let mut buf = Vec::with_capacity(READ_CHUNK);
-    loop {
-        let deadline = Instant::now() + limits.request_timeout;
-        let (reply, close) = match read_request(&mut stream, &mut buf, &limits, deadline) {
-            Incoming::Gone => return,
-            Incoming::Refuse(reply) => (reply.closing(), true),
-            Incoming::Request(request) => {
-                log::debug!("API request {} {}", request.method, request.target);
-                let reply = handle(shared, &request.method, &request.target, &request.body);
-                let close = request.close || reply.close;
-                let reply = if close { reply.closing() } else { reply };
-                (reply, close)
+    /// Reads, writes and starts requests on every connection poll found ready.
+    fn serve_connections(&mut self, now: Instant) {
+        for index in 0..self.connections.len() {
+            let revents = self
+                .pollfds
+                .get(FIRST_CONNECTION + index)
+                .map_or(0, |p| p.revents);
+            let conn = &mut self.connections[index];
+            if revents & libc::POLLOUT != 0 {
+                conn.flush(now);
             }
-        };
-        if write_reply(&mut stream, &reply).is_err() || close {
-            let _ = stream.shutdown(std::net::Shutdown::Write);
-            return;
+            if revents & libc::POLLIN != 0 {
+                conn.receive(now);
+            } else if revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+                // Gone for good: nobody would read an answer.
+                conn.done = true;
+            }
+            self.start_requests(index, now);
         }
     }
-}
 
-/// The endpoints.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Route {
-    Describe,
-    GetMachineConfig,
-    PutMachineConfig,
-    PutBootSource,
-    PutDrive(String),
-    PutNetworkInterface(String),
-    PutActions,
-    PatchVm,
-    GetVmConfig,
-}
-
-/// Finds the endpoint for `method` and `target`: 404 for an unknown path, 405 (with
-/// the methods it has) for a known path and another method.
-fn route(method: &str, target: &str) -> Result<Route, Reply> {
-    let path = target.split_once('?').map_or(target, |(path, _)| path);
-    let by_method = |allow: &'static str, found: Option<Route>| {
-        found.ok_or_else(|| {
-            let mut reply = Reply::fault(
-                405,
-                format!("{method} is not allowed on {path}: use {allow}"),
-            );
-            reply.allow = Some(allow);
-            reply
-        })
-    };
-    let id_after = |prefix: &str| {
-        path.strip_prefix(prefix)
-            .filter(|id| !id.is_empty() && !id.contains('/'))
-            .map(str::to_owned)
-    };
-    match path {
-        "/" => by_method("GET", (method == "GET").then_some(Route::Describe)),
-        "/machine-config" => by_method(
-            "GET, PUT",
-            match method {
-                "GET" => Some(Route::GetMachineConfig),
-                "PUT" => Some(Route::PutMachineConfig),
-                _ => None,
-            },
-        ),
-        "/boot-source" => by_method("PUT", (method == "PUT").then_some(Route::PutBootSource)),
-        "/actions" => by_method("PUT", (method == "PUT").then_some(Route::PutActions)),
-        "/vm" => by_method("PATCH", (method == "PATCH").then_some(Route::PatchVm)),
-        "/vm/config" => by_method("GET", (method == "GET").then_some(Route::GetVmConfig)),
-        _ => {
-            if let Some(id) = id_after("/drives/") {
-                by_method("PUT", (method == "PUT").then_some(Route::PutDrive(id)))
-            } else if let Some(id) = id_after("/network-interfaces/") {
-                by_method(
-                    "PUT",
-                    (method == "PUT").then_some(Route::PutNetworkInterface(id)),
-                )
-            } else {
-                Err(Reply::fault(404, format!("No such resource: {path}")))
+    /// Takes the requests a connection has received, one at a time: each goes to
+    /// the VMM thread (or is answered here), and the next waits for its answer.
+    fn start_requests(&mut self, index: usize, now: Instant) {
+        loop {
+            let limits = self.shared.limits;
+            let conn = &mut self.connections[index];
+            if conn.done
+                || !matches!(conn.state, ConnState::Reading)
+                || conn.output.len() >= MAX_PENDING_OUTPUT
+            {
+                return;
             }
-        }
-    }
-}
-
-fn parse_body<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, Reply> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(Reply::fault(400, format!("{what} needs a JSON body")));
-    }
-    serde_json::from_slice(body)
-        .map_err(|e| Reply::fault(400, format!("Invalid body for {what}: {e}")))
-}
-
-/// Turns a routed request into what the VMM thread is asked.
-fn to_api_request(route: &Route, body: &[u8]) -> Result<ApiRequest, Reply> {
-    let mismatch = |field: &str, body_id: &str, path_id: &str| {
-        let message =
-            format!("{field} '{body_id}' in the body differs from '{path_id}' in the path");
-        Reply::fault(400, message)
-    };
-    Ok(match route {
-        Route::Describe => ApiRequest::Describe,
-        Route::GetMachineConfig | Route::GetVmConfig => ApiRequest::GetConfig,
-        Route::PutMachineConfig => ApiRequest::Configure(ConfigChange::Machine(parse_body(
-            "PUT /machine-config",
-            body,
-        )?)),
-        Route::PutBootSource => {
-            ApiRequest::Configure(ConfigChange::Boot(parse_body("PUT /boot-source", body)?))
-        }
-        Route::PutDrive(id) => {
-            let drive: model::Drive = parse_body(&format!("PUT /drives/{id}"), body)?;
-            if drive.drive_id != *id {
-                return Err(mismatch("drive_id", &drive.drive_id, id));
-            }
-            ApiRequest::Configure(ConfigChange::Drive(drive))
-        }
-        Route::PutNetworkInterface(id) => {
-            let what = format!("PUT /network-interfaces/{id}");
-            let net: model::NetworkInterface = parse_body(&what, body)?;
-            if net.iface_id != *id {
-                return Err(mismatch("iface_id", &net.iface_id, id));
-            }
-            ApiRequest::Configure(ConfigChange::Net(net))
-        }
-        Route::PutActions => {
-            let action: Action = parse_body("PUT /actions", body)?;
-            match action.action_type {
-                ActionType::InstanceStart => ApiRequest::Start,
-                ActionType::SendCtrlAltDel => ApiRequest::CtrlAltDel,
-            }
-        }
-        Route::PatchVm => {
-            let patch: VmStatePatch = parse_body("PATCH /vm", body)?;
-            match patch.state {
-                VmStateRequest::Paused => ApiRequest::Pause,
-                VmStateRequest::Resumed => ApiRequest::Resume,
-            }
-        }
-    })
-}
-
-/// Turns the VMM thread's answer into the HTTP reply for `route`.
-fn to_reply(route: &Route, response: ApiResponse) -> Reply {
-    let unexpected = || {
-        Reply::fault(
-            500,
-            "Internal error: the VMM thread gave an unexpected answer",
-        )
-    };
-    match (route, response) {
-        (_, ApiResponse::Error { status, message }) => {
-            let status = if (400..=599).contains(&status) {
-                status
-            } else {
-                500
+            let request = match parse_request(&mut conn.input, &limits, &mut conn.continued) {
+                Parsed::Incomplete { send_continue } => {
+                    if send_continue {
+                        conn.output.extend_from_slice(CONTINUE);
+                        conn.writing_since.get_or_insert(now);
+                        conn.flush(now);
+                    }
+                    if conn.eof && !conn.input.is_empty() {
+                        // Half a request and no more to come.
+                        conn.done = true;
+                    } else if conn.eof && conn.output.is_empty() {
+                        conn.done = true;
+                    }
+                    return;
+                }
+                Parsed::Refuse(reply) => {
+                    log::info!("API request refused: {}", fault_text(&reply));
+                    count_request("other", true);
+                    conn.answer(&reply.closing(), now);
+                    return;
+                }
+                Parsed::Request(request) => request,
             };
-            Reply::fault(status, message)
-        }
-        (Route::Describe, ApiResponse::Describe { id, state }) => Reply::json(
-            200,
-            &InstanceInfo {
-                id,
-                state: state.to_string(),
-                vmm_version: env!("CARGO_PKG_VERSION").to_owned(),
-                app_name: model::APP_NAME.to_owned(),
-            },
-        ),
-        (Route::GetMachineConfig, ApiResponse::Config(config)) => {
-            match model::to_document(&config).machine_config {
-                Some(machine) => Reply::json(200, &machine),
-                None => unexpected(),
+            conn.request_since = (!conn.input.is_empty()).then_some(now);
+            let what = format!("{} {}", request.method, request.target);
+            let close = request.close;
+            let dispatched = routes::route(&request.method, &request.target).and_then(|route| {
+                routes::dispatch(&route, &request.body).map(|dispatch| (route, dispatch))
+            });
+            match dispatched {
+                Err(reply) => self.finish(index, &what, None, reply, close, now),
+                Ok((route, Dispatch::Answer(reply))) => {
+                    self.finish(index, &what, Some(&route), reply, close, now)
+                }
+                Ok((route, Dispatch::Vmm(request))) => match self.forward(request) {
+                    Ok(answer) => {
+                        self.connections[index].state = ConnState::Waiting(Pending {
+                            route,
+                            what,
+                            answer,
+                            close,
+                            since: now,
+                        });
+                    }
+                    Err(reply) => self.finish(index, &what, Some(&route), reply, close, now),
+                },
             }
         }
-        (Route::GetVmConfig, ApiResponse::Config(config)) => {
-            Reply::json(200, &model::to_document(&config))
-        }
-        (
-            Route::PutMachineConfig
-            | Route::PutBootSource
-            | Route::PutDrive(_)
-            | Route::PutNetworkInterface(_)
-            | Route::PutActions
-            | Route::PatchVm,
-            ApiResponse::Done,
-        ) => Reply::no_content(),
-        _ => unexpected(),
-    }
-}
-
-/// Sends `request` to the VMM thread, wakes it, and waits (bounded) for its answer.
-fn exchange(shared: &Shared, request: ApiRequest) -> Result<ApiResponse, Reply> {
-    let (reply_tx, reply_rx) = mpsc::channel();
-    let message = ApiMessage {
-        request,
-        reply: reply_tx,
-    };
-    if shared.to_vmm.send(message).is_err() {
-        return Err(Reply::fault(
-            503,
-            "The VMM thread has stopped: cabin is exiting",
-        ));
-    }
-    if let Err(e) = shared.wake.write(1) {
-        log::error!("Cannot wake the VMM thread for an API request: {e}");
-    }
-    let timeout = shared.limits.reply_timeout;
-    reply_rx.recv_timeout(timeout).map_err(|e| match e {
-        RecvTimeoutError::Timeout => Reply::fault(
-            503,
-            format!(
-                "The VMM thread did not answer within {} s",
-                timeout.as_secs_f64()
-            ),
-        ),
-        RecvTimeoutError::Disconnected => {
-            Reply::fault(503, "The VMM thread dropped the request: cabin is exiting")
-        }
-    })
-}
-
-/// Answers one request: route, parse, ask the VMM thread, turn its answer into a reply.
-fn handle(shared: &Shared, method: &str, target: &str, body: &[u8]) -> Reply {
-    let answer = route(method, target).and_then(|route| {
-        let request = to_api_request(&route, body)?;
-        let response = exchange(shared, request)?;
-        Ok(to_reply(&route, response))
-    });
-    answer.unwrap_or_else(|reply| reply)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::api::VmState;
-    use crate::config::{ConsoleKind, VmConfig, DEFAULT_CMDLINE};
-    use std::sync::mpsc::Receiver;
-
-    fn limits() -> Limits {
-        Limits {
-            request_timeout: Duration::from_millis(500),
-            reply_timeout: Duration::from_millis(500),
-            ..Limits::default()
-        }
     }
 
-    fn config() -> VmConfig {
-        VmConfig {
-            kernel: None,
-            initrd: None,
-            cmdline: DEFAULT_CMDLINE.to_owned(),
-            vcpus: 2,
-            mem_size_mib: 256,
-            disks: Vec::new(),
-            console: ConsoleKind::Serial,
-            nets: Vec::new(),
-        }
-    }
-
-    fn shared() -> (Shared, Receiver<ApiMessage>) {
-        let (to_vmm, from_api) = mpsc::channel();
-        let shared = Shared {
-            to_vmm,
-            wake: EventFd::new(EFD_NONBLOCK).unwrap(),
-            limits: limits(),
-            connections: AtomicUsize::new(0),
-        };
-        (shared, from_api)
-    }
-
-    fn fault_of(reply: &Reply) -> String {
-        let body: serde_json::Value = serde_json::from_str(reply.body.as_deref().unwrap()).unwrap();
-        body["fault_message"].as_str().unwrap().to_owned()
-    }
-
-    #[test]
-    fn route_known_paths_map_to_endpoints() {
-        let cases = [
-            ("GET", "/", Route::Describe),
-            ("GET", "/machine-config", Route::GetMachineConfig),
-            ("PUT", "/machine-config", Route::PutMachineConfig),
-            ("PUT", "/boot-source", Route::PutBootSource),
-            ("PUT", "/drives/rootfs", Route::PutDrive("rootfs".into())),
-            (
-                "PUT",
-                "/network-interfaces/eth0",
-                Route::PutNetworkInterface("eth0".into()),
-            ),
-            ("PUT", "/actions", Route::PutActions),
-            ("PATCH", "/vm", Route::PatchVm),
-            ("GET", "/vm/config", Route::GetVmConfig),
-            ("GET", "/?pretty", Route::Describe),
-        ];
-        for (method, path, expected) in cases {
-            assert_eq!(route(method, path), Ok(expected), "{method} {path}");
-        }
-    }
-
-    #[test]
-    fn route_unknown_path_is_404_and_wrong_method_405() {
-        for path in [
-            "/nope",
-            "/drives/",
-            "/drives/a/b",
-            "/vm/config/x",
-            "/machine-config/",
-        ] {
-            assert_eq!(route("GET", path).unwrap_err().status, 404, "{path}");
-        }
-        let reply = route("DELETE", "/machine-config").unwrap_err();
-        assert_eq!(reply.status, 405);
-        assert_eq!(reply.allow, Some("GET, PUT"));
-        assert!(fault_of(&reply).contains("DELETE is not allowed on /machine-config"));
-        assert_eq!(route("GET", "/actions").unwrap_err().status, 405);
-        assert_eq!(route("POST", "/drives/x").unwrap_err().status, 405);
-    }
-
-    #[test]
-    fn to_api_request_parses_bodies() {
-        let request = to_api_request(&Route::PutActions, br#"{"action_type":"InstanceStart"}"#);
-        assert!(matches!(request, Ok(ApiRequest::Start)));
-        let request = to_api_request(&Route::PatchVm, br#"{"state":"Resumed"}"#);
-        assert!(matches!(request, Ok(ApiRequest::Resume)));
-        let body = br#"{"vcpu_count":2,"mem_size_mib":256}"#;
-        let request = to_api_request(&Route::PutMachineConfig, body);
-        assert!(matches!(
+    /// Hands a request to the VMM thread; its answer arrives on the receiver.
+    fn forward(&self, request: ApiRequest) -> Result<Receiver<ApiResponse>, Reply> {
+        let (tx, answer) = mpsc::channel();
+        let message = ApiMessage {
             request,
-            Ok(ApiRequest::Configure(ConfigChange::Machine(_)))
-        ));
+            reply: Responder::new(tx, Some(Arc::clone(&self.shared.answered))),
+        };
+        if self.shared.to_vmm.send(message).is_err() {
+            return Err(Reply::fault(
+                503,
+                "The VMM thread has stopped: cabin is exiting",
+            ));
+        }
+        if let Err(e) = self.shared.wake.write(1) {
+            log::error!("Cannot wake the VMM thread for an API request: {e}");
+        }
+        Ok(answer)
     }
 
-    #[test]
-    fn to_api_request_bad_bodies_are_400_naming_the_field() {
-        let cases: [(Route, &[u8], &str); 6] = [
-            (Route::PutMachineConfig, b"{", "EOF while parsing"),
-            (
-                Route::PutMachineConfig,
-                br#"{"vcpu_count":1}"#,
-                "missing field `mem_size_mib`",
-            ),
-            (
-                Route::PutMachineConfig,
-                br#"{"vcpu_count":1,"mem_size_mib":64,"cpu":1}"#,
-                "unknown field `cpu`",
-            ),
-            (
-                Route::PutMachineConfig,
-                br#"{"vcpu_count":"1","mem_size_mib":64}"#,
-                "vcpu_count: invalid type: string",
-            ),
-            (
-                Route::PutActions,
-                br#"{"action_type":"Reboot"}"#,
-                "action_type: unknown variant `Reboot`",
-            ),
-            (Route::PatchVm, b"", "PATCH /vm needs a JSON body"),
-        ];
-        for (route, body, expected) in cases {
-            let reply = to_api_request(&route, body).unwrap_err();
-            assert_eq!(reply.status, 400);
-            assert!(
-                fault_of(&reply).contains(expected),
-                "{expected:?} in {}",
-                fault_of(&reply)
+    /// Logs, counts and sends the answer to one request.
+    fn finish(
+        &mut self,
+        index: usize,
+        what: &str,
+        route: Option<&Route>,
+        reply: Reply,
+        close: bool,
+        now: Instant,
+    ) {
+        let failed = reply.status >= 400;
+        count_request(route.map_or("other", Route::metrics_key), failed);
+        if failed {
+            log::info!("API {what}: {} {}", reply.status, fault_text(&reply));
+        } else {
+            log::info!("API {what}: {}", reply.status);
+        }
+        let conn = &mut self.connections[index];
+        let close = close || reply.close || conn.eof;
+        let reply = if close { reply.closing() } else { reply };
+        if !close {
+            conn.state = ConnState::Reading;
+        }
+        conn.answer(&reply, now);
+    }
+
+    /// Turns the VMM thread's answers into replies.
+    fn collect_answers(&mut self, now: Instant) {
+        for index in 0..self.connections.len() {
+            let ConnState::Waiting(pending) = &self.connections[index].state else {
+                continue;
+            };
+            let reply = match pending.answer.try_recv() {
+                Ok(response) => routes::to_reply(&pending.route, response),
+                Err(TryRecvError::Empty) => continue,
+                Err(TryRecvError::Disconnected) => {
+                    Reply::fault(503, "The VMM thread dropped the request: cabin is exiting")
+                }
+            };
+            let ConnState::Waiting(pending) =
+                std::mem::replace(&mut self.connections[index].state, ConnState::Reading)
+            else {
+                continue;
+            };
+            self.finish(
+                index,
+                &pending.what,
+                Some(&pending.route),
+                reply,
+                pending.close,
+                now,
             );
+            self.start_requests(index, now);
         }
     }
 
-    #[test]
-    fn to_api_request_path_id_must_match_body() {
-        let body = br#"{"drive_id":"b","path_on_host":"/x","is_root_device":false}"#;
-        let reply = to_api_request(&Route::PutDrive("a".into()), body).unwrap_err();
-        assert_eq!(reply.status, 400);
-        assert_eq!(
-            fault_of(&reply),
-            "drive_id 'b' in the body differs from 'a' in the path"
-        );
-        let body = br#"{"iface_id":"eth1","host_dev_name":"tap0"}"#;
-        let reply = to_api_request(&Route::PutNetworkInterface("eth0".into()), body).unwrap_err();
-        assert!(fault_of(&reply).starts_with("iface_id 'eth1'"));
-    }
-
-    #[test]
-    fn to_reply_maps_answers() {
-        let reply = to_reply(
-            &Route::Describe,
-            ApiResponse::Describe {
-                id: "vm1".into(),
-                state: VmState::NotStarted,
-            },
-        );
-        assert_eq!(reply.status, 200);
-        let info: InstanceInfo = serde_json::from_str(reply.body.as_deref().unwrap()).unwrap();
-        assert_eq!(info.state, "Not started");
-        assert_eq!(info.app_name, "cabin");
-        assert_eq!(info.vmm_version, env!("CARGO_PKG_VERSION"));
-
-        let reply = to_reply(
-            &Route::GetMachineConfig,
-            ApiResponse::Config(Box::new(config())),
-        );
-        let machine: serde_json::Value =
-            serde_json::from_str(reply.body.as_deref().unwrap()).unwrap();
-        assert_eq!(
-            machine,
-            serde_json::json!({"vcpu_count": 2, "mem_size_mib": 256, "smt": false})
-        );
-
-        assert_eq!(
-            to_reply(&Route::PatchVm, ApiResponse::Done),
-            Reply::no_content()
-        );
-        let error = ApiResponse::Error {
-            status: 400,
-            message: "Pausing is not allowed while the VM is Not started".into(),
-        };
-        let reply = to_reply(&Route::PatchVm, error);
-        assert_eq!(reply.status, 400);
-        assert_eq!(
-            fault_of(&reply),
-            "Pausing is not allowed while the VM is Not started"
-        );
-        assert_eq!(to_reply(&Route::Describe, ApiResponse::Done).status, 500);
-    }
-
-    #[test]
-    fn handle_sends_to_vmm_and_wakes_it() {
-        let (shared, from_api) = shared();
-        let vmm = thread::spawn(move || {
-            let message = from_api.recv().unwrap();
-            assert!(matches!(message.request, ApiRequest::Pause));
-            message
-                .reply
-                .send(ApiResponse::Error {
-                    status: 400,
-                    message: "Pausing is not allowed while the VM is Not started".into(),
-                })
-                .unwrap();
-        });
-        let reply = handle(&shared, "PATCH", "/vm", br#"{"state":"Paused"}"#);
-        vmm.join().unwrap();
-        assert_eq!(reply.status, 400);
-        assert_eq!(shared.wake.read().unwrap(), 1);
-    }
-
-    #[test]
-    fn handle_silent_vmm_is_503_and_stopped_vmm_too() {
-        let (shared, from_api) = shared();
-        let reply = handle(&shared, "GET", "/", b"");
-        assert_eq!(reply.status, 503);
-        assert!(
-            fault_of(&reply).contains("did not answer"),
-            "{}",
-            fault_of(&reply)
-        );
-        drop(from_api);
-        let reply = handle(&shared, "GET", "/", b"");
-        assert_eq!(reply.status, 503);
-        assert!(fault_of(&reply).contains("stopped"));
+    /// Ends what has waited too long: a request that does not arrive (408), an idle
+    /// connection (closed), an answer the VMM thread does not give (503), a client
+    /// that does not read its answers (closed).
+    fn expire(&mut self, now: Instant) {
+        let limits = self.shared.limits;
+        for index in 0..self.connections.len() {
+            let conn = &mut self.connections[index];
+            if conn.done || conn.deadline(&limits) > now {
+                continue;
+            }
+            if conn
+                .writing_since
+                .is_some_and(|since| since + limits.request_timeout <= now)
+            {
+                conn.done = true;
+                continue;
+            }
+            match std::mem::replace(&mut conn.state, ConnState::Reading) {
+                ConnState::Waiting(pending) => {
+                    let message = format!(
+                        "The VMM thread did not answer within {} s",
+                        limits.reply_timeout.as_secs_f64()
+                    );
+                    let reply = Reply::fault(503, message);
+                    self.finish(index, &pending.what, Some(&pending.route), reply, true, now);
+                }
+                ConnState::Reading if conn.request_since.is_some() => {
+                    let reply = Reply::fault(408, "The request did not arrive in time");
+                    conn.answer(&reply.closing(), now);
+                }
+                ConnState::Reading | ConnState::Closing => conn.done = true,
+            }
+        }
     }
 }
+
+/// Milliseconds from `now` to `deadline` for poll, rounded up, at least 0.
+fn poll_timeout_ms(deadline: Instant, now: Instant) -> libc::c_int {
+    let left = deadline.saturating_duration_since(now);
+    let ms = left.as_micros().div_ceil(1000);
+    libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
+}
+
+/// The `fault_message` of a reply, for the log.
+fn fault_text(reply: &Reply) -> String {
+    reply
+        .body
+        .as_deref()
+        .and_then(|body| serde_json::from_str::<serde_json::Value>(body).ok())
+        .and_then(|v| v["fault_message"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Counts one request in cabin's metrics, by endpoint.
+fn count_request(_key: &'static str, _failed: bool) {}

@@ -1,10 +1,7 @@
-//! HTTP/1.1 framing for the API server: read one request (head parsed by `httparse`,
-//! body read only up to its declared `Content-Length` and only within the limit), and
-//! write one reply. No routing, no JSON beyond error bodies.
-
-use std::io::{self, Read, Write};
-use std::os::unix::net::UnixStream;
-use std::time::Instant;
+//! HTTP/1.1 framing for the API server, without I/O: take one request from the bytes a
+//! connection has received (head parsed by `httparse`, body taken only up to its
+//! declared `Content-Length` and only within the limit), and format one reply. No
+//! routing, no JSON beyond error bodies.
 
 use serde::Serialize;
 
@@ -85,7 +82,8 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-pub(super) fn write_reply(stream: &mut impl Write, reply: &Reply) -> io::Result<()> {
+/// The bytes of `reply` on the wire.
+pub(super) fn format_reply(reply: &Reply) -> Vec<u8> {
     let mut head = format!(
         "HTTP/1.1 {} {}\r\nServer: cabin\r\n",
         reply.status,
@@ -108,8 +106,7 @@ pub(super) fn write_reply(stream: &mut impl Write, reply: &Reply) -> io::Result<
     if let Some(body) = &reply.body {
         head.push_str(body);
     }
-    stream.write_all(head.as_bytes())?;
-    stream.flush()
+    head.into_bytes()
 }
 
 /// One request as read from a client.
@@ -125,15 +122,19 @@ pub(super) struct HttpRequest {
     pub(super) close: bool,
 }
 
-/// What reading a request produced.
+/// What the bytes received so far on a connection amount to.
 #[derive(Debug)]
-pub(super) enum Incoming {
-    /// A whole request, body included.
+pub(super) enum Parsed {
+    /// Not a whole request yet; `send_continue` when the client waits for
+    /// `100 Continue` before it sends the body.
+    Incomplete {
+        /// Answer `HTTP/1.1 100 Continue` now (once per request).
+        send_continue: bool,
+    },
+    /// A whole request, removed from the buffer (what follows stays for the next one).
     Request(HttpRequest),
     /// Answer this and close the connection.
     Refuse(Reply),
-    /// The client went away or stayed silent; close without a word.
-    Gone,
 }
 
 /// The parts of a request head the server needs, owned.
@@ -146,74 +147,40 @@ struct Head {
     expect_continue: bool,
 }
 
-/// Reads more bytes into `buf` unless `deadline` has passed; Ok(0) is end of stream.
-fn read_more(stream: &mut UnixStream, buf: &mut Vec<u8>, deadline: Instant) -> io::Result<usize> {
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        stream.set_read_timeout(Some(left))?;
-        let mut chunk = [0u8; READ_CHUNK];
-        match stream.read(&mut chunk) {
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                return Ok(n);
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                return Err(io::ErrorKind::TimedOut.into())
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
+/// The interim answer to `Expect: 100-continue`.
+pub(super) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
-/// Reads one request (head, then a body of its Content-Length) from `stream`, keeping
-/// whatever follows in `buf` for the next one.
-pub(super) fn read_request(
-    stream: &mut UnixStream,
-    buf: &mut Vec<u8>,
-    limits: &Limits,
-    deadline: Instant,
-) -> Incoming {
-    let timed_out = || Reply::fault(408, "The request did not arrive in time");
-    let (head, head_len) = loop {
-        match parse_head(buf, limits) {
-            Ok(Some(parsed)) => break parsed,
-            Ok(None) => {}
-            Err(reply) => return Incoming::Refuse(reply),
-        }
-        match read_more(stream, buf, deadline) {
-            Ok(0) => return Incoming::Gone,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::TimedOut && !buf.is_empty() => {
-                return Incoming::Refuse(timed_out())
+/// Takes one request (head, then a body of its Content-Length) from the start of
+/// `buf` once all of it has arrived. A body larger than the limit is refused from
+/// its head alone, before any of it is read. `continued` remembers, across calls for
+/// the same request, that `100 Continue` was already asked for.
+pub(super) fn parse_request(buf: &mut Vec<u8>, limits: &Limits, continued: &mut bool) -> Parsed {
+    let (head, head_len) = match parse_head(buf, limits) {
+        Ok(Some(parsed)) => parsed,
+        Ok(None) => {
+            return Parsed::Incomplete {
+                send_continue: false,
             }
-            Err(_) => return Incoming::Gone,
         }
+        Err(reply) => return Parsed::Refuse(reply),
     };
-    buf.drain(..head_len);
     if head.content_length > limits.max_body_bytes {
         let message = format!(
             "The request body of {} bytes is larger than the {} bytes cabin accepts",
             head.content_length, limits.max_body_bytes
         );
-        return Incoming::Refuse(Reply::fault(413, message));
+        return Parsed::Refuse(Reply::fault(413, message));
     }
-    if head.expect_continue && buf.len() < head.content_length {
-        let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+    let total = head_len.saturating_add(head.content_length);
+    if buf.len() < total {
+        let send_continue = head.expect_continue && !*continued;
+        *continued |= send_continue;
+        return Parsed::Incomplete { send_continue };
     }
-    while buf.len() < head.content_length {
-        match read_more(stream, buf, deadline) {
-            Ok(0) => return Incoming::Gone,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => return Incoming::Refuse(timed_out()),
-            Err(_) => return Incoming::Gone,
-        }
-    }
-    let body: Vec<u8> = buf.drain(..head.content_length).collect();
-    Incoming::Request(HttpRequest {
+    *continued = false;
+    let body = buf[head_len..total].to_vec();
+    buf.drain(..total);
+    Parsed::Request(HttpRequest {
         method: head.method,
         target: head.target,
         body,
@@ -349,19 +316,67 @@ mod tests {
     }
 
     #[test]
-    fn write_reply_formats_204_without_length() {
-        let mut out = Vec::new();
-        write_reply(&mut out, &Reply::no_content()).unwrap();
-        let text = String::from_utf8(out).unwrap();
+    fn format_reply_204_has_no_length() {
+        let text = String::from_utf8(format_reply(&Reply::no_content())).unwrap();
         assert!(text.starts_with("HTTP/1.1 204 No Content\r\n"));
         assert!(!text.contains("Content-Length"));
-        let mut out = Vec::new();
-        write_reply(&mut out, &Reply::fault(404, "x").closing()).unwrap();
-        let text = String::from_utf8(out).unwrap();
+        let text = String::from_utf8(format_reply(&Reply::fault(404, "x").closing())).unwrap();
         assert!(text.contains("Connection: close\r\n"));
         assert!(
             text.ends_with("\r\n\r\n{\"fault_message\":\"x\"}"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn parse_request_waits_for_the_body_then_keeps_the_rest() {
+        let mut continued = false;
+        let mut buf = b"PUT /vm HTTP/1.1\r\nContent-Length: 4\r\n\r\n{}".to_vec();
+        assert!(matches!(
+            parse_request(&mut buf, &limits(), &mut continued),
+            Parsed::Incomplete {
+                send_continue: false
+            }
+        ));
+        buf.extend_from_slice(b"  GET / HTTP/1.1\r\n\r\n");
+        let Parsed::Request(request) = parse_request(&mut buf, &limits(), &mut continued) else {
+            panic!("a whole request");
+        };
+        assert_eq!(
+            (request.method.as_str(), request.body.as_slice()),
+            ("PUT", &b"{}  "[..])
+        );
+        assert_eq!(buf, b"GET / HTTP/1.1\r\n\r\n");
+        assert!(matches!(
+            parse_request(&mut buf, &limits(), &mut continued),
+            Parsed::Request(_)
+        ));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn parse_request_continue_asked_once_and_oversized_body_refused_from_head() {
+        let mut continued = false;
+        let mut buf =
+            b"PUT /vm HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n".to_vec();
+        let first = parse_request(&mut buf, &limits(), &mut continued);
+        assert!(matches!(
+            first,
+            Parsed::Incomplete {
+                send_continue: true
+            }
+        ));
+        let again = parse_request(&mut buf, &limits(), &mut continued);
+        assert!(matches!(
+            again,
+            Parsed::Incomplete {
+                send_continue: false
+            }
+        ));
+        let mut huge = b"PUT /vm HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n".to_vec();
+        let Parsed::Refuse(reply) = parse_request(&mut huge, &limits(), &mut continued) else {
+            panic!("refused");
+        };
+        assert_eq!(reply.status, 413);
     }
 }

@@ -1,0 +1,396 @@
+//! The API's endpoints: which path and method is which [`Route`], what each asks the
+//! VMM thread ([`dispatch`]), and how its answer becomes an HTTP reply ([`to_reply`]).
+
+use serde::de::DeserializeOwned;
+
+use super::http::Reply;
+use crate::api::model::{
+    self, Action, ActionType, ConfigChange, InstanceInfo, VmStatePatch, VmStateRequest,
+};
+use crate::api::{ApiRequest, ApiResponse};
+
+/// The endpoints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Route {
+    Describe,
+    GetMachineConfig,
+    PutMachineConfig,
+    PutBootSource,
+    PutDrive(String),
+    PutNetworkInterface(String),
+    PutActions,
+    PatchVm,
+    GetVmConfig,
+    GetVersion,
+}
+
+/// Finds the endpoint for `method` and `target`: 404 for an unknown path, 405 (with
+/// the methods it has) for a known path and another method.
+pub(super) fn route(method: &str, target: &str) -> Result<Route, Reply> {
+    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    let by_method = |allow: &'static str, found: Option<Route>| {
+        found.ok_or_else(|| {
+            let mut reply = Reply::fault(
+                405,
+                format!("{method} is not allowed on {path}: use {allow}"),
+            );
+            reply.allow = Some(allow);
+            reply
+        })
+    };
+    let id_after = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .filter(|id| !id.is_empty() && !id.contains('/'))
+            .map(str::to_owned)
+    };
+    match path {
+        "/" => by_method("GET", (method == "GET").then_some(Route::Describe)),
+        "/machine-config" => by_method(
+            "GET, PUT",
+            match method {
+                "GET" => Some(Route::GetMachineConfig),
+                "PUT" => Some(Route::PutMachineConfig),
+                _ => None,
+            },
+        ),
+        "/boot-source" => by_method("PUT", (method == "PUT").then_some(Route::PutBootSource)),
+        "/actions" => by_method("PUT", (method == "PUT").then_some(Route::PutActions)),
+        "/vm" => by_method("PATCH", (method == "PATCH").then_some(Route::PatchVm)),
+        "/vm/config" => by_method("GET", (method == "GET").then_some(Route::GetVmConfig)),
+        "/version" => by_method("GET", (method == "GET").then_some(Route::GetVersion)),
+        _ => {
+            if let Some(id) = id_after("/drives/") {
+                by_method("PUT", (method == "PUT").then_some(Route::PutDrive(id)))
+            } else if let Some(id) = id_after("/network-interfaces/") {
+                by_method(
+                    "PUT",
+                    (method == "PUT").then_some(Route::PutNetworkInterface(id)),
+                )
+            } else {
+                Err(Reply::fault(404, format!("No such resource: {path}")))
+            }
+        }
+    }
+}
+
+fn parse_body<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, Reply> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(Reply::fault(400, format!("{what} needs a JSON body")));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| Reply::fault(400, format!("Invalid body for {what}: {e}")))
+}
+
+/// What to do with a routed request.
+#[derive(Debug)]
+pub(super) enum Dispatch {
+    /// Ask the VMM thread.
+    Vmm(ApiRequest),
+    /// Answer at once, without the VMM thread.
+    Answer(Reply),
+}
+
+/// Turns a routed request into what the VMM thread is asked, or the answer itself;
+/// a body cabin refuses is the error.
+pub(super) fn dispatch(route: &Route, body: &[u8]) -> Result<Dispatch, Reply> {
+    match route {
+        Route::GetVersion => Ok(Dispatch::Answer(Reply::json(
+            200,
+            &model::VersionInfo {
+                firecracker_version: env!("CARGO_PKG_VERSION").to_owned(),
+            },
+        ))),
+        _ => to_api_request(route, body).map(Dispatch::Vmm),
+    }
+}
+
+/// Turns a routed request into what the VMM thread is asked.
+fn to_api_request(route: &Route, body: &[u8]) -> Result<ApiRequest, Reply> {
+    let mismatch = |field: &str, body_id: &str, path_id: &str| {
+        let message =
+            format!("{field} '{body_id}' in the body differs from '{path_id}' in the path");
+        Reply::fault(400, message)
+    };
+    Ok(match route {
+        Route::Describe => ApiRequest::Describe,
+        Route::GetMachineConfig | Route::GetVmConfig => ApiRequest::GetConfig,
+        Route::GetVersion => return Err(Reply::fault(500, "GET /version is answered locally")),
+        Route::PutMachineConfig => ApiRequest::Configure(ConfigChange::Machine(parse_body(
+            "PUT /machine-config",
+            body,
+        )?)),
+        Route::PutBootSource => {
+            ApiRequest::Configure(ConfigChange::Boot(parse_body("PUT /boot-source", body)?))
+        }
+        Route::PutDrive(id) => {
+            let drive: model::Drive = parse_body(&format!("PUT /drives/{id}"), body)?;
+            if drive.drive_id != *id {
+                return Err(mismatch("drive_id", &drive.drive_id, id));
+            }
+            ApiRequest::Configure(ConfigChange::Drive(drive))
+        }
+        Route::PutNetworkInterface(id) => {
+            let what = format!("PUT /network-interfaces/{id}");
+            let net: model::NetworkInterface = parse_body(&what, body)?;
+            if net.iface_id != *id {
+                return Err(mismatch("iface_id", &net.iface_id, id));
+            }
+            ApiRequest::Configure(ConfigChange::Net(net))
+        }
+        Route::PutActions => {
+            let action: Action = parse_body("PUT /actions", body)?;
+            match action.action_type {
+                ActionType::InstanceStart => ApiRequest::Start,
+                ActionType::SendCtrlAltDel => ApiRequest::CtrlAltDel,
+            }
+        }
+        Route::PatchVm => {
+            let patch: VmStatePatch = parse_body("PATCH /vm", body)?;
+            match patch.state {
+                VmStateRequest::Paused => ApiRequest::Pause,
+                VmStateRequest::Resumed => ApiRequest::Resume,
+            }
+        }
+    })
+}
+
+/// Turns the VMM thread's answer into the HTTP reply for `route`.
+pub(super) fn to_reply(route: &Route, response: ApiResponse) -> Reply {
+    let unexpected = || {
+        Reply::fault(
+            500,
+            "Internal error: the VMM thread gave an unexpected answer",
+        )
+    };
+    match (route, response) {
+        (_, ApiResponse::Error { status, message }) => {
+            let status = if (400..=599).contains(&status) {
+                status
+            } else {
+                500
+            };
+            Reply::fault(status, message)
+        }
+        (Route::Describe, ApiResponse::Describe { id, state }) => Reply::json(
+            200,
+            &InstanceInfo {
+                id,
+                state: state.to_string(),
+                vmm_version: env!("CARGO_PKG_VERSION").to_owned(),
+                app_name: model::APP_NAME.to_owned(),
+            },
+        ),
+        (Route::GetMachineConfig, ApiResponse::Config(config)) => {
+            match model::to_document(&config).machine_config {
+                Some(machine) => Reply::json(200, &machine),
+                None => unexpected(),
+            }
+        }
+        (Route::GetVmConfig, ApiResponse::Config(config)) => {
+            Reply::json(200, &model::to_document(&config))
+        }
+        (
+            Route::PutMachineConfig
+            | Route::PutBootSource
+            | Route::PutDrive(_)
+            | Route::PutNetworkInterface(_)
+            | Route::PutActions
+            | Route::PatchVm,
+            ApiResponse::Done,
+        ) => Reply::no_content(),
+        _ => unexpected(),
+    }
+}
+
+impl Route {
+    /// The endpoint's name in cabin's metrics.
+    pub(super) fn metrics_key(&self) -> &'static str {
+        match self {
+            Route::Describe => "root",
+            Route::GetMachineConfig | Route::PutMachineConfig => "machine_config",
+            Route::PutBootSource => "boot_source",
+            Route::PutDrive(_) => "drives",
+            Route::PutNetworkInterface(_) => "network_interfaces",
+            Route::PutActions => "actions",
+            Route::PatchVm => "vm",
+            Route::GetVmConfig => "vm_config",
+            Route::GetVersion => "version",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::VmState;
+    use crate::config::{ConsoleKind, VmConfig, DEFAULT_CMDLINE};
+
+    fn config() -> VmConfig {
+        VmConfig {
+            kernel: None,
+            initrd: None,
+            cmdline: DEFAULT_CMDLINE.to_owned(),
+            vcpus: 2,
+            mem_size_mib: 256,
+            disks: Vec::new(),
+            console: ConsoleKind::Serial,
+            nets: Vec::new(),
+        }
+    }
+
+    fn fault_of(reply: &Reply) -> String {
+        let body: serde_json::Value = serde_json::from_str(reply.body.as_deref().unwrap()).unwrap();
+        body["fault_message"].as_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn route_known_paths_map_to_endpoints() {
+        let cases = [
+            ("GET", "/", Route::Describe),
+            ("GET", "/machine-config", Route::GetMachineConfig),
+            ("PUT", "/machine-config", Route::PutMachineConfig),
+            ("PUT", "/boot-source", Route::PutBootSource),
+            ("PUT", "/drives/rootfs", Route::PutDrive("rootfs".into())),
+            (
+                "PUT",
+                "/network-interfaces/eth0",
+                Route::PutNetworkInterface("eth0".into()),
+            ),
+            ("PUT", "/actions", Route::PutActions),
+            ("PATCH", "/vm", Route::PatchVm),
+            ("GET", "/vm/config", Route::GetVmConfig),
+            ("GET", "/version", Route::GetVersion),
+            ("GET", "/?pretty", Route::Describe),
+        ];
+        for (method, path, expected) in cases {
+            assert_eq!(route(method, path), Ok(expected), "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn route_unknown_path_is_404_and_wrong_method_405() {
+        for path in [
+            "/nope",
+            "/drives/",
+            "/drives/a/b",
+            "/vm/config/x",
+            "/machine-config/",
+        ] {
+            assert_eq!(route("GET", path).unwrap_err().status, 404, "{path}");
+        }
+        let reply = route("DELETE", "/machine-config").unwrap_err();
+        assert_eq!(reply.status, 405);
+        assert_eq!(reply.allow, Some("GET, PUT"));
+        assert!(fault_of(&reply).contains("DELETE is not allowed on /machine-config"));
+        assert_eq!(route("GET", "/actions").unwrap_err().status, 405);
+        assert_eq!(route("POST", "/drives/x").unwrap_err().status, 405);
+    }
+
+    #[test]
+    fn to_api_request_parses_bodies() {
+        let request = to_api_request(&Route::PutActions, br#"{"action_type":"InstanceStart"}"#);
+        assert!(matches!(request, Ok(ApiRequest::Start)));
+        let request = to_api_request(&Route::PatchVm, br#"{"state":"Resumed"}"#);
+        assert!(matches!(request, Ok(ApiRequest::Resume)));
+        let body = br#"{"vcpu_count":2,"mem_size_mib":256}"#;
+        let request = to_api_request(&Route::PutMachineConfig, body);
+        assert!(matches!(
+            request,
+            Ok(ApiRequest::Configure(ConfigChange::Machine(_)))
+        ));
+    }
+
+    #[test]
+    fn to_api_request_bad_bodies_are_400_naming_the_field() {
+        let cases: [(Route, &[u8], &str); 6] = [
+            (Route::PutMachineConfig, b"{", "EOF while parsing"),
+            (
+                Route::PutMachineConfig,
+                br#"{"vcpu_count":1}"#,
+                "missing field `mem_size_mib`",
+            ),
+            (
+                Route::PutMachineConfig,
+                br#"{"vcpu_count":1,"mem_size_mib":64,"cpu":1}"#,
+                "unknown field `cpu`",
+            ),
+            (
+                Route::PutMachineConfig,
+                br#"{"vcpu_count":"1","mem_size_mib":64}"#,
+                "vcpu_count: invalid type: string",
+            ),
+            (
+                Route::PutActions,
+                br#"{"action_type":"Reboot"}"#,
+                "action_type: unknown variant `Reboot`",
+            ),
+            (Route::PatchVm, b"", "PATCH /vm needs a JSON body"),
+        ];
+        for (route, body, expected) in cases {
+            let reply = to_api_request(&route, body).unwrap_err();
+            assert_eq!(reply.status, 400);
+            assert!(
+                fault_of(&reply).contains(expected),
+                "{expected:?} in {}",
+                fault_of(&reply)
+            );
+        }
+    }
+
+    #[test]
+    fn to_api_request_path_id_must_match_body() {
+        let body = br#"{"drive_id":"b","path_on_host":"/x","is_root_device":false}"#;
+        let reply = to_api_request(&Route::PutDrive("a".into()), body).unwrap_err();
+        assert_eq!(reply.status, 400);
+        assert_eq!(
+            fault_of(&reply),
+            "drive_id 'b' in the body differs from 'a' in the path"
+        );
+        let body = br#"{"iface_id":"eth1","host_dev_name":"tap0"}"#;
+        let reply = to_api_request(&Route::PutNetworkInterface("eth0".into()), body).unwrap_err();
+        assert!(fault_of(&reply).starts_with("iface_id 'eth1'"));
+    }
+
+    #[test]
+    fn to_reply_maps_answers() {
+        let reply = to_reply(
+            &Route::Describe,
+            ApiResponse::Describe {
+                id: "vm1".into(),
+                state: VmState::NotStarted,
+            },
+        );
+        assert_eq!(reply.status, 200);
+        let info: InstanceInfo = serde_json::from_str(reply.body.as_deref().unwrap()).unwrap();
+        assert_eq!(info.state, "Not started");
+        assert_eq!(info.app_name, "cabin");
+        assert_eq!(info.vmm_version, env!("CARGO_PKG_VERSION"));
+
+        let reply = to_reply(
+            &Route::GetMachineConfig,
+            ApiResponse::Config(Box::new(config())),
+        );
+        let machine: serde_json::Value =
+            serde_json::from_str(reply.body.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            machine,
+            serde_json::json!({"vcpu_count": 2, "mem_size_mib": 256, "smt": false})
+        );
+
+        assert_eq!(
+            to_reply(&Route::PatchVm, ApiResponse::Done),
+            Reply::no_content()
+        );
+        let error = ApiResponse::Error {
+            status: 400,
+            message: "Pausing is not allowed while the VM is Not started".into(),
+        };
+        let reply = to_reply(&Route::PatchVm, error);
+        assert_eq!(reply.status, 400);
+        assert_eq!(
+            fault_of(&reply),
+            "Pausing is not allowed while the VM is Not started"
+        );
+        assert_eq!(to_reply(&Route::Describe, ApiResponse::Done).status, 500);
+    }
+}
