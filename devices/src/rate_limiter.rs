@@ -236,6 +236,20 @@ impl RateLimiter {
         }
     }
 
+    /// Takes what one request costs: an op, and `bytes` bandwidth tokens (none
+    /// taken when it is 0). All or nothing: if the bytes are refused the op is
+    /// given back. `false`: throttled, as for [`RateLimiter::consume`].
+    pub fn admit(&mut self, bytes: u64) -> bool {
+        if !self.consume(1, TokenType::Ops) {
+            return false;
+        }
+        if bytes > 0 && !self.consume(bytes, TokenType::Bytes) {
+            self.manual_replenish(1, TokenType::Ops);
+            return false;
+        }
+        true
+    }
+
     /// Returns `tokens` of `kind` taken for a request that was not carried out
     /// (e.g. its bandwidth was refused after its op was taken).
     pub fn manual_replenish(&mut self, tokens: u64, kind: TokenType) {

@@ -1,6 +1,7 @@
 //! Tests for [`super`] (`rate_limiter.rs`).
 
 use super::*;
+use crate::virtio::test_utils::readable_within;
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -14,19 +15,6 @@ fn bucket(size: u64, one_time_burst: u64, refill_time_ms: u64) -> TokenBucketCon
 
 fn limiter(bandwidth: Option<TokenBucketConfig>, ops: Option<TokenBucketConfig>) -> RateLimiter {
     RateLimiter::new(&RateLimiterConfig { bandwidth, ops }).unwrap()
-}
-
-/// Whether `fd` becomes readable within `timeout_ms`.
-pub(crate) fn readable_within(fd: RawFd, timeout_ms: i32) -> bool {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: `pfd` is one valid pollfd that lives across the call, and the count
-    // passed is 1; poll writes only its `revents`.
-    let ret = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
-    ret == 1 && pfd.revents & libc::POLLIN != 0
 }
 
 #[test]
@@ -259,4 +247,26 @@ fn rate_limiter_oversized_request_does_not_deadlock() {
         assert!(readable_within(rl.as_raw_fd(), 2000));
         rl.event_handler().unwrap();
     }
+}
+
+#[test]
+fn rate_limiter_admit_bytes_refused_op_given_back() {
+    let mut rl = limiter(Some(bucket(100, 0, 100_000)), Some(bucket(2, 0, 100_000)));
+    assert!(rl.admit(100));
+
+    assert!(!rl.admit(1));
+
+    // The refused request's op came back: one op is still there.
+    rl.blocked = false;
+    assert!(rl.consume(1, TokenType::Ops));
+    assert!(!rl.consume(1, TokenType::Ops));
+}
+
+#[test]
+fn rate_limiter_admit_zero_bytes_takes_only_an_op() {
+    let mut rl = limiter(Some(bucket(1, 0, 100_000)), Some(bucket(10, 0, 100_000)));
+
+    assert!(rl.admit(0));
+
+    assert!(rl.consume(1, TokenType::Bytes));
 }
