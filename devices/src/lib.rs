@@ -12,4 +12,5 @@ mod ratelimit;
 
 pub mod bus;
 pub mod legacy;
+pub mod rate_limiter;
 pub mod virtio;

@@ -17,7 +17,7 @@ pub(crate) mod test_utils;
 
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use thiserror::Error;
@@ -95,6 +95,11 @@ pub fn read_config_space(config: &[u8], offset: u64, data: &mut [u8]) {
     };
     let n = data.len().min(rest.len());
     data[..n].copy_from_slice(&rest[..n]);
+}
+
+/// Adds `n` to a device metrics counter (wrapping, as counters do).
+pub(crate) fn add_to_counter(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
 }
 
 /// Why a device could not start.

@@ -107,3 +107,16 @@ impl VirtioDevice for DummyDevice {
         Vec::new()
     }
 }
+
+/// Whether `fd` becomes readable within `timeout_ms`.
+pub(crate) fn readable_within(fd: RawFd, timeout_ms: i32) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is one valid pollfd that lives across the call, and the count
+    // passed is 1; poll writes only its `revents`.
+    let ret = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+    ret == 1 && pfd.revents & libc::POLLIN != 0
+}

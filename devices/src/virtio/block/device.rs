@@ -1,35 +1,47 @@
 //! The virtio-blk device: backing file, config space, queue processing.
 
-use std::cmp::min;
-use std::fs::{File, Metadata, OpenOptions};
-use std::io::{self, Seek, SeekFrom};
+use std::fs::Metadata;
+use std::io;
+use std::os::fd::RawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use log::{debug, error, warn, Level};
-use thiserror::Error;
+use log::{debug, error, Level};
 use virtio_bindings::virtio_blk;
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
-use vm_memory::{
-    Bytes, GuestMemory, GuestMemoryError, GuestMemoryMmap, Permissions, ReadVolatile,
-    VolatileMemoryError, WriteVolatile,
-};
+use vm_memory::GuestMemoryMmap;
 
-use super::request::{Rejected, Request, RequestKind};
+use super::disk::{open_disk, Disk, Opened, Served};
+use super::metrics::BlockMetrics;
 use super::Error as BlockError;
 use super::{
     CONFIG_BLK_SIZE_OFFSET, CONFIG_CAPACITY_OFFSET, CONFIG_SEG_MAX_OFFSET, CONFIG_SPACE_SIZE,
-    QUEUE_SIZE, SECTOR_SHIFT, SECTOR_SIZE, SEG_MAX, VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_S_IOERR,
-    VIRTIO_BLK_S_OK,
+    QUEUE_SIZE, RATE_LIMITER_EVENT_TOKEN, SECTOR_SIZE, SEG_MAX, VIRTIO_BLK_ID_BYTES,
 };
+use crate::rate_limiter::{RateLimiter, RateLimiterConfig};
 use crate::ratelimit::log_ratelimited;
 use crate::virtio::{
     device_type, ActivateError, ActivateParams, IrqTrigger, VirtioDevice, VIRTIO_F_VERSION_1,
-    VIRTIO_MMIO_INT_VRING,
+    VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING,
 };
 
+/// What the device does with the driver's flushes (Firecracker's `cache_type`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CacheType {
+    /// VIRTIO_BLK_F_FLUSH is not offered, so the driver treats the disk as
+    /// write-through and never waits for the host to sync; a flush it sends anyway
+    /// completes at once without syncing. Fast, but writes are not durable when
+    /// the host crashes.
+    #[default]
+    Unsafe,
+    /// VIRTIO_BLK_F_FLUSH is offered and a flush is an fdatasync of the backing
+    /// file: what the guest flushed survives a host crash.
+    Writeback,
+}
+
 /// How a block device is backed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BlockConfig {
     /// Regular file or block device holding the disk image.
     pub path: PathBuf,
@@ -38,76 +50,11 @@ pub struct BlockConfig {
     /// Serial reported by GET_ID (at most [`VIRTIO_BLK_ID_BYTES`] bytes); by default
     /// one derived from the file's identity.
     pub id: Option<String>,
-}
-
-/// Why a validated request failed on the host side.
-#[derive(Debug, Error)]
-pub enum ExecuteError {
-    /// The request's byte offset does not fit in a u64.
-    #[error("Sector {0} is beyond any file offset")]
-    Offset(u64),
-    /// Seeking the backing file failed.
-    #[error("Cannot seek to offset {offset}")]
-    Seek {
-        /// Byte offset.
-        offset: u64,
-        /// The failure.
-        #[source]
-        source: io::Error,
-    },
-    /// Reading the backing file failed or ended early (a file that shrank).
-    #[error("Cannot read {len} bytes at offset {offset}")]
-    Read {
-        /// Byte offset of the failed segment.
-        offset: u64,
-        /// Segment length.
-        len: usize,
-        /// The failure.
-        #[source]
-        source: VolatileMemoryError,
-    },
-    /// Writing the backing file failed (EIO, ENOSPC, ...).
-    #[error("Cannot write {len} bytes at offset {offset}")]
-    Write {
-        /// Byte offset of the failed segment.
-        offset: u64,
-        /// Segment length.
-        len: usize,
-        /// The failure.
-        #[source]
-        source: VolatileMemoryError,
-    },
-    /// fdatasync failed.
-    #[error("Cannot flush")]
-    Flush(#[source] io::Error),
-    /// A data buffer in guest memory could not be accessed.
-    #[error("Cannot access guest memory")]
-    GuestMemory(#[source] GuestMemoryError),
-    /// A write request on a read-only disk.
-    #[error("Write request on a read-only disk")]
-    ReadOnly,
-}
-
-impl ExecuteError {
-    /// Whether the guest caused this (as opposed to the host's file or disk).
-    fn is_guest_error(&self) -> bool {
-        matches!(
-            self,
-            ExecuteError::ReadOnly | ExecuteError::GuestMemory(_) | ExecuteError::Offset(_)
-        )
-    }
-}
-
-/// The backing file and everything requests are executed against.
-#[derive(Debug)]
-struct Disk {
-    file: File,
-    path: PathBuf,
-    read_only: bool,
-    num_sectors: u64,
-    id: [u8; VIRTIO_BLK_ID_BYTES],
-    /// A host I/O error was already logged: later ones go to debug only.
-    host_error_logged: bool,
+    /// Whether flushes are offered and honoured.
+    pub cache_type: CacheType,
+    /// Limits on requests (ops) and data bytes; `None` for no limit (the limits can
+    /// still be set later with [`Block::update_rate_limiter`]).
+    pub rate_limiter: Option<RateLimiterConfig>,
 }
 
 /// What the device holds between DRIVER_OK and reset.
@@ -125,42 +72,22 @@ pub struct Block {
     avail_features: u64,
     acked_features: u64,
     config_space: [u8; CONFIG_SPACE_SIZE],
+    /// Always there (unlimited by default) so that limits can be set at runtime
+    /// without creating a timerfd.
+    rate_limiter: RateLimiter,
     active: Option<Active>,
 }
 
 impl Block {
     /// Opens the backing file (read-write, or read-only when configured). Its size is
-    /// rounded down to whole sectors.
+    /// rounded down to whole sectors. Creates the rate limiter's timerfd.
     pub fn new(config: &BlockConfig) -> Result<Block, BlockError> {
         let path = &config.path;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(!config.read_only)
-            .open(path)
-            .map_err(|source| BlockError::Open {
-                path: path.clone(),
-                source,
-            })?;
-        let meta = file.metadata().map_err(|source| BlockError::Stat {
-            path: path.clone(),
-            source,
-        })?;
-        let file_type = meta.file_type();
-        if !file_type.is_file() && !file_type.is_block_device() {
-            return Err(BlockError::NotADisk { path: path.clone() });
-        }
-        let size = disk_size(&file, &meta).map_err(|source| BlockError::Size {
-            path: path.clone(),
-            source,
-        })?;
-        if size % SECTOR_SIZE != 0 {
-            warn!(
-                "Disk image {} is {size} bytes, not a multiple of {SECTOR_SIZE}; the last {} bytes are not visible to the guest",
-                path.display(),
-                size % SECTOR_SIZE
-            );
-        }
-        let num_sectors = size >> SECTOR_SHIFT;
+        let Opened {
+            file,
+            meta,
+            num_sectors,
+        } = open_disk(path, config.read_only)?;
         let id = match &config.id {
             Some(id) => padded_id(id).ok_or_else(|| BlockError::IdTooLong {
                 path: path.clone(),
@@ -169,11 +96,20 @@ impl Block {
             })?,
             None => default_id(&meta),
         };
+        let rate_limiter =
+            RateLimiter::new(&config.rate_limiter.unwrap_or_default()).map_err(|source| {
+                BlockError::RateLimiter {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
 
         let mut avail_features = VIRTIO_F_VERSION_1
-            | feature(virtio_blk::VIRTIO_BLK_F_FLUSH)
             | feature(virtio_blk::VIRTIO_BLK_F_BLK_SIZE)
             | feature(virtio_blk::VIRTIO_BLK_F_SEG_MAX);
+        if config.cache_type == CacheType::Writeback {
+            avail_features |= feature(virtio_blk::VIRTIO_BLK_F_FLUSH);
+        }
         if config.read_only {
             avail_features |= feature(virtio_blk::VIRTIO_BLK_F_RO);
         }
@@ -185,13 +121,56 @@ impl Block {
                 read_only: config.read_only,
                 num_sectors,
                 id,
+                cache_type: config.cache_type,
                 host_error_logged: false,
+                metrics: Arc::new(BlockMetrics::default()),
             },
             avail_features,
             acked_features: 0,
             config_space: config_space(num_sectors),
+            rate_limiter,
             active: None,
         })
+    }
+
+    /// Switches to another backing file (PATCH /drives): opened and checked like
+    /// in [`Block::new`] (read-only if the device is), its size becomes the
+    /// capacity, and an activated device raises the configuration-change interrupt
+    /// so the driver reads it. The disk id stays. On error nothing changes.
+    pub fn update_backing_file(&mut self, path: &Path) -> Result<(), BlockError> {
+        let path = path.to_path_buf();
+        let Opened {
+            file, num_sectors, ..
+        } = open_disk(&path, self.disk.read_only)?;
+        debug!(
+            "virtio-blk {}: backing file now {} ({num_sectors} sectors)",
+            self.disk.path.display(),
+            path.display()
+        );
+        self.disk.file = file;
+        self.disk.path = path;
+        self.disk.num_sectors = num_sectors;
+        self.disk.host_error_logged = false;
+        self.config_space = config_space(num_sectors);
+        if let Some(active) = &self.active {
+            if let Err(e) = active.irq.trigger(VIRTIO_MMIO_INT_CONFIG) {
+                error!(
+                    "virtio-blk {}: cannot signal the capacity change: {e}",
+                    self.disk.path.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the rate limits (PATCH /drives); `None` buckets do not limit.
+    pub fn update_rate_limiter(&mut self, config: &RateLimiterConfig) {
+        self.rate_limiter.update(config);
+    }
+
+    /// The device's counters, shared.
+    pub fn metrics(&self) -> Arc<BlockMetrics> {
+        Arc::clone(&self.disk.metrics)
     }
 
     /// The GET_ID answer: the configured id, or the default, zero-padded.
@@ -212,17 +191,6 @@ impl Block {
 
 fn feature(bit: u32) -> u64 {
     1u64 << bit
-}
-
-/// The size in bytes of a regular file or block device.
-fn disk_size(file: &File, meta: &Metadata) -> io::Result<u64> {
-    if meta.file_type().is_block_device() {
-        // st_size is 0 for block devices; their end is where a seek lands.
-        let mut file = file;
-        file.seek(SeekFrom::End(0))
-    } else {
-        Ok(meta.len())
-    }
 }
 
 /// `id` zero-padded to the GET_ID length, or `None` when it does not fit.
@@ -262,196 +230,6 @@ fn config_space(num_sectors: u64) -> [u8; CONFIG_SPACE_SIZE] {
         config[offset..offset + bytes.len()].copy_from_slice(bytes);
     }
     config
-}
-
-impl Disk {
-    /// Serves one chain and returns the used length (bytes written to guest memory).
-    fn complete<I>(&mut self, descs: I, mem: &GuestMemoryMmap) -> u32
-    where
-        I: IntoIterator<Item = virtio_queue::desc::split::Descriptor>,
-    {
-        let (status_addr, status, written) = match Request::parse(descs, mem, self.num_sectors) {
-            Err(Rejected {
-                error,
-                status: None,
-            }) => {
-                log_ratelimited!(
-                    Level::Warn,
-                    "virtio-blk {}: dropping request without usable status: {error}",
-                    self.path.display()
-                );
-                return 0;
-            }
-            Err(Rejected {
-                error,
-                status: Some(addr),
-            }) => {
-                log_ratelimited!(
-                    Level::Warn,
-                    "virtio-blk {}: rejecting request: {error}",
-                    self.path.display()
-                );
-                (addr, error.status(), 0)
-            }
-            Ok(request) => match self.execute(&request, mem) {
-                Ok(written) => (request.status, VIRTIO_BLK_S_OK, written),
-                Err(e) => {
-                    self.log_execute_error(&e);
-                    (request.status, VIRTIO_BLK_S_IOERR, 0)
-                }
-            },
-        };
-        match mem.write_obj(status, status_addr) {
-            Ok(()) => written.saturating_add(1),
-            Err(e) => {
-                log_ratelimited!(
-                    Level::Warn,
-                    "virtio-blk {}: cannot write status: {e}",
-                    self.path.display()
-                );
-                written
-            }
-        }
-    }
-
-    fn log_execute_error(&mut self, e: &ExecuteError) {
-        if e.is_guest_error() {
-            log_ratelimited!(
-                Level::Warn,
-                "virtio-blk {}: request failed: {e}",
-                self.path.display()
-            );
-        } else if !self.host_error_logged {
-            self.host_error_logged = true;
-            error!(
-                "virtio-blk {}: I/O error, the guest gets IOERR (further errors are not logged): {}",
-                self.path.display(),
-                error_chain(e)
-            );
-        } else {
-            debug!(
-                "virtio-blk {}: I/O error: {}",
-                self.path.display(),
-                error_chain(e)
-            );
-        }
-    }
-
-    /// Executes a validated request; returns the data bytes written to guest memory.
-    fn execute(&mut self, request: &Request, mem: &GuestMemoryMmap) -> Result<u32, ExecuteError> {
-        match request.kind {
-            RequestKind::In => self.read(request, mem),
-            RequestKind::Out => self.write(request, mem),
-            RequestKind::Flush => self.flush(),
-            RequestKind::GetId => self.get_id(request, mem),
-        }
-    }
-
-    fn seek_to(&mut self, sector: u64) -> Result<u64, ExecuteError> {
-        let offset = sector
-            .checked_mul(SECTOR_SIZE)
-            .ok_or(ExecuteError::Offset(sector))?;
-        self.file
-            .seek(SeekFrom::Start(offset))
-            .map_err(|source| ExecuteError::Seek { offset, source })?;
-        Ok(offset)
-    }
-
-    /// Reads the sectors straight into guest memory, segment by segment.
-    fn read(&mut self, request: &Request, mem: &GuestMemoryMmap) -> Result<u32, ExecuteError> {
-        let mut offset = self.seek_to(request.sector)?;
-        for seg in &request.data {
-            let len = segment_len(seg.len);
-            let slices = mem
-                .get_slices(seg.addr, len, Permissions::Write)
-                .map_err(ExecuteError::GuestMemory)?;
-            for slice in slices {
-                let mut slice = slice.map_err(ExecuteError::GuestMemory)?;
-                let len = slice.len();
-                self.file
-                    .read_exact_volatile(&mut slice)
-                    .map_err(|source| ExecuteError::Read {
-                        offset,
-                        len,
-                        source,
-                    })?;
-                offset = offset.saturating_add(len as u64);
-            }
-        }
-        Ok(request.data_len)
-    }
-
-    /// Writes guest memory straight to the file, segment by segment.
-    fn write(&mut self, request: &Request, mem: &GuestMemoryMmap) -> Result<u32, ExecuteError> {
-        if self.read_only {
-            return Err(ExecuteError::ReadOnly);
-        }
-        let mut offset = self.seek_to(request.sector)?;
-        for seg in &request.data {
-            let len = segment_len(seg.len);
-            let slices = mem
-                .get_slices(seg.addr, len, Permissions::Read)
-                .map_err(ExecuteError::GuestMemory)?;
-            for slice in slices {
-                let slice = slice.map_err(ExecuteError::GuestMemory)?;
-                let len = slice.len();
-                self.file
-                    .write_all_volatile(&slice)
-                    .map_err(|source| ExecuteError::Write {
-                        offset,
-                        len,
-                        source,
-                    })?;
-                offset = offset.saturating_add(len as u64);
-            }
-        }
-        Ok(0)
-    }
-
-    /// fdatasync. A read-only disk has nothing to flush; firmware (OVMF) flushes
-    /// read-only disks anyway, so that succeeds.
-    fn flush(&mut self) -> Result<u32, ExecuteError> {
-        if !self.read_only {
-            self.file.sync_data().map_err(ExecuteError::Flush)?;
-        }
-        Ok(0)
-    }
-
-    /// Writes up to [`VIRTIO_BLK_ID_BYTES`] of the id across the data buffers.
-    fn get_id(&mut self, request: &Request, mem: &GuestMemoryMmap) -> Result<u32, ExecuteError> {
-        let mut rest = &self.id[..];
-        let mut written: u32 = 0;
-        for seg in &request.data {
-            if rest.is_empty() {
-                break;
-            }
-            let (now, later) = rest.split_at(min(segment_len(seg.len), rest.len()));
-            mem.write_slice(now, seg.addr)
-                .map_err(ExecuteError::GuestMemory)?;
-            // now.len() <= VIRTIO_BLK_ID_BYTES.
-            written = written.saturating_add(u32::try_from(now.len()).unwrap_or(u32::MAX));
-            rest = later;
-        }
-        Ok(written)
-    }
-}
-
-/// A descriptor length as usize (u32 always fits on the 64-bit hosts cabin runs on;
-/// saturating keeps it a checked conversion).
-fn segment_len(len: u32) -> usize {
-    usize::try_from(len).unwrap_or(usize::MAX)
-}
-
-/// `e` and its sources on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 impl VirtioDevice for Block {
@@ -513,16 +291,55 @@ impl VirtioDevice for Block {
             );
             return;
         }
-        let Some(active) = self.active.as_mut() else {
+        if self.active.is_none() {
             log_ratelimited!(
                 Level::Warn,
                 "virtio-blk {}: queue notification before activation",
                 self.disk.path.display()
             );
             return;
+        }
+        self.process();
+    }
+
+    fn event_fds(&self) -> Vec<(RawFd, u32)> {
+        vec![(self.rate_limiter.as_raw_fd(), RATE_LIMITER_EVENT_TOKEN)]
+    }
+
+    fn process_event(&mut self, token: u32) {
+        if token != RATE_LIMITER_EVENT_TOKEN {
+            log_ratelimited!(
+                Level::Warn,
+                "virtio-blk {}: event for unknown token {token}, ignored",
+                self.disk.path.display()
+            );
+            return;
+        }
+        match self.rate_limiter.event_handler() {
+            Ok(()) => self.process(),
+            // The timer was re-armed after the event was reported: wait for it.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => log_ratelimited!(
+                Level::Error,
+                "virtio-blk {}: cannot read the rate limiter timer: {e}",
+                self.disk.path.display()
+            ),
+        }
+    }
+}
+
+impl Block {
+    /// Serves the queue unless the rate limiter holds it back (its timer resumes
+    /// it), and interrupts the driver if it wants to know.
+    fn process(&mut self) {
+        if self.rate_limiter.is_blocked() {
+            return;
+        }
+        let Some(active) = self.active.as_mut() else {
+            return;
         };
         let Active { mem, queue, irq } = active;
-        if process_chains(&mut self.disk, mem, queue) == 0 {
+        if process_chains(&mut self.disk, mem, queue, &mut self.rate_limiter) == 0 {
             return;
         }
         match queue.needs_notification(mem) {
@@ -546,8 +363,15 @@ impl VirtioDevice for Block {
 }
 
 /// Completes every available chain, with driver notifications off meanwhile, and
-/// returns how many went to the used ring.
-fn process_chains(disk: &mut Disk, mem: &GuestMemoryMmap, queue: &mut Queue) -> usize {
+/// returns how many went to the used ring. A chain the rate limiter holds back is
+/// put back on the queue and processing stops (notifications stay off: the
+/// limiter's timer resumes it).
+fn process_chains(
+    disk: &mut Disk,
+    mem: &GuestMemoryMmap,
+    queue: &mut Queue,
+    limiter: &mut RateLimiter,
+) -> usize {
     let mut used = 0usize;
     loop {
         if let Err(e) = queue.disable_notification(mem) {
@@ -560,7 +384,10 @@ fn process_chains(disk: &mut Disk, mem: &GuestMemoryMmap, queue: &mut Queue) -> 
         let mut this_pass = 0usize;
         while let Some(chain) = next_chain(queue, mem, disk) {
             let head = chain.head_index();
-            let len = disk.complete(chain, mem);
+            let Served::Done(len) = disk.serve(chain, mem, limiter) else {
+                queue.go_to_previous_position();
+                return used.saturating_add(this_pass);
+            };
             if let Err(e) = queue.add_used(mem, head, len) {
                 log_ratelimited!(
                     Level::Warn,
@@ -613,3 +440,7 @@ fn next_chain<'m>(
 #[cfg(test)]
 #[path = "device_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "device_runtime_tests.rs"]
+mod runtime_tests;

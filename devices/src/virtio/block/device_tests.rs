@@ -1,187 +1,18 @@
 //! Tests for [`super`] (`device.rs`), kept apart to keep that file short.
 
 use super::*;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::desc::RawDescriptor;
 use virtio_queue::mock::MockSplitQueue;
-use vm_memory::{Address, GuestAddress, Le32, Le64};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
-use vmm_sys_util::tempfile::TempFile;
+use vm_memory::{Bytes, GuestAddress};
 
-use crate::virtio::block::{VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_S_UNSUPP};
-
-/// Guest memory: 16 MiB at 0. The mock queue sits at 0; buffers from 1 MiB.
-const MEM_SIZE: usize = 0x100_0000;
-const DISK_SECTORS: u64 = 16;
-/// Each request slot gets its own header, data and status buffers.
-const HEADER_BASE: u64 = 0x10_0000;
-const DATA_BASE: u64 = 0x20_0000;
-const STATUS_BASE: u64 = 0x30_0000;
-const SLOT: u64 = 0x1_0000;
-
-const T_IN: u32 = virtio_blk::VIRTIO_BLK_T_IN;
-const T_OUT: u32 = virtio_blk::VIRTIO_BLK_T_OUT;
-const T_FLUSH: u32 = virtio_blk::VIRTIO_BLK_T_FLUSH;
-const T_GET_ID: u32 = virtio_blk::VIRTIO_BLK_T_GET_ID;
-
-fn memory() -> GuestMemoryMmap {
-    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap()
-}
-
-fn header(slot: u64) -> u64 {
-    HEADER_BASE + slot * SLOT
-}
-
-fn data(slot: u64) -> u64 {
-    DATA_BASE + slot * SLOT
-}
-
-fn status(slot: u64) -> u64 {
-    STATUS_BASE + slot * SLOT
-}
-
-/// A temp file of `sectors` sectors; byte i of sector s is (s * 7 + i) as u8.
-fn disk_file(sectors: u64) -> TempFile {
-    let tmp = TempFile::new().unwrap();
-    let bytes: Vec<u8> = (0..sectors * SECTOR_SIZE)
-        .map(|i| ((i / SECTOR_SIZE) * 7 + i % SECTOR_SIZE) as u8)
-        .collect();
-    tmp.as_file().write_all_at(&bytes, 0).unwrap();
-    tmp
-}
-
-fn config(path: &Path, read_only: bool, id: Option<&str>) -> BlockConfig {
-    BlockConfig {
-        path: path.to_path_buf(),
-        read_only,
-        id: id.map(str::to_owned),
-    }
-}
-
-fn irq() -> IrqTrigger {
-    IrqTrigger::new(EventFd::new(EFD_NONBLOCK).unwrap())
-}
-
-fn file_bytes(file: &File, offset: u64, len: usize) -> Vec<u8> {
-    let mut buf = vec![0u8; len];
-    file.read_exact_at(&mut buf, offset).unwrap();
-    buf
-}
-
-/// (address, length, device-writable)
-type Buf = (u64, u32, bool);
-
-/// An activated device over a [`DISK_SECTORS`]-sector temp file, with the driver's
-/// side of its queue.
-struct Env<'a> {
-    mem: &'a GuestMemoryMmap,
-    vq: MockSplitQueue<'a, GuestMemoryMmap>,
-    tmp: TempFile,
-    block: Block,
-    irq: IrqTrigger,
-}
-
-impl<'a> Env<'a> {
-    fn new(mem: &'a GuestMemoryMmap, read_only: bool, id: Option<&str>) -> Env<'a> {
-        let vq = MockSplitQueue::new(mem, QUEUE_SIZE);
-        let tmp = disk_file(DISK_SECTORS);
-        let mut block = Block::new(&config(tmp.as_path(), read_only, id)).unwrap();
-        let irq = irq();
-        block
-            .activate(ActivateParams {
-                mem: mem.clone(),
-                queues: vec![vq.create_queue::<Queue>().unwrap()],
-                acked_features: block.avail_features(),
-                irq: irq.clone(),
-            })
-            .unwrap();
-        Env {
-            mem,
-            vq,
-            tmp,
-            block,
-            irq,
-        }
-    }
-
-    /// Puts a chain at descriptor indices `first..` and makes it available.
-    fn add_chain(&self, first: u16, bufs: &[Buf]) {
-        let descs: Vec<RawDescriptor> = bufs
-            .iter()
-            .enumerate()
-            .map(|(i, &(addr, len, writable))| {
-                let last = i + 1 == bufs.len();
-                let mut flags = if writable {
-                    VRING_DESC_F_WRITE as u16
-                } else {
-                    0
-                };
-                if !last {
-                    flags |= VRING_DESC_F_NEXT as u16;
-                }
-                let next = if last { 0 } else { first + i as u16 + 1 };
-                RawDescriptor::from(Descriptor::new(addr, len, flags, next))
-            })
-            .collect();
-        self.vq.add_desc_chains(&descs, first).unwrap();
-    }
-
-    /// Writes the request header of `slot`, and presets its status byte to 0xff.
-    fn write_header(&self, slot: u64, request_type: u32, sector: u64) {
-        let addr = GuestAddress(header(slot));
-        self.mem.write_obj(Le32::from(request_type), addr).unwrap();
-        self.mem
-            .write_obj(Le64::from(sector), addr.unchecked_add(8))
-            .unwrap();
-        self.mem
-            .write_obj(0xffu8, GuestAddress(status(slot)))
-            .unwrap();
-    }
-
-    /// A well-formed chain in `slot` (descriptors from slot * 8): header, one data
-    /// buffer of `len` bytes (none if 0), status.
-    fn add_request(&self, slot: u64, request_type: u32, sector: u64, len: u32) {
-        self.write_header(slot, request_type, sector);
-        let mut bufs = vec![(header(slot), 16, false)];
-        if len > 0 {
-            bufs.push((data(slot), len, request_type != T_OUT));
-        }
-        bufs.push((status(slot), 1, true));
-        self.add_chain((slot * 8) as u16, &bufs);
-    }
-
-    fn status(&self, slot: u64) -> u8 {
-        self.mem.read_obj(GuestAddress(status(slot))).unwrap()
-    }
-
-    /// (head index, len) of used ring entry `i`.
-    fn used(&self, i: usize) -> (u32, u32) {
-        let elem = self.vq.used().ring().ref_at(i).unwrap().load();
-        (elem.id(), elem.len())
-    }
-
-    fn used_idx(&self) -> u16 {
-        self.vq.used().idx().load()
-    }
-
-    fn guest(&self, addr: u64, len: usize) -> Vec<u8> {
-        let mut buf = vec![0u8; len];
-        self.mem.read_slice(&mut buf, GuestAddress(addr)).unwrap();
-        buf
-    }
-
-    fn fill_guest(&self, addr: u64, bytes: &[u8]) {
-        self.mem.write_slice(bytes, GuestAddress(addr)).unwrap();
-    }
-
-    fn file(&self, offset: u64, len: usize) -> Vec<u8> {
-        file_bytes(self.tmp.as_file(), offset, len)
-    }
-}
+use crate::virtio::block::test_env::*;
+use crate::virtio::block::{
+    VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP,
+};
 
 #[test]
 fn new_missing_file_error_names_path() {
@@ -300,7 +131,8 @@ fn avail_features_read_write_no_ro() {
         .unwrap()
         .avail_features();
 
-    let expected = VIRTIO_F_VERSION_1 | (1 << 9) | (1 << 6) | (1 << 2);
+    // BLK_SIZE, SEG_MAX; FLUSH only with the writeback cache.
+    let expected = VIRTIO_F_VERSION_1 | (1 << 6) | (1 << 2);
     assert_eq!(features, expected);
 }
 

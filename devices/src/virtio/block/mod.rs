@@ -1,11 +1,22 @@
 //! virtio-blk: a disk backed by a host file or block device (virtio 1.2, section 5.2).
 //!
 //! [`request`] turns a descriptor chain into a validated [`Request`] without touching
-//! any file; [`device`] owns the backing file, the queue and the interrupt, executes
-//! requests and completes them on the used ring.
+//! any file; `disk` owns the backing file and executes requests against it;
+//! [`device`] owns the queue, the interrupt and the rate limiter, and completes
+//! requests on the used ring; [`metrics`] counts what it did.
+//!
+//! Rate limiting: every chain costs one op token, reads and writes also their data
+//! length in bandwidth tokens. A chain the limiter refuses is put back on the queue
+//! (nothing is executed or completed) and the device stops until the limiter's
+//! timerfd, which [`device::Block`] lists in `event_fds` with
+//! [`RATE_LIMITER_EVENT_TOKEN`], fires; then it resumes where it stopped.
 
 pub mod device;
+mod disk;
+pub mod metrics;
 pub mod request;
+#[cfg(test)]
+mod test_env;
 
 use std::io;
 use std::path::PathBuf;
@@ -13,7 +24,8 @@ use std::path::PathBuf;
 use thiserror::Error;
 use virtio_bindings::virtio_blk;
 
-pub use device::{Block, BlockConfig};
+pub use device::{Block, BlockConfig, CacheType};
+pub use metrics::BlockMetrics;
 pub use request::{Rejected, Request, RequestError, RequestKind};
 
 /// Bytes per virtio-blk sector; `capacity` and request sectors count in these units,
@@ -34,6 +46,10 @@ pub const MAX_CHAIN_DESCRIPTORS: usize = QUEUE_SIZE as usize;
 /// per request unless `max_sectors_kb` is raised; this leaves a wide margin while
 /// bounding how long one request can hold the event loop.
 pub const MAX_REQUEST_BYTES: u32 = 64 << 20;
+
+/// The token of the rate limiter's timerfd in
+/// [`crate::virtio::VirtioDevice::event_fds`].
+pub const RATE_LIMITER_EVENT_TOKEN: u32 = 0;
 
 /// Request header (`struct virtio_blk_outhdr`): type u32, reserved u32, sector u64.
 pub const REQUEST_HEADER_SIZE: u32 = 16;
@@ -88,6 +104,15 @@ pub enum Error {
     /// The size of the backing file cannot be determined.
     #[error("Cannot get the size of disk image {}", path.display())]
     Size {
+        /// The backing file.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
+    /// The rate limiter's timerfd cannot be created or set up.
+    #[error("Cannot create the rate limiter timer for disk image {}", path.display())]
+    RateLimiter {
         /// The backing file.
         path: PathBuf,
         /// The failure.
