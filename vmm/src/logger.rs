@@ -152,7 +152,7 @@ pub fn init() {
     if let (Some(value), Some(Err(_))) = (value, parsed) {
         log::warn!(
             "{LOG_ENV}={value:?} is not a level (error, warn, info, debug, trace or off); \
-             using {DEFAULT_LEVEL}"
+             using warn"
         );
     }
 }
