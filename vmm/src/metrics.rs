@@ -33,6 +33,9 @@ pub const METRICS_PERIOD: Duration = Duration::from_secs(60);
 /// plain atomic add: async-signal-safe).
 pub static SECCOMP_FAULTS: AtomicU64 = AtomicU64::new(0);
 
+// The SIGSYS handler relies on 64-bit atomics being lock-free instructions.
+const _: () = assert!(cfg!(target_has_atomic = "64"));
+
 /// The API endpoints counted, by the key passed to [`Metrics::api_request`]; any
 /// other key counts as `"other"` (the last).
 pub const API_KEYS: [&str; 18] = [
