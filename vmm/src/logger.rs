@@ -924,6 +924,75 @@ mod tests {
         assert!(metrics().log_dropped_count() >= before + 100);
     }
 
+    const SECCOMP_CHILD_ENV: &str = "CABIN_LOGGER_SECCOMP_CHILD";
+
+    /// In the child: logs (to a file and to stderr) and writes a metrics line from a
+    /// thread confined by the vCPU filter, the strictest one.
+    #[test]
+    fn seccomp_child_logs_under_vcpu_filter() {
+        let Some(dir) = std::env::var_os(SECCOMP_CHILD_ENV).map(PathBuf::from) else {
+            return;
+        };
+        let logger = Logger::new(std::process::id());
+        logger
+            .configure(&LoggerConfig {
+                log_path: Some(dir.join("cabin.log")),
+                level: Some(LogLevel::Trace),
+                show_level: true,
+                show_log_origin: true,
+                module: None,
+            })
+            .unwrap();
+        let mut sink = crate::metrics::MetricsSink::open(&dir.join("metrics.json")).unwrap();
+        crate::seccomp::install_sigsys_handler().unwrap();
+        let filter = crate::seccomp::Filters::compile()
+            .unwrap()
+            .program(crate::seccomp::ThreadKind::Vcpu);
+        std::thread::Builder::new()
+            .name("cabin-vcpu0".into())
+            .spawn(move || {
+                filter.apply().unwrap();
+                emit(&logger, Level::Info, "vmm::vcpu", "confined line");
+                emit(&Logger::new(1), Level::Warn, "vmm::vcpu", "confined stderr");
+                sink.flush().unwrap();
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        // SAFETY: ends the child at once, before the test harness does anything
+        // else; nothing is left to flush (files are written with plain write(2)).
+        unsafe { libc::_exit(0) };
+    }
+
+    #[test]
+    fn logging_under_vcpu_seccomp_filter_makes_only_allowed_calls() {
+        let dir = TempDir::new();
+
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "logger::tests::seccomp_child_logs_under_vcpu_filter",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(SECCOMP_CHILD_ENV, dir.path())
+            .output()
+            .unwrap();
+
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{:?}: {stderr}", output.status);
+        assert!(stderr.contains("WARN ] confined stderr"), "{stderr}");
+        let log = fs::read_to_string(dir.path().join("cabin.log")).unwrap();
+        assert!(log.contains(":cabin-vcpu0:INFO:"), "{log}");
+        assert!(log.ends_with("] confined line\n"), "{log}");
+        let metrics = fs::read_to_string(dir.path().join("metrics.json")).unwrap();
+        let line: serde_json::Value = serde_json::from_str(&metrics).unwrap();
+        assert!(
+            line["logger"]["lines_info"].as_u64().unwrap() >= 1,
+            "{metrics}"
+        );
+    }
+
     #[test]
     fn configure_directory_is_refused_with_path_in_message() {
         let dir = TempDir::new();

@@ -12,7 +12,7 @@
 //! "logger": {..}, "<device>": {..}, ..}`. Non-negative integers are counters;
 //! other values (floats, strings, booleans) are written as they are.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -358,7 +358,9 @@ pub struct MetricsSink {
     path: PathBuf,
     sink: Sink,
     /// Cumulative counters at the last line written, by key path (`vcpu/exit_hlt`).
-    previous: HashMap<String, u64>,
+    /// Not a `HashMap`: its random seed would need `getrandom`, which the seccomp
+    /// filters do not allow.
+    previous: BTreeMap<String, u64>,
 }
 
 impl MetricsSink {
@@ -374,7 +376,7 @@ impl MetricsSink {
         Ok(MetricsSink {
             path: path.to_path_buf(),
             sink,
-            previous: HashMap::new(),
+            previous: BTreeMap::new(),
         })
     }
 
@@ -393,7 +395,7 @@ impl MetricsSink {
 
     fn flush_from(&mut self, metrics: &Metrics) -> io::Result<()> {
         let mut values = metrics.snapshot();
-        let mut totals = HashMap::with_capacity(self.previous.len());
+        let mut totals = BTreeMap::new();
         subtract_previous(&mut values, &mut String::new(), &self.previous, &mut totals);
         let line = json_line(&values, utc_timestamp_ms())?;
         match self.sink.write_line(&line)? {
@@ -421,8 +423,8 @@ fn utc_timestamp_ms() -> u64 {
 fn subtract_previous(
     value: &mut Value,
     key: &mut String,
-    previous: &HashMap<String, u64>,
-    totals: &mut HashMap<String, u64>,
+    previous: &BTreeMap<String, u64>,
+    totals: &mut BTreeMap<String, u64>,
 ) {
     match value {
         Value::Object(map) => {
@@ -611,8 +613,8 @@ mod tests {
 
     #[test]
     fn subtract_previous_counter_going_down_counts_from_zero() {
-        let mut totals = HashMap::new();
-        let previous = HashMap::from([("dev/n".to_string(), 10)]);
+        let mut totals = BTreeMap::new();
+        let previous = BTreeMap::from([("dev/n".to_string(), 10)]);
         let mut value = json!({"dev": {"n": 4, "neg": -2}});
 
         subtract_previous(&mut value, &mut String::new(), &previous, &mut totals);
