@@ -144,9 +144,9 @@ pub fn parse_net(spec: &str) -> Result<NetConfig, String> {
         }
     }
     Ok(NetConfig {
-        id: None,
         tap: tap.ok_or("tap=NAME is missing")?,
         mac,
+        ..NetConfig::default()
     })
 }
 
@@ -178,6 +178,7 @@ pub fn parse_disk(spec: &str) -> Result<DiskConfig, String> {
         path,
         read_only,
         id,
+        ..DiskConfig::default()
     })
 }
 
@@ -194,6 +195,7 @@ impl From<RunArgs> for VmConfig {
             disks: args.disk,
             console: args.console,
             nets: args.net,
+            ..VmConfig::default()
         }
     }
 }

@@ -6,7 +6,11 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use devices::rate_limiter::RateLimiterConfig;
+use devices::virtio::block::CacheType;
 use thiserror::Error;
+
+use crate::logger::LoggerConfig;
 
 /// Command line used when the user gives none (serial console).
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";
@@ -43,7 +47,7 @@ impl ConsoleKind {
 }
 
 /// One `--disk`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DiskConfig {
     /// Raw image file or block device.
     pub path: PathBuf,
@@ -51,6 +55,43 @@ pub struct DiskConfig {
     pub read_only: bool,
     /// Serial the guest reads with GET_ID.
     pub id: Option<String>,
+    /// The root device: the guest mounts it as `/` (`root=` on the command line).
+    pub root: bool,
+    /// Partition UUID of the root filesystem (`root=PARTUUID=...`); `None`: the
+    /// whole device (`root=/dev/vda`).
+    pub partuuid: Option<String>,
+    /// Whether guest flushes reach the disk.
+    pub cache_type: CacheType,
+    /// Limits on requests and bytes.
+    pub rate_limiter: Option<RateLimiterConfig>,
+}
+
+/// How guest RAM is backed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HugePages {
+    /// Ordinary pages.
+    #[default]
+    None,
+    /// 2 MiB huge pages from the host's reserved pool (hugetlbfs).
+    Size2M,
+}
+
+/// Machine options beyond vCPUs and memory (Firecracker's machine-config fields).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MachineOptions {
+    /// Two hardware threads per core in the guest's CPU topology.
+    pub smt: bool,
+    /// KVM logs which guest pages are written (for diff snapshots).
+    pub track_dirty_pages: bool,
+    /// Page size backing guest RAM.
+    pub huge_pages: HugePages,
+}
+
+/// A virtio-rng device (`PUT /entropy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EntropyConfig {
+    /// Limits on requests and bytes of entropy.
+    pub rate_limiter: Option<RateLimiterConfig>,
 }
 
 /// Everything needed to build and boot one VM.
@@ -72,10 +113,41 @@ pub struct VmConfig {
     pub console: ConsoleKind,
     /// Network interfaces, in eth0, eth1, ... order.
     pub nets: Vec<NetConfig>,
+    /// SMT, dirty-page tracking, huge pages.
+    pub machine: MachineOptions,
+    /// Where cabin's log goes (`PUT /logger`); `None`: stderr.
+    pub logger: Option<LoggerConfig>,
+    /// Where metrics lines go (`PUT /metrics`); `None`: no metrics.
+    pub metrics_path: Option<PathBuf>,
+    /// A virtio-rng device (`PUT /entropy`); `None`: none.
+    pub entropy: Option<EntropyConfig>,
+    /// Where the guest's serial output goes instead of stdout (`PUT /serial`).
+    pub serial_out: Option<PathBuf>,
+}
+
+impl Default for VmConfig {
+    /// No kernel yet, the defaults of `cabin run`, no devices.
+    fn default() -> Self {
+        VmConfig {
+            kernel: None,
+            initrd: None,
+            cmdline: DEFAULT_CMDLINE.to_owned(),
+            vcpus: DEFAULT_VCPUS,
+            mem_size_mib: DEFAULT_MEM_MIB,
+            disks: Vec::new(),
+            console: ConsoleKind::Serial,
+            nets: Vec::new(),
+            machine: MachineOptions::default(),
+            logger: None,
+            metrics_path: None,
+            entropy: None,
+            serial_out: None,
+        }
+    }
 }
 
 /// One `--net`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NetConfig {
     /// API name of the interface (`iface_id`), if it came from the API.
     pub id: Option<String>,
@@ -83,6 +155,12 @@ pub struct NetConfig {
     pub tap: String,
     /// MAC address the guest sees; a stable default when unset.
     pub mac: Option<[u8; 6]>,
+    /// MTU offered to the guest (VIRTIO_NET_F_MTU); `None`: the guest's default.
+    pub mtu: Option<u16>,
+    /// Limits on frames the guest receives.
+    pub rx_rate_limiter: Option<RateLimiterConfig>,
+    /// Limits on frames the guest sends.
+    pub tx_rate_limiter: Option<RateLimiterConfig>,
 }
 
 /// What the host allows, measured once and passed to [`VmConfig::validate`].
@@ -323,21 +401,16 @@ mod tests {
     fn config_with_kernel(kernel: &Path) -> VmConfig {
         VmConfig {
             kernel: Some(kernel.to_owned()),
-            initrd: None,
-            cmdline: DEFAULT_CMDLINE.to_owned(),
             vcpus: 1,
             mem_size_mib: 128,
-            disks: Vec::new(),
-            console: ConsoleKind::Serial,
-            nets: Vec::new(),
+            ..VmConfig::default()
         }
     }
 
     fn disk(path: &Path) -> DiskConfig {
         DiskConfig {
             path: path.to_owned(),
-            read_only: false,
-            id: None,
+            ..DiskConfig::default()
         }
     }
 

@@ -7,6 +7,8 @@ pub mod config;
 pub mod device_manager;
 pub mod kvm;
 pub mod loader;
+pub mod logger;
+pub mod metrics;
 pub mod runner;
 pub mod seccomp;
 pub mod stdio;

@@ -13,9 +13,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 fn main() -> ExitCode {
     vmm::prepare_process();
-    env_logger::Builder::from_env(env_logger::Env::default().filter_or("CABIN_LOG", "warn"))
-        .format_target(false)
-        .init();
+    vmm::logger::init();
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Check => check(),

@@ -334,7 +334,8 @@ pub fn install_sigsys_handler() -> Result<(), SeccompError> {
     // SAFETY: `action.sa_mask` is a valid sigset_t owned by this frame.
     unsafe { libc::sigemptyset(&mut action.sa_mask) };
     // SAFETY: `action` is fully initialized and outlives the call; the handler it
-    // names only makes async-signal-safe calls (write, prctl, _exit).
+    // names only makes async-signal-safe calls (write, prctl, _exit) and one atomic
+    // add.
     let rc = unsafe { libc::sigaction(libc::SIGSYS, &action, std::ptr::null_mut()) };
     if rc != 0 {
         return Err(SeccompError::Handler(io::Error::last_os_error()));
@@ -361,6 +362,8 @@ const _: () = assert!(std::mem::size_of::<SigsysInfo>() <= std::mem::size_of::<l
 /// Writes `cabin: seccomp: blocked system call N (thread NAME); ...` to stderr
 /// and ends the process. Only async-signal-safe calls: no allocation, no locks.
 extern "C" fn handle_sigsys(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // A lock-free atomic add (no lock, no allocation): safe in a signal handler.
+    crate::metrics::SECCOMP_FAULTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let syscall = if info.is_null() {
         -1
     } else {

@@ -12,6 +12,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 use log::{debug, warn};
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::metrics::{metrics, ExitReason};
 use crate::seccomp::ThreadFilter;
 
 /// What an access to a port or address that no device claims reads as.
@@ -165,9 +166,10 @@ pub enum ExitAction {
 }
 
 /// Handles one vCPU exit: port and MMIO accesses go to the buses, everything else
-/// decides whether the VM goes on. Pure apart from the device accesses, so it is
-/// tested with fabricated exits.
+/// decides whether the VM goes on. Pure apart from the device accesses and the exit
+/// counter in the metrics, so it is tested with fabricated exits.
 pub fn handle_exit(vcpu: u32, pio: &Bus, mmio: &Bus, exit: VcpuExit) -> ExitAction {
+    metrics().vcpu_exit(ExitReason::from(&exit));
     match exit {
         VcpuExit::IoIn(port, data) => {
             if !pio.read(u64::from(port), data) {
@@ -543,6 +545,17 @@ mod tests {
             handle_exit(0, &pio, &mmio, VcpuExit::Unsupported(999)),
             ExitAction::Stop(StopReason::UnexpectedExit { .. })
         ));
+    }
+
+    #[test]
+    fn handle_exit_counts_the_exit_in_metrics() {
+        let (pio, mmio, _) = buses();
+        let before = metrics().vcpu_exit_count(ExitReason::MmioWrite);
+
+        handle_exit(0, &pio, &mmio, VcpuExit::MmioWrite(0xd000_0000, &[1]));
+
+        // Other tests count exits concurrently: the counter only grows.
+        assert!(metrics().vcpu_exit_count(ExitReason::MmioWrite) > before);
     }
 
     #[test]

@@ -27,7 +27,8 @@ pub enum ApiRequest {
     /// `GET /`: id, state, version.
     Describe,
     /// A configuration change (`PUT /machine-config`, `/boot-source`, `/drives/{id}`,
-    /// `/network-interfaces/{id}`); only valid before the VM starts.
+    /// `/network-interfaces/{id}`, `/logger`, `/metrics`, `/entropy`, `/serial`,
+    /// `PATCH /machine-config`); only valid before the VM starts.
     Configure(model::ConfigChange),
     /// `GET /machine-config`, `GET /vm/config`: the current configuration.
     GetConfig,
@@ -35,6 +36,10 @@ pub enum ApiRequest {
     Start,
     /// `PUT /actions {"action_type": "SendCtrlAltDel"}`.
     CtrlAltDel,
+    /// `PUT /actions {"action_type": "FlushMetrics"}`.
+    FlushMetrics,
+    /// `PATCH /drives/{id}`, `PATCH /network-interfaces/{id}`: only on a running VM.
+    Update(model::DeviceUpdate),
     /// `PATCH /vm {"state": "Paused"}`.
     Pause,
     /// `PATCH /vm {"state": "Resumed"}`.

@@ -12,13 +12,20 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use crate::cli::parse_mac;
-use crate::config::{DiskConfig, NetConfig, VmConfig, DISK_ID_MAX_LEN, MIN_MEM_MIB};
+use crate::config::{
+    DiskConfig, EntropyConfig, HugePages, NetConfig, VmConfig, DISK_ID_MAX_LEN, MIN_MEM_MIB,
+};
+use devices::virtio::block::CacheType;
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 
 mod file;
+mod limits;
+mod observe;
 
 pub use file::{load_config_file, ConfigFileError};
+pub use limits::{check_rate_limiter, RateLimiter, TokenBucket};
+pub use observe::{Entropy, Logger, Metrics, Serial};
 
 /// Largest `vcpu_count`: as many processors as cabin's MP table describes.
 pub const MAX_VCPUS: u32 = arch::mptable::MPTABLE_MAX_CPUS as u32;
@@ -37,13 +44,68 @@ pub struct MachineConfig {
     /// Guest memory in MiB, at least [`MIN_MEM_MIB`].
     #[serde(deserialize_with = "de_mem_size_mib")]
     pub mem_size_mib: u64,
-    /// Simultaneous multithreading; cabin only accepts `false`.
+    /// Simultaneous multithreading: two threads per core in the guest's topology.
     #[serde(
         default,
         deserialize_with = "de_smt",
         skip_serializing_if = "Option::is_none"
     )]
     pub smt: Option<bool>,
+    /// KVM logs the pages the guest writes (for diff snapshots).
+    #[serde(
+        default,
+        deserialize_with = "de_track_dirty_pages",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub track_dirty_pages: Option<bool>,
+    /// `None` or `2M`: guest RAM on 2 MiB huge pages.
+    #[serde(
+        default,
+        deserialize_with = "de_huge_pages",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub huge_pages: Option<HugePagesBody>,
+    /// A CPU template; cabin accepts only `None` (the host's CPUID as KVM offers it).
+    #[serde(
+        default,
+        deserialize_with = "de_cpu_template",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cpu_template: Option<String>,
+}
+
+/// `PATCH /machine-config`: any subset of [`MachineConfig`]'s fields.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineConfigPatch {
+    /// See [`MachineConfig`].
+    #[serde(default, deserialize_with = "de_opt_vcpu_count")]
+    pub vcpu_count: Option<u32>,
+    /// See [`MachineConfig`].
+    #[serde(default, deserialize_with = "de_opt_mem_size_mib")]
+    pub mem_size_mib: Option<u64>,
+    /// See [`MachineConfig`].
+    #[serde(default, deserialize_with = "de_smt")]
+    pub smt: Option<bool>,
+    /// See [`MachineConfig`].
+    #[serde(default, deserialize_with = "de_track_dirty_pages")]
+    pub track_dirty_pages: Option<bool>,
+    /// See [`MachineConfig`].
+    #[serde(default, deserialize_with = "de_huge_pages")]
+    pub huge_pages: Option<HugePagesBody>,
+    /// See [`MachineConfig`].
+    #[serde(default, deserialize_with = "de_cpu_template")]
+    pub cpu_template: Option<String>,
+}
+
+/// Firecracker's `huge_pages` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HugePagesBody {
+    /// Ordinary pages.
+    None,
+    /// 2 MiB huge pages.
+    #[serde(rename = "2M")]
+    Size2M,
 }
 
 /// `PUT /boot-source`.
@@ -89,6 +151,77 @@ pub struct Drive {
         skip_serializing_if = "Option::is_none"
     )]
     pub is_read_only: Option<bool>,
+    /// Partition UUID of the root filesystem: `root=PARTUUID=...` instead of
+    /// `root=/dev/vda` (only with `is_root_device`).
+    #[serde(
+        default,
+        deserialize_with = "de_partuuid",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub partuuid: Option<String>,
+    /// `Unsafe` (the default: flushes are not offered) or `Writeback` (flushes reach
+    /// the disk).
+    #[serde(
+        default,
+        deserialize_with = "de_cache_type",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cache_type: Option<CacheTypeBody>,
+    /// `Sync` only; `Async` (io_uring) is refused.
+    #[serde(
+        default,
+        deserialize_with = "de_io_engine",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub io_engine: Option<IoEngine>,
+    /// Limits on requests (ops) and bytes (bandwidth).
+    #[serde(
+        default,
+        deserialize_with = "de_rate_limiter",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub rate_limiter: Option<RateLimiter>,
+    /// A vhost-user socket: not supported, refused.
+    #[serde(
+        default,
+        deserialize_with = "de_socket",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub socket: Option<String>,
+}
+
+/// `PATCH /drives/{drive_id}` on a running VM: a new backing file (the guest sees
+/// its size) and/or a new rate limiter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrivePatch {
+    /// Which drive.
+    #[serde(deserialize_with = "de_drive_id")]
+    pub drive_id: String,
+    /// The new backing file.
+    #[serde(default, deserialize_with = "de_opt_path_on_host")]
+    pub path_on_host: Option<String>,
+    /// The new limits.
+    #[serde(default, deserialize_with = "de_rate_limiter")]
+    pub rate_limiter: Option<RateLimiter>,
+}
+
+/// Firecracker's `cache_type` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CacheTypeBody {
+    /// Flushes are not offered to the guest.
+    Unsafe,
+    /// Flushes are offered and reach the disk.
+    Writeback,
+}
+
+/// Firecracker's `io_engine` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IoEngine {
+    /// Blocking reads and writes on the VMM thread.
+    Sync,
+    /// io_uring: not implemented by cabin.
+    Async,
 }
 
 /// `PUT /network-interfaces/{iface_id}`: a virtio-net device on a TAP.
@@ -108,7 +241,46 @@ pub struct NetworkInterface {
         skip_serializing_if = "Option::is_none"
     )]
     pub guest_mac: Option<String>,
+    /// MTU offered to the guest, 68 to 65535.
+    #[serde(
+        default,
+        deserialize_with = "de_mtu",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub mtu: Option<u16>,
+    /// Limits on what the guest receives.
+    #[serde(
+        default,
+        deserialize_with = "de_rx_rate_limiter",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub rx_rate_limiter: Option<RateLimiter>,
+    /// Limits on what the guest sends.
+    #[serde(
+        default,
+        deserialize_with = "de_tx_rate_limiter",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub tx_rate_limiter: Option<RateLimiter>,
 }
+
+/// `PATCH /network-interfaces/{iface_id}` on a running VM: new rate limiters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkInterfacePatch {
+    /// Which interface.
+    #[serde(deserialize_with = "de_iface_id")]
+    pub iface_id: String,
+    /// New limits on what the guest receives.
+    #[serde(default, deserialize_with = "de_rx_rate_limiter")]
+    pub rx_rate_limiter: Option<RateLimiter>,
+    /// New limits on what the guest sends.
+    #[serde(default, deserialize_with = "de_tx_rate_limiter")]
+    pub tx_rate_limiter: Option<RateLimiter>,
+}
+
+/// Minimum MTU a virtio-net device may offer (IPv4's minimum).
+pub const MIN_MTU: u16 = 68;
 
 /// `PUT /actions`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,6 +298,8 @@ pub enum ActionType {
     InstanceStart,
     /// Press Ctrl-Alt-Del on the guest's keyboard.
     SendCtrlAltDel,
+    /// Write a metrics line now.
+    FlushMetrics,
 }
 
 /// `PATCH /vm`.
@@ -199,6 +373,34 @@ pub struct VmDocument {
         deserialize_with = "de_network_interfaces"
     )]
     pub network_interfaces: Vec<NetworkInterface>,
+    /// Where cabin's log goes.
+    #[serde(
+        default,
+        deserialize_with = "de_logger",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub logger: Option<Logger>,
+    /// Where metrics lines go.
+    #[serde(
+        default,
+        deserialize_with = "de_metrics",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub metrics: Option<Metrics>,
+    /// A virtio-rng device.
+    #[serde(
+        default,
+        deserialize_with = "de_entropy",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub entropy: Option<Entropy>,
+    /// Where the serial console's output goes.
+    #[serde(
+        default,
+        deserialize_with = "de_serial",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub serial: Option<Serial>,
 }
 
 /// One configuration change, as the API thread hands it to the VMM thread.
@@ -206,17 +408,36 @@ pub struct VmDocument {
 pub enum ConfigChange {
     /// `PUT /machine-config`.
     Machine(MachineConfig),
+    /// `PATCH /machine-config`.
+    MachinePatch(MachineConfigPatch),
     /// `PUT /boot-source`.
     Boot(BootSource),
     /// `PUT /drives/{id}`.
     Drive(Drive),
     /// `PUT /network-interfaces/{id}`.
     Net(NetworkInterface),
+    /// `PUT /logger`.
+    Logger(Logger),
+    /// `PUT /metrics`.
+    Metrics(Metrics),
+    /// `PUT /entropy`.
+    Entropy(Entropy),
+    /// `PUT /serial`.
+    Serial(Serial),
+}
+
+/// A change to a running VM's device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceUpdate {
+    /// `PATCH /drives/{id}`.
+    Drive(DrivePatch),
+    /// `PATCH /network-interfaces/{id}`.
+    Net(NetworkInterfacePatch),
 }
 
 /// Deserializes one field and puts its name in front of serde's complaint, which
 /// otherwise says what was wrong but not where.
-fn named<'de, D, T>(deserializer: D, name: &str) -> Result<T, D::Error>
+pub(crate) fn named<'de, D, T>(deserializer: D, name: &str) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de>,
@@ -255,6 +476,24 @@ named_fields! {
     de_vcpu_count => "vcpu_count": u32;
     de_mem_size_mib => "mem_size_mib": u64;
     de_smt => "smt": Option<bool>;
+    de_opt_vcpu_count => "vcpu_count": Option<u32>;
+    de_opt_mem_size_mib => "mem_size_mib": Option<u64>;
+    de_track_dirty_pages => "track_dirty_pages": Option<bool>;
+    de_huge_pages => "huge_pages": Option<HugePagesBody>;
+    de_cpu_template => "cpu_template": Option<String>;
+    de_partuuid => "partuuid": Option<String>;
+    de_cache_type => "cache_type": Option<CacheTypeBody>;
+    de_io_engine => "io_engine": Option<IoEngine>;
+    de_rate_limiter => "rate_limiter": Option<RateLimiter>;
+    de_socket => "socket": Option<String>;
+    de_opt_path_on_host => "path_on_host": Option<String>;
+    de_mtu => "mtu": Option<u16>;
+    de_rx_rate_limiter => "rx_rate_limiter": Option<RateLimiter>;
+    de_tx_rate_limiter => "tx_rate_limiter": Option<RateLimiter>;
+    de_logger => "logger": Option<Logger>;
+    de_metrics => "metrics": Option<Metrics>;
+    de_entropy => "entropy": Option<Entropy>;
+    de_serial => "serial": Option<Serial>;
     de_kernel_image_path => "kernel_image_path": String;
     de_initrd_path => "initrd_path": Option<String>;
     de_boot_args => "boot_args": Option<String>;
@@ -275,45 +514,104 @@ named_fields! {
 
 /// Applies one change to `config`, or says which field is wrong and why.
 ///
-/// - machine-config sets vCPUs and memory (`smt` may only be false);
+/// - machine-config (PUT) sets vCPUs, memory and the options, absent options back to
+///   their defaults; PATCH changes only the fields it gives;
 /// - boot-source sets the kernel and the initrd (absent `initrd_path`: none); its
 ///   `boot_args` replace the command line, absent `boot_args` keep the current one
 ///   (the default unless the command line set one);
 /// - a drive with an existing `drive_id` replaces it in place, a root device moves
 ///   to the front (/dev/vda);
-/// - a network interface with an existing `iface_id` replaces it in place.
+/// - a network interface with an existing `iface_id` replaces it in place;
+/// - logger, metrics, entropy and serial replace what was set before.
 ///
 /// Files must exist here; whether they can be opened is checked again at start.
 pub fn apply(config: &mut VmConfig, change: ConfigChange) -> Result<(), String> {
     match change {
-        ConfigChange::Machine(machine) => apply_machine(config, &machine),
+        ConfigChange::Machine(machine) => {
+            let patch = MachineConfigPatch {
+                vcpu_count: Some(machine.vcpu_count),
+                mem_size_mib: Some(machine.mem_size_mib),
+                smt: Some(machine.smt.unwrap_or(false)),
+                track_dirty_pages: Some(machine.track_dirty_pages.unwrap_or(false)),
+                huge_pages: Some(machine.huge_pages.unwrap_or(HugePagesBody::None)),
+                cpu_template: machine.cpu_template,
+            };
+            apply_machine(config, &patch)
+        }
+        ConfigChange::MachinePatch(patch) => apply_machine(config, &patch),
         ConfigChange::Boot(boot) => apply_boot(config, boot),
         ConfigChange::Drive(drive) => apply_drive(config, drive),
         ConfigChange::Net(net) => apply_net(config, net),
+        ConfigChange::Logger(logger) => {
+            config.logger = Some(observe::check_logger(&logger)?);
+            Ok(())
+        }
+        ConfigChange::Metrics(metrics) => {
+            config.metrics_path = Some(observe::check_output_path(
+                "metrics_path",
+                &metrics.metrics_path,
+            )?);
+            Ok(())
+        }
+        ConfigChange::Entropy(entropy) => {
+            let rate_limiter =
+                limits::check_optional("rate_limiter", entropy.rate_limiter.as_ref())?;
+            config.entropy = Some(EntropyConfig { rate_limiter });
+            Ok(())
+        }
+        ConfigChange::Serial(serial) => {
+            config.serial_out = observe::check_serial(&serial)?;
+            Ok(())
+        }
     }
 }
 
-fn apply_machine(config: &mut VmConfig, machine: &MachineConfig) -> Result<(), String> {
-    if machine.vcpu_count == 0 {
+fn apply_machine(config: &mut VmConfig, machine: &MachineConfigPatch) -> Result<(), String> {
+    let vcpus = machine.vcpu_count.unwrap_or(config.vcpus);
+    let mem_size_mib = machine.mem_size_mib.unwrap_or(config.mem_size_mib);
+    let smt = machine.smt.unwrap_or(config.machine.smt);
+    if vcpus == 0 {
         return Err("vcpu_count 0: a VM needs at least 1 vCPU".into());
     }
-    if machine.vcpu_count > MAX_VCPUS {
+    if vcpus > MAX_VCPUS {
         return Err(format!(
-            "vcpu_count {} is more than cabin supports ({MAX_VCPUS})",
-            machine.vcpu_count
+            "vcpu_count {vcpus} is more than cabin supports ({MAX_VCPUS})"
         ));
     }
-    if machine.mem_size_mib < MIN_MEM_MIB {
+    if mem_size_mib < MIN_MEM_MIB {
         return Err(format!(
-            "mem_size_mib {} is too small: give {MIN_MEM_MIB} or more",
-            machine.mem_size_mib
+            "mem_size_mib {mem_size_mib} is too small: give {MIN_MEM_MIB} or more"
         ));
     }
-    if machine.smt == Some(true) {
-        return Err("smt true: cabin does not support simultaneous multithreading".into());
+    if smt && vcpus > 1 && vcpus % 2 != 0 {
+        return Err(format!(
+            "smt true with vcpu_count {vcpus}: with two threads per core, give 1 or an even number of vCPUs"
+        ));
     }
-    config.vcpus = machine.vcpu_count;
-    config.mem_size_mib = machine.mem_size_mib;
+    if let Some(template) = &machine.cpu_template {
+        if template != "None" {
+            return Err(format!(
+                "cpu_template {template} is not supported: cabin gives the guest the host's CPU features as KVM offers them; use None or leave it out"
+            ));
+        }
+    }
+    let huge_pages = match machine.huge_pages {
+        Some(HugePagesBody::Size2M) => HugePages::Size2M,
+        Some(HugePagesBody::None) => HugePages::None,
+        None => config.machine.huge_pages,
+    };
+    if huge_pages == HugePages::Size2M && mem_size_mib % 2 != 0 {
+        return Err(format!(
+            "mem_size_mib {mem_size_mib} is not a whole number of 2 MiB huge pages: give an even size"
+        ));
+    }
+    config.vcpus = vcpus;
+    config.mem_size_mib = mem_size_mib;
+    config.machine.smt = smt;
+    config.machine.huge_pages = huge_pages;
+    if let Some(track) = machine.track_dirty_pages {
+        config.machine.track_dirty_pages = track;
+    }
     Ok(())
 }
 
@@ -339,14 +637,38 @@ fn apply_drive(config: &mut VmConfig, drive: Drive) -> Result<(), String> {
             drive.drive_id
         ));
     }
+    if drive.socket.is_some() {
+        return Err(
+            "socket: vhost-user drives are not supported by cabin; give path_on_host".into(),
+        );
+    }
+    if drive.io_engine == Some(IoEngine::Async) {
+        return Err("io_engine Async is not supported by cabin: use Sync or leave it out".into());
+    }
+    if let Some(partuuid) = &drive.partuuid {
+        check_partuuid(partuuid, drive.is_root_device)?;
+    }
     let path = check_file("path_on_host", &drive.path_on_host, true)?;
     let disk = DiskConfig {
         path,
         read_only: drive.is_read_only.unwrap_or(false),
         id: Some(drive.drive_id.clone()),
+        root: drive.is_root_device,
+        partuuid: drive.partuuid.clone(),
+        cache_type: match drive.cache_type {
+            Some(CacheTypeBody::Writeback) => CacheType::Writeback,
+            Some(CacheTypeBody::Unsafe) | None => CacheType::Unsafe,
+        },
+        rate_limiter: limits::check_optional("rate_limiter", drive.rate_limiter.as_ref())?,
     };
     let existing =
         (0..config.disks.len()).find(|&i| drive_id_of(i, &config.disks[i]) == drive.drive_id);
+    if disk.root {
+        // One root device: another drive that was root is not any more.
+        for other in config.disks.iter_mut() {
+            other.root = false;
+        }
+    }
     match (existing, drive.is_root_device) {
         (Some(i), false) => config.disks[i] = disk,
         (Some(i), true) => {
@@ -357,6 +679,28 @@ fn apply_drive(config: &mut VmConfig, drive: Drive) -> Result<(), String> {
         (None, true) => config.disks.insert(0, disk),
     }
     Ok(())
+}
+
+/// A partition UUID as Linux reads it after `root=PARTUUID=`: a GPT UUID
+/// (`8-4-4-4-12` hex digits) or an MBR disk signature with a partition number
+/// (`abcd1234-01`).
+fn check_partuuid(partuuid: &str, is_root: bool) -> Result<(), String> {
+    if !is_root {
+        return Err(format!(
+            "partuuid {partuuid} is only used for the root device: set is_root_device true or leave partuuid out"
+        ));
+    }
+    let groups: Vec<&str> = partuuid.split('-').collect();
+    let hex = |g: &&str| !g.is_empty() && g.bytes().all(|b| b.is_ascii_hexdigit());
+    let gpt = groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12]);
+    let mbr = groups.len() == 2 && groups[0].len() == 8 && groups[1].len() == 2;
+    if (gpt || mbr) && groups.iter().all(hex) {
+        Ok(())
+    } else {
+        Err(format!(
+            "partuuid '{partuuid}' is not a partition UUID (like 6b1b7c14-3f52-4d9e-8a37-0c6b2e0d9a11, or abcd1234-01 for MBR)"
+        ))
+    }
 }
 
 fn apply_net(config: &mut VmConfig, net: NetworkInterface) -> Result<(), String> {
@@ -371,16 +715,84 @@ fn apply_net(config: &mut VmConfig, net: NetworkInterface) -> Result<(), String>
         Some(text) => Some(parse_mac(text).map_err(|e| format!("guest_mac {e}"))?),
         None => None,
     };
+    if let Some(mtu) = net.mtu.filter(|&mtu| mtu < MIN_MTU) {
+        return Err(format!("mtu {mtu} is too small: give {MIN_MTU} to 65535"));
+    }
     let nic = NetConfig {
         id: Some(net.iface_id.clone()),
         tap: net.host_dev_name,
         mac,
+        mtu: net.mtu,
+        rx_rate_limiter: limits::check_optional("rx_rate_limiter", net.rx_rate_limiter.as_ref())?,
+        tx_rate_limiter: limits::check_optional("tx_rate_limiter", net.tx_rate_limiter.as_ref())?,
     };
     match (0..config.nets.len()).find(|&i| iface_id_of(i, &config.nets[i]) == net.iface_id) {
         Some(i) => config.nets[i] = nic,
         None => config.nets.push(nic),
     }
     Ok(())
+}
+
+/// What a `PATCH /drives/{id}` asks of the running VM, checked against `config`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DriveUpdate {
+    /// Index of the drive (and its device) in `config.disks`.
+    pub index: usize,
+    /// The new backing file, if any.
+    pub path: Option<PathBuf>,
+    /// The new limits, if any.
+    pub rate_limiter: Option<devices::rate_limiter::RateLimiterConfig>,
+}
+
+/// Checks a drive patch: the drive exists, the new file exists.
+pub fn check_drive_patch(config: &VmConfig, patch: &DrivePatch) -> Result<DriveUpdate, String> {
+    let index = (0..config.disks.len())
+        .find(|&i| drive_id_of(i, &config.disks[i]) == patch.drive_id)
+        .ok_or_else(|| format!("drive_id '{}' is not a drive of this VM", patch.drive_id))?;
+    let path = match &patch.path_on_host {
+        Some(path) => Some(check_file("path_on_host", path, true)?),
+        None => None,
+    };
+    let rate_limiter = limits::check_optional("rate_limiter", patch.rate_limiter.as_ref())?;
+    if path.is_none() && rate_limiter.is_none() {
+        return Err("PATCH /drives needs path_on_host or rate_limiter".into());
+    }
+    Ok(DriveUpdate {
+        index,
+        path,
+        rate_limiter,
+    })
+}
+
+/// What a `PATCH /network-interfaces/{id}` asks of the running VM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetUpdate {
+    /// Index of the interface (and its device) in `config.nets`.
+    pub index: usize,
+    /// The new receive limits (`None`: unchanged).
+    pub rx: Option<devices::rate_limiter::RateLimiterConfig>,
+    /// The new transmit limits (`None`: unchanged).
+    pub tx: Option<devices::rate_limiter::RateLimiterConfig>,
+}
+
+/// Checks a network interface patch: the interface exists.
+pub fn check_net_patch(
+    config: &VmConfig,
+    patch: &NetworkInterfacePatch,
+) -> Result<NetUpdate, String> {
+    let index = (0..config.nets.len())
+        .find(|&i| iface_id_of(i, &config.nets[i]) == patch.iface_id)
+        .ok_or_else(|| {
+            format!(
+                "iface_id '{}' is not a network interface of this VM",
+                patch.iface_id
+            )
+        })?;
+    Ok(NetUpdate {
+        index,
+        rx: limits::check_optional("rx_rate_limiter", patch.rx_rate_limiter.as_ref())?,
+        tx: limits::check_optional("tx_rate_limiter", patch.tx_rate_limiter.as_ref())?,
+    })
 }
 
 fn check_id(field: &str, id: &str) -> Result<(), String> {
@@ -438,9 +850,9 @@ fn mac_text(mac: &[u8; 6]) -> String {
         .join(":")
 }
 
-/// The configuration as a config file holds it (what `GET /vm/config` returns). The
-/// first drive (/dev/vda) is reported as the root device.
+/// The configuration as a config file holds it (what `GET /vm/config` returns).
 pub fn to_document(config: &VmConfig) -> VmDocument {
+    let limiter = |l: &Option<devices::rate_limiter::RateLimiterConfig>| l.as_ref().map(limits::to_body);
     VmDocument {
         boot_source: config.kernel.as_ref().map(|kernel| BootSource {
             kernel_image_path: path_text(kernel),
@@ -450,7 +862,13 @@ pub fn to_document(config: &VmConfig) -> VmDocument {
         machine_config: Some(MachineConfig {
             vcpu_count: config.vcpus,
             mem_size_mib: config.mem_size_mib,
-            smt: Some(false),
+            smt: Some(config.machine.smt),
+            track_dirty_pages: Some(config.machine.track_dirty_pages),
+            huge_pages: Some(match config.machine.huge_pages {
+                HugePages::None => HugePagesBody::None,
+                HugePages::Size2M => HugePagesBody::Size2M,
+            }),
+            cpu_template: None,
         }),
         drives: config
             .disks
@@ -459,8 +877,16 @@ pub fn to_document(config: &VmConfig) -> VmDocument {
             .map(|(i, disk)| Drive {
                 drive_id: drive_id_of(i, disk),
                 path_on_host: path_text(&disk.path),
-                is_root_device: i == 0,
+                is_root_device: disk.root,
                 is_read_only: Some(disk.read_only),
+                partuuid: disk.partuuid.clone(),
+                cache_type: Some(match disk.cache_type {
+                    CacheType::Unsafe => CacheTypeBody::Unsafe,
+                    CacheType::Writeback => CacheTypeBody::Writeback,
+                }),
+                io_engine: Some(IoEngine::Sync),
+                rate_limiter: limiter(&disk.rate_limiter),
+                socket: None,
             })
             .collect(),
         network_interfaces: config
@@ -471,8 +897,22 @@ pub fn to_document(config: &VmConfig) -> VmDocument {
                 iface_id: iface_id_of(i, net),
                 host_dev_name: net.tap.clone(),
                 guest_mac: net.mac.as_ref().map(mac_text),
+                mtu: net.mtu,
+                rx_rate_limiter: limiter(&net.rx_rate_limiter),
+                tx_rate_limiter: limiter(&net.tx_rate_limiter),
             })
             .collect(),
+        logger: config.logger.as_ref().map(observe::logger_body),
+        metrics: config.metrics_path.as_ref().map(|path| Metrics {
+            metrics_path: path_text(path),
+        }),
+        entropy: config.entropy.as_ref().map(|e| Entropy {
+            rate_limiter: limiter(&e.rate_limiter),
+        }),
+        serial: config.serial_out.as_ref().map(|path| Serial {
+            serial_out_path: Some(path_text(path)),
+            rate_limiter: None,
+        }),
     }
 }
 
@@ -483,14 +923,9 @@ mod tests {
 
     pub(super) fn base() -> VmConfig {
         VmConfig {
-            kernel: None,
-            initrd: None,
-            cmdline: DEFAULT_CMDLINE.to_owned(),
             vcpus: 1,
             mem_size_mib: 128,
-            disks: Vec::new(),
-            console: ConsoleKind::Serial,
-            nets: Vec::new(),
+            ..VmConfig::default()
         }
     }
 

@@ -5,7 +5,8 @@ use serde::de::DeserializeOwned;
 
 use super::http::Reply;
 use crate::api::model::{
-    self, Action, ActionType, ConfigChange, InstanceInfo, VmStatePatch, VmStateRequest,
+    self, Action, ActionType, ConfigChange, DeviceUpdate, InstanceInfo, VmStatePatch,
+    VmStateRequest,
 };
 use crate::api::{ApiRequest, ApiResponse};
 
@@ -13,16 +14,38 @@ use crate::api::{ApiRequest, ApiResponse};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Route {
     Describe,
+    GetVersion,
     GetMachineConfig,
     PutMachineConfig,
+    PatchMachineConfig,
     PutBootSource,
     PutDrive(String),
+    PatchDrive(String),
     PutNetworkInterface(String),
+    PatchNetworkInterface(String),
+    PutLogger,
+    PutMetrics,
+    PutEntropy,
+    PutSerial,
     PutActions,
     PatchVm,
     GetVmConfig,
-    GetVersion,
+    /// A Firecracker endpoint cabin does not implement: 400 naming the feature.
+    Unsupported(&'static str),
 }
+
+/// Firecracker's endpoints cabin does not implement, each with the feature it is.
+const UNSUPPORTED: [(&str, &str); 9] = [
+    ("/vsock", "vsock"),
+    ("/balloon", "The balloon device"),
+    ("/balloon/statistics", "The balloon device"),
+    ("/mmds", "MMDS (the microVM metadata service)"),
+    ("/mmds/config", "MMDS (the microVM metadata service)"),
+    ("/cpu-config", "Custom CPU templates (cpu-config)"),
+    ("/snapshot/create", "Snapshots"),
+    ("/snapshot/load", "Snapshots"),
+    ("/hotplug/memory", "Memory hotplug"),
+];
 
 /// Finds the endpoint for `method` and `target`: 404 for an unknown path, 405 (with
 /// the methods it has) for a known path and another method.
@@ -43,29 +66,49 @@ pub(super) fn route(method: &str, target: &str) -> Result<Route, Reply> {
             .filter(|id| !id.is_empty() && !id.contains('/'))
             .map(str::to_owned)
     };
+    let put = |route: Route| by_method("PUT", (method == "PUT").then_some(route));
+    let put_patch = |put: Route, patch: Route| {
+        by_method(
+            "PUT, PATCH",
+            match method {
+                "PUT" => Some(put),
+                "PATCH" => Some(patch),
+                _ => None,
+            },
+        )
+    };
     match path {
         "/" => by_method("GET", (method == "GET").then_some(Route::Describe)),
+        "/version" => by_method("GET", (method == "GET").then_some(Route::GetVersion)),
         "/machine-config" => by_method(
-            "GET, PUT",
+            "GET, PUT, PATCH",
             match method {
                 "GET" => Some(Route::GetMachineConfig),
                 "PUT" => Some(Route::PutMachineConfig),
+                "PATCH" => Some(Route::PatchMachineConfig),
                 _ => None,
             },
         ),
-        "/boot-source" => by_method("PUT", (method == "PUT").then_some(Route::PutBootSource)),
-        "/actions" => by_method("PUT", (method == "PUT").then_some(Route::PutActions)),
+        "/boot-source" => put(Route::PutBootSource),
+        "/logger" => put(Route::PutLogger),
+        "/metrics" => put(Route::PutMetrics),
+        "/entropy" => put(Route::PutEntropy),
+        "/serial" => put(Route::PutSerial),
+        "/actions" => put(Route::PutActions),
         "/vm" => by_method("PATCH", (method == "PATCH").then_some(Route::PatchVm)),
         "/vm/config" => by_method("GET", (method == "GET").then_some(Route::GetVmConfig)),
-        "/version" => by_method("GET", (method == "GET").then_some(Route::GetVersion)),
         _ => {
             if let Some(id) = id_after("/drives/") {
-                by_method("PUT", (method == "PUT").then_some(Route::PutDrive(id)))
+                put_patch(Route::PutDrive(id.clone()), Route::PatchDrive(id))
             } else if let Some(id) = id_after("/network-interfaces/") {
-                by_method(
-                    "PUT",
-                    (method == "PUT").then_some(Route::PutNetworkInterface(id)),
+                put_patch(
+                    Route::PutNetworkInterface(id.clone()),
+                    Route::PatchNetworkInterface(id),
                 )
+            } else if let Some((_, feature)) = UNSUPPORTED.iter().find(|(p, _)| *p == path) {
+                Ok(Route::Unsupported(feature))
+            } else if id_after("/pmem/").is_some() {
+                Ok(Route::Unsupported("pmem devices"))
             } else {
                 Err(Reply::fault(404, format!("No such resource: {path}")))
             }
@@ -93,6 +136,13 @@ pub(super) enum Dispatch {
 /// Turns a routed request into what the VMM thread is asked, or the answer itself;
 /// a body cabin refuses is the error.
 pub(super) fn dispatch(route: &Route, body: &[u8]) -> Result<Dispatch, Reply> {
+    let mismatch = |field: &str, body_id: &str, path_id: &str| {
+        let message =
+            format!("{field} '{body_id}' in the body differs from '{path_id}' in the path");
+        Reply::fault(400, message)
+    };
+    let configure = |change| Ok(Dispatch::Vmm(ApiRequest::Configure(change)));
+    let ask = |request| Ok(Dispatch::Vmm(request));
     match route {
         Route::GetVersion => Ok(Dispatch::Answer(Reply::json(
             200,
@@ -100,34 +150,41 @@ pub(super) fn dispatch(route: &Route, body: &[u8]) -> Result<Dispatch, Reply> {
                 firecracker_version: env!("CARGO_PKG_VERSION").to_owned(),
             },
         ))),
-        _ => to_api_request(route, body).map(Dispatch::Vmm),
-    }
-}
-
-/// Turns a routed request into what the VMM thread is asked.
-fn to_api_request(route: &Route, body: &[u8]) -> Result<ApiRequest, Reply> {
-    let mismatch = |field: &str, body_id: &str, path_id: &str| {
-        let message =
-            format!("{field} '{body_id}' in the body differs from '{path_id}' in the path");
-        Reply::fault(400, message)
-    };
-    Ok(match route {
-        Route::Describe => ApiRequest::Describe,
-        Route::GetMachineConfig | Route::GetVmConfig => ApiRequest::GetConfig,
-        Route::GetVersion => return Err(Reply::fault(500, "GET /version is answered locally")),
-        Route::PutMachineConfig => ApiRequest::Configure(ConfigChange::Machine(parse_body(
+        Route::Unsupported(feature) => Err(Reply::fault(
+            400,
+            format!("{feature} is not supported by cabin yet"),
+        )),
+        Route::Describe => ask(ApiRequest::Describe),
+        Route::GetMachineConfig | Route::GetVmConfig => ask(ApiRequest::GetConfig),
+        Route::PutMachineConfig => configure(ConfigChange::Machine(parse_body(
             "PUT /machine-config",
             body,
         )?)),
-        Route::PutBootSource => {
-            ApiRequest::Configure(ConfigChange::Boot(parse_body("PUT /boot-source", body)?))
-        }
+        Route::PatchMachineConfig => configure(ConfigChange::MachinePatch(parse_body(
+            "PATCH /machine-config",
+            body,
+        )?)),
+        Route::PutBootSource => configure(ConfigChange::Boot(parse_body(
+            "PUT /boot-source",
+            body,
+        )?)),
+        Route::PutLogger => configure(ConfigChange::Logger(parse_body("PUT /logger", body)?)),
+        Route::PutMetrics => configure(ConfigChange::Metrics(parse_body("PUT /metrics", body)?)),
+        Route::PutEntropy => configure(ConfigChange::Entropy(parse_body("PUT /entropy", body)?)),
+        Route::PutSerial => configure(ConfigChange::Serial(parse_body("PUT /serial", body)?)),
         Route::PutDrive(id) => {
             let drive: model::Drive = parse_body(&format!("PUT /drives/{id}"), body)?;
             if drive.drive_id != *id {
                 return Err(mismatch("drive_id", &drive.drive_id, id));
             }
-            ApiRequest::Configure(ConfigChange::Drive(drive))
+            configure(ConfigChange::Drive(drive))
+        }
+        Route::PatchDrive(id) => {
+            let patch: model::DrivePatch = parse_body(&format!("PATCH /drives/{id}"), body)?;
+            if patch.drive_id != *id {
+                return Err(mismatch("drive_id", &patch.drive_id, id));
+            }
+            ask(ApiRequest::Update(DeviceUpdate::Drive(patch)))
         }
         Route::PutNetworkInterface(id) => {
             let what = format!("PUT /network-interfaces/{id}");
@@ -135,23 +192,32 @@ fn to_api_request(route: &Route, body: &[u8]) -> Result<ApiRequest, Reply> {
             if net.iface_id != *id {
                 return Err(mismatch("iface_id", &net.iface_id, id));
             }
-            ApiRequest::Configure(ConfigChange::Net(net))
+            configure(ConfigChange::Net(net))
+        }
+        Route::PatchNetworkInterface(id) => {
+            let what = format!("PATCH /network-interfaces/{id}");
+            let patch: model::NetworkInterfacePatch = parse_body(&what, body)?;
+            if patch.iface_id != *id {
+                return Err(mismatch("iface_id", &patch.iface_id, id));
+            }
+            ask(ApiRequest::Update(DeviceUpdate::Net(patch)))
         }
         Route::PutActions => {
             let action: Action = parse_body("PUT /actions", body)?;
-            match action.action_type {
+            ask(match action.action_type {
                 ActionType::InstanceStart => ApiRequest::Start,
                 ActionType::SendCtrlAltDel => ApiRequest::CtrlAltDel,
-            }
+                ActionType::FlushMetrics => ApiRequest::FlushMetrics,
+            })
         }
         Route::PatchVm => {
             let patch: VmStatePatch = parse_body("PATCH /vm", body)?;
-            match patch.state {
+            ask(match patch.state {
                 VmStateRequest::Paused => ApiRequest::Pause,
                 VmStateRequest::Resumed => ApiRequest::Resume,
-            }
+            })
         }
-    })
+    }
 }
 
 /// Turns the VMM thread's answer into the HTTP reply for `route`.
@@ -190,14 +256,10 @@ pub(super) fn to_reply(route: &Route, response: ApiResponse) -> Reply {
             Reply::json(200, &model::to_document(&config))
         }
         (
-            Route::PutMachineConfig
-            | Route::PutBootSource
-            | Route::PutDrive(_)
-            | Route::PutNetworkInterface(_)
-            | Route::PutActions
-            | Route::PatchVm,
-            ApiResponse::Done,
-        ) => Reply::no_content(),
+            Route::Describe | Route::GetVersion | Route::GetMachineConfig | Route::GetVmConfig,
+            _,
+        ) => unexpected(),
+        (_, ApiResponse::Done) => Reply::no_content(),
         _ => unexpected(),
     }
 }
@@ -207,14 +269,23 @@ impl Route {
     pub(super) fn metrics_key(&self) -> &'static str {
         match self {
             Route::Describe => "root",
-            Route::GetMachineConfig | Route::PutMachineConfig => "machine_config",
+            Route::GetVersion => "version",
+            Route::GetMachineConfig | Route::PutMachineConfig | Route::PatchMachineConfig => {
+                "machine_config"
+            }
             Route::PutBootSource => "boot_source",
-            Route::PutDrive(_) => "drives",
-            Route::PutNetworkInterface(_) => "network_interfaces",
+            Route::PutDrive(_) | Route::PatchDrive(_) => "drives",
+            Route::PutNetworkInterface(_) | Route::PatchNetworkInterface(_) => {
+                "network_interfaces"
+            }
+            Route::PutLogger => "logger",
+            Route::PutMetrics => "metrics",
+            Route::PutEntropy => "entropy",
+            Route::PutSerial => "serial",
             Route::PutActions => "actions",
             Route::PatchVm => "vm",
             Route::GetVmConfig => "vm_config",
-            Route::GetVersion => "version",
+            Route::Unsupported(_) => "other",
         }
     }
 }
@@ -235,6 +306,13 @@ mod tests {
             disks: Vec::new(),
             console: ConsoleKind::Serial,
             nets: Vec::new(),
+        }
+    }
+
+    fn dispatch_vmm(route: &Route, body: &[u8]) -> Result<ApiRequest, Reply> {
+        match dispatch(route, body)? {
+            Dispatch::Vmm(request) => Ok(request),
+            Dispatch::Answer(reply) => Err(reply),
         }
     }
 
@@ -287,13 +365,13 @@ mod tests {
     }
 
     #[test]
-    fn to_api_request_parses_bodies() {
-        let request = to_api_request(&Route::PutActions, br#"{"action_type":"InstanceStart"}"#);
+    fn dispatch_parses_bodies() {
+        let request = dispatch_vmm(&Route::PutActions, br#"{"action_type":"InstanceStart"}"#);
         assert!(matches!(request, Ok(ApiRequest::Start)));
-        let request = to_api_request(&Route::PatchVm, br#"{"state":"Resumed"}"#);
+        let request = dispatch_vmm(&Route::PatchVm, br#"{"state":"Resumed"}"#);
         assert!(matches!(request, Ok(ApiRequest::Resume)));
         let body = br#"{"vcpu_count":2,"mem_size_mib":256}"#;
-        let request = to_api_request(&Route::PutMachineConfig, body);
+        let request = dispatch_vmm(&Route::PutMachineConfig, body);
         assert!(matches!(
             request,
             Ok(ApiRequest::Configure(ConfigChange::Machine(_)))
@@ -301,7 +379,7 @@ mod tests {
     }
 
     #[test]
-    fn to_api_request_bad_bodies_are_400_naming_the_field() {
+    fn dispatch_bad_bodies_are_400_naming_the_field() {
         let cases: [(Route, &[u8], &str); 6] = [
             (Route::PutMachineConfig, b"{", "EOF while parsing"),
             (
@@ -327,7 +405,7 @@ mod tests {
             (Route::PatchVm, b"", "PATCH /vm needs a JSON body"),
         ];
         for (route, body, expected) in cases {
-            let reply = to_api_request(&route, body).unwrap_err();
+            let reply = dispatch_vmm(&route, body).unwrap_err();
             assert_eq!(reply.status, 400);
             assert!(
                 fault_of(&reply).contains(expected),
@@ -338,16 +416,16 @@ mod tests {
     }
 
     #[test]
-    fn to_api_request_path_id_must_match_body() {
+    fn dispatch_path_id_must_match_body() {
         let body = br#"{"drive_id":"b","path_on_host":"/x","is_root_device":false}"#;
-        let reply = to_api_request(&Route::PutDrive("a".into()), body).unwrap_err();
+        let reply = dispatch_vmm(&Route::PutDrive("a".into()), body).unwrap_err();
         assert_eq!(reply.status, 400);
         assert_eq!(
             fault_of(&reply),
             "drive_id 'b' in the body differs from 'a' in the path"
         );
         let body = br#"{"iface_id":"eth1","host_dev_name":"tap0"}"#;
-        let reply = to_api_request(&Route::PutNetworkInterface("eth0".into()), body).unwrap_err();
+        let reply = dispatch_vmm(&Route::PutNetworkInterface("eth0".into()), body).unwrap_err();
         assert!(fault_of(&reply).starts_with("iface_id 'eth1'"));
     }
 
