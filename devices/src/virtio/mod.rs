@@ -12,6 +12,7 @@ pub mod block;
 pub mod console;
 pub mod mmio;
 pub mod net;
+pub mod rng;
 #[cfg(test)]
 pub(crate) mod test_utils;
 
@@ -33,6 +34,8 @@ pub mod device_type {
     pub const BLOCK: u32 = 2;
     /// Console.
     pub const CONSOLE: u32 = 3;
+    /// Entropy source.
+    pub const RNG: u32 = 4;
 }
 
 /// VIRTIO_F_VERSION_1: the device speaks virtio 1.x (mandatory for virtio-mmio v2).

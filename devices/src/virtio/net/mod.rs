@@ -38,6 +38,7 @@
 
 pub mod device;
 pub mod frame;
+mod host;
 pub mod tap;
 #[cfg(test)]
 mod tap_tests;
