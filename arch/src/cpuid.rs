@@ -135,19 +135,22 @@ pub enum Error {
     },
 }
 
-/// The topology one vCPU reports: one package, `num_vcpus` cores of one thread each.
+/// The topology one vCPU reports: one package of `num_vcpus` threads, one or two
+/// (SMT) threads per core.
 #[derive(Clone, Copy, Debug)]
 struct Topology {
     /// Initial (x2)APIC id of this vCPU, equal to its index.
     apic_id: u32,
-    /// Number of vCPUs, i.e. cores in the package.
+    /// Number of vCPUs, i.e. threads in the package.
     num_vcpus: u32,
-    /// Bits of the APIC id that number the core: ceil(log2(num_vcpus)).
+    /// Bits of the APIC id that number the thread and core: ceil(log2(num_vcpus)).
     core_bits: u32,
+    /// Threads per core: 2 with SMT (and an even vCPU count), else 1.
+    threads_per_core: u32,
 }
 
 impl Topology {
-    fn new(vcpu_id: u8, num_vcpus: u8) -> Result<Self, Error> {
+    fn new(vcpu_id: u8, num_vcpus: u8, smt: bool) -> Result<Self, Error> {
         if num_vcpus == 0 {
             return Err(Error::NoVcpus);
         }
@@ -161,11 +164,18 @@ impl Topology {
             return Err(Error::VcpuIdOutOfRange { vcpu_id, num_vcpus });
         }
         let num_vcpus = u32::from(num_vcpus);
+        let threads_per_core = if smt && num_vcpus % 2 == 0 { 2 } else { 1 };
         Ok(Topology {
             apic_id: u32::from(vcpu_id),
             num_vcpus,
             core_bits: num_vcpus.next_power_of_two().trailing_zeros(),
+            threads_per_core,
         })
+    }
+
+    /// Cores in the package.
+    fn cores(&self) -> u32 {
+        self.num_vcpus / self.threads_per_core
     }
 }
 
@@ -188,7 +198,7 @@ fn cache_sharing(eax: u32, topo: &Topology) -> u32 {
     let sharing = if CACHE_EAX_LEVEL.get(eax) >= SHARED_CACHE_LEVEL {
         topo.num_vcpus - 1
     } else {
-        0
+        topo.threads_per_core - 1
     };
     CACHE_EAX_SHARING.set(eax, sharing)
 }
@@ -199,7 +209,7 @@ fn patch_cache_params(entry: &mut kvm_cpuid_entry2, topo: &Topology) {
         return;
     }
     entry.eax = cache_sharing(entry.eax, topo);
-    entry.eax = CACHE_EAX_CORES.set(entry.eax, topo.num_vcpus - 1);
+    entry.eax = CACHE_EAX_CORES.set(entry.eax, topo.cores() - 1);
 }
 
 /// Leaf 0x8000_001d: threads sharing each cache.
@@ -215,10 +225,11 @@ fn patch_thermal_power(entry: &mut kvm_cpuid_entry2) {
     entry.ecx &= !LEAF6_ECX_UNSUPPORTED;
 }
 
-/// Leaves 0xb and 0x1f: SMT level of one thread, core level of `num_vcpus`.
+/// Leaves 0xb and 0x1f: SMT level of one or two threads, core level of `num_vcpus`.
 fn patch_ext_topology(entry: &mut kvm_cpuid_entry2, topo: &Topology) {
+    let smt_bits = topo.threads_per_core.trailing_zeros();
     let (shift, count, level_type) = match entry.index {
-        SUBLEAF_SMT => (0, 1, LEVEL_TYPE_SMT),
+        SUBLEAF_SMT => (smt_bits, topo.threads_per_core, LEVEL_TYPE_SMT),
         SUBLEAF_CORE => (topo.core_bits, topo.num_vcpus, LEVEL_TYPE_CORE),
         _ => (0, 0, LEVEL_TYPE_INVALID),
     };
@@ -235,18 +246,19 @@ fn patch_amd_sizes(entry: &mut kvm_cpuid_entry2, topo: &Topology) {
     entry.ecx = AMD_ECX_APIC_ID_CORE_BITS.set(entry.ecx, topo.core_bits);
 }
 
-/// Leaf 0x8000_001e: extended APIC id and core id, one thread per core.
+/// Leaf 0x8000_001e: extended APIC id, core id and threads per core.
 fn patch_amd_ext_apic_id(entry: &mut kvm_cpuid_entry2, topo: &Topology) {
     entry.eax = topo.apic_id;
-    entry.ebx = AMD_EBX_CORE_ID.set(entry.ebx, topo.apic_id);
-    entry.ebx = AMD_EBX_THREADS_PER_CORE.set(entry.ebx, 0);
+    entry.ebx = AMD_EBX_CORE_ID.set(entry.ebx, topo.apic_id / topo.threads_per_core);
+    entry.ebx = AMD_EBX_THREADS_PER_CORE.set(entry.ebx, topo.threads_per_core - 1);
 }
 
 /// Patches `cpuid`, as returned by `KVM_GET_SUPPORTED_CPUID`, for vCPU `vcpu_id` of
-/// `num_vcpus`: APIC ids equal vCPU indices, all vCPUs are cores of one package with
-/// one thread each, the hypervisor bit is set and turbo/HWP features are hidden.
-pub fn setup_cpuid(cpuid: &mut CpuId, vcpu_id: u8, num_vcpus: u8) -> Result<(), Error> {
-    let topo = Topology::new(vcpu_id, num_vcpus)?;
+/// `num_vcpus`: APIC ids equal vCPU indices, all vCPUs are in one package, one
+/// thread per core (two with `smt` and an even count), the hypervisor bit is set and
+/// turbo/HWP features are hidden.
+pub fn setup_cpuid(cpuid: &mut CpuId, vcpu_id: u8, num_vcpus: u8, smt: bool) -> Result<(), Error> {
+    let topo = Topology::new(vcpu_id, num_vcpus, smt)?;
     for entry in cpuid.as_mut_slice() {
         match entry.function {
             LEAF_FEATURES => patch_features(entry, &topo),
@@ -327,7 +339,7 @@ mod tests {
 
     fn patched(vcpu_id: u8, num_vcpus: u8) -> CpuId {
         let mut cpuid = CpuId::from_entries(&host_entries()).unwrap();
-        setup_cpuid(&mut cpuid, vcpu_id, num_vcpus).unwrap();
+        setup_cpuid(&mut cpuid, vcpu_id, num_vcpus, false).unwrap();
         cpuid
     }
 
@@ -367,7 +379,7 @@ mod tests {
         entries[1].ecx &= !TSC_DEADLINE;
         let mut cpuid = CpuId::from_entries(&entries).unwrap();
 
-        setup_cpuid(&mut cpuid, 0, 2).unwrap();
+        setup_cpuid(&mut cpuid, 0, 2, false).unwrap();
 
         assert_eq!(find(&cpuid, LEAF_FEATURES, 0).ecx & TSC_DEADLINE, 0);
     }
@@ -427,6 +439,24 @@ mod tests {
             let last = find(&cpuid, leaf, 2);
             assert_eq!((last.eax, last.ebx, last.ecx, last.edx), (0, 0, 0x2, 3));
         }
+    }
+
+    #[test]
+    fn setup_cpuid_smt_reports_two_threads_per_core() {
+        let mut cpuid = CpuId::from_entries(&host_entries()).unwrap();
+        setup_cpuid(&mut cpuid, 3, 4, true).unwrap();
+
+        let smt = find(&cpuid, LEAF_EXT_TOPOLOGY, 0);
+        assert_eq!((smt.eax, smt.ebx, smt.ecx, smt.edx), (1, 2, 0x100, 3));
+        let core = find(&cpuid, LEAF_EXT_TOPOLOGY, 1);
+        assert_eq!((core.eax, core.ebx, core.ecx), (2, 4, 0x201));
+        let amd = find(&cpuid, LEAF_AMD_EXT_APIC_ID, 0);
+        assert_eq!(AMD_EBX_THREADS_PER_CORE.get(amd.ebx), 1);
+        assert_eq!(AMD_EBX_CORE_ID.get(amd.ebx), 1);
+        // An odd count cannot be paired: one thread per core.
+        let mut cpuid = CpuId::from_entries(&host_entries()).unwrap();
+        setup_cpuid(&mut cpuid, 0, 3, true).unwrap();
+        assert_eq!(find(&cpuid, LEAF_EXT_TOPOLOGY, 0).ebx, 1);
     }
 
     #[test]
@@ -496,7 +526,7 @@ mod tests {
             .collect();
         let mut cpuid = CpuId::from_entries(&entries).unwrap();
 
-        setup_cpuid(&mut cpuid, 1, 4).unwrap();
+        setup_cpuid(&mut cpuid, 1, 4, false).unwrap();
 
         assert_eq!(cpuid.as_slice().len(), entries.len());
         assert!(cpuid
@@ -517,7 +547,7 @@ mod tests {
     fn setup_cpuid_zero_vcpus_fails() {
         let mut cpuid = CpuId::from_entries(&host_entries()).unwrap();
 
-        let err = setup_cpuid(&mut cpuid, 0, 0).unwrap_err();
+        let err = setup_cpuid(&mut cpuid, 0, 0, false).unwrap_err();
 
         assert!(matches!(err, Error::NoVcpus));
     }
@@ -526,7 +556,7 @@ mod tests {
     fn setup_cpuid_vcpu_id_not_below_count_fails() {
         let mut cpuid = CpuId::from_entries(&host_entries()).unwrap();
 
-        let err = setup_cpuid(&mut cpuid, 4, 4).unwrap_err();
+        let err = setup_cpuid(&mut cpuid, 4, 4, false).unwrap_err();
 
         assert!(matches!(
             err,
@@ -541,7 +571,7 @@ mod tests {
     fn setup_cpuid_too_many_vcpus_fails() {
         let mut cpuid = CpuId::from_entries(&host_entries()).unwrap();
 
-        let err = setup_cpuid(&mut cpuid, 0, 255).unwrap_err();
+        let err = setup_cpuid(&mut cpuid, 0, 255, false).unwrap_err();
 
         assert!(matches!(err, Error::TooManyVcpus { num_vcpus: 255, .. }));
     }

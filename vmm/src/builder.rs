@@ -1,6 +1,9 @@
 //! Building a VM from a [`VmConfig`]: one linear recipe of small steps.
 
+use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use arch::layout;
@@ -9,18 +12,25 @@ use devices::legacy::{Serial, I8042};
 use devices::virtio::block::{Block, BlockConfig};
 use devices::virtio::console::Console;
 use devices::virtio::net::Net;
+use devices::virtio::rng::Rng;
 use kvm_bindings::{
     kvm_pit_config, kvm_userspace_memory_region, CpuId, Msrs, KVM_MAX_CPUID_ENTRIES,
-    KVM_PIT_SPEAKER_DUMMY,
+    KVM_MEM_LOG_DIRTY_PAGES, KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use linux_loader::cmdline::Cmdline;
 use log::info;
 use thiserror::Error;
-use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::mmap::MmapRegionBuilder;
+use vm_memory::{
+    Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap,
+};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::config::{host_mem_total_bytes, ConfigError, ConsoleKind, HostLimits, VmConfig};
+use crate::config::{
+    host_mem_total_bytes, ConfigError, ConsoleKind, HostLimits, HugePages, VmConfig,
+};
+use crate::metrics::metrics;
 use crate::device_manager::{DeviceManager, DeviceManagerError};
 use crate::kvm::{open_kvm, KvmError};
 use crate::loader::{self, LoaderError};
@@ -47,6 +57,15 @@ pub enum BuildError {
     /// Guest memory could not be mapped.
     #[error("Cannot map {0} MiB of guest memory")]
     GuestMemory(u64, #[source] vm_memory::mmap::FromRangesError),
+    /// Guest memory could not be mapped on huge pages.
+    #[error("Cannot map {0} MiB of guest memory on 2 MiB huge pages: reserve them first (echo N > /proc/sys/vm/nr_hugepages, N = MiB / 2)")]
+    HugePages(u64, #[source] std::io::Error),
+    /// The serial output file could not be opened.
+    #[error("Cannot open serial_out_path {0}")]
+    SerialOut(PathBuf, #[source] std::io::Error),
+    /// The entropy device could not be created.
+    #[error("Cannot create the entropy device")]
+    Entropy(#[source] std::io::Error),
     /// The zero page could not be written.
     #[error("Cannot write the boot parameters")]
     BootParams(#[source] arch::boot::Error),
@@ -123,20 +142,24 @@ pub struct BuiltVm {
     pub vcpus: Vec<VcpuFd>,
     /// The final kernel command line.
     pub cmdline: String,
+    /// The block devices, in `config.disks` order (for PATCH /drives).
+    pub disks: Vec<Arc<Mutex<Block>>>,
+    /// The network devices, in `config.nets` order (for PATCH /network-interfaces).
+    pub nets: Vec<Arc<Mutex<Net>>>,
 }
 
 /// Builds a VM: validates, creates the KVM VM, loads the guest and configures vCPUs.
 pub fn build_vm(config: &VmConfig) -> Result<BuiltVm, BuildError> {
     // File mistakes first: they need no KVM and are the commonest.
     config.validate_files()?;
-    let mut cmdline = loader::build_cmdline(&config.cmdline)?;
+    let mut cmdline = loader::build_cmdline(&with_root_device(config))?;
     let kvm = open_kvm()?;
     let limits = host_limits(&kvm)?;
     config.validate(&limits)?;
 
     let vm_fd = create_vm(&kvm)?;
     let mem = create_guest_memory(config)?;
-    register_guest_memory(&vm_fd, &mem)?;
+    register_guest_memory(&vm_fd, &mem, config.machine.track_dirty_pages)?;
 
     let kernel_path = config.kernel.as_deref().ok_or(ConfigError::NoKernel)?;
     let kernel = loader::load_kernel(&mem, kernel_path, config.mem_size_mib)?;
@@ -146,7 +169,7 @@ pub fn build_vm(config: &VmConfig) -> Result<BuiltVm, BuildError> {
     };
     let mut pio = Bus::new();
     let mut mmio = Bus::new();
-    let legacy = attach_legacy_devices(&vm_fd, &mut pio, serial_output(config.console))?;
+    let legacy = attach_legacy_devices(&vm_fd, &mut pio, serial_output(config)?)?;
     let mut device_manager = DeviceManager::default();
     let mut virtio = VirtioContext {
         vm_fd: &vm_fd,
@@ -155,8 +178,10 @@ pub fn build_vm(config: &VmConfig) -> Result<BuiltVm, BuildError> {
         cmdline: &mut cmdline,
         devices: &mut device_manager,
     };
-    attach_disks(config, &mut virtio)?;
-    attach_nets(config, &mut virtio)?;
+    metrics().clear_devices();
+    let disks = attach_disks(config, &mut virtio)?;
+    let nets = attach_nets(config, &mut virtio)?;
+    attach_entropy(config, &mut virtio)?;
     let console_input = attach_console(config, &legacy, &mut virtio)?;
 
     let cmdline_addr = GuestAddress(layout::CMDLINE_START);
@@ -178,7 +203,7 @@ pub fn build_vm(config: &VmConfig) -> Result<BuiltVm, BuildError> {
     })?;
     arch::mptable::setup_mptable(&mem, num_vcpus).map_err(BuildError::MpTable)?;
 
-    let vcpus = create_vcpus(&kvm, &vm_fd, &mem, kernel.entry, num_vcpus)?;
+    let vcpus = create_vcpus(&kvm, &vm_fd, &mem, kernel.entry, num_vcpus, config.machine.smt)?;
     let cmdline = cmdline
         .as_cstring()
         .map_err(LoaderError::CmdlineInvalid)?
@@ -201,7 +226,26 @@ pub fn build_vm(config: &VmConfig) -> Result<BuiltVm, BuildError> {
         console_input,
         vcpus,
         cmdline,
+        disks,
+        nets,
     })
+}
+
+/// The command line with the root device's `root=` (Firecracker adds it for the
+/// drive marked `is_root_device`), unless the user's command line names one.
+fn with_root_device(config: &VmConfig) -> String {
+    let Some(root) = config.disks.first().filter(|d| d.root) else {
+        return config.cmdline.clone();
+    };
+    if config.cmdline.split_whitespace().any(|w| w.starts_with("root=")) {
+        return config.cmdline.clone();
+    }
+    let device = match &root.partuuid {
+        Some(uuid) => format!("PARTUUID={uuid}"),
+        None => "/dev/vda".to_owned(),
+    };
+    let mode = if root.read_only { "ro" } else { "rw" };
+    format!("{} root={device} {mode}", config.cmdline)
 }
 
 /// Where host stdin goes: the serial port or the virtio console.
@@ -227,10 +271,30 @@ fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The serial port always writes to stdout: it is the console, or it shows early
-/// boot messages before the virtio console takes over.
-fn serial_output(_console: ConsoleKind) -> Box<dyn Write + Send> {
-    Box::new(ConsoleOut)
+/// The serial port writes to stdout (it is the console, or it shows early boot
+/// messages before the virtio console takes over), or to `serial_out_path`.
+fn serial_output(config: &VmConfig) -> Result<Box<dyn Write + Send>, BuildError> {
+    let _ = ConsoleKind::Serial;
+    match &config.serial_out {
+        None => Ok(Box::new(ConsoleOut)),
+        Some(path) => open_output(path)
+            .map(|file| Box::new(file) as Box<dyn Write + Send>)
+            .map_err(|e| BuildError::SerialOut(path.clone(), e)),
+    }
+}
+
+/// Opens a file cabin writes to: appended to (created if missing), or a named pipe
+/// opened without waiting for a reader (O_RDWR|O_NONBLOCK: a full pipe loses output
+/// instead of stalling the guest).
+pub fn open_output(path: &Path) -> std::io::Result<File> {
+    let fifo = std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo());
+    let mut options = OpenOptions::new();
+    if fifo {
+        options.read(true).write(true).custom_flags(libc::O_NONBLOCK);
+    } else {
+        options.append(true).create(true);
+    }
+    options.open(path)
 }
 
 /// What placing a virtio device needs: the VM, its memory, the MMIO bus, the
@@ -255,21 +319,39 @@ impl VirtioContext<'_> {
     }
 }
 
-fn attach_disks(config: &VmConfig, virtio: &mut VirtioContext<'_>) -> Result<(), BuildError> {
+fn attach_disks(
+    config: &VmConfig,
+    virtio: &mut VirtioContext<'_>,
+) -> Result<Vec<Arc<Mutex<Block>>>, BuildError> {
+    let mut disks = Vec::new();
     for (index, disk) in config.disks.iter().enumerate() {
         let block = Block::new(&BlockConfig {
             path: disk.path.clone(),
             read_only: disk.read_only,
             id: disk.id.clone(),
+            cache_type: disk.cache_type,
+            rate_limiter: disk.rate_limiter,
         })
         .map_err(|e| BuildError::Disk(disk.path.clone(), e))?;
+        let counters = block.metrics();
+        let id = crate::api::model::drive_id_of(index, disk);
+        metrics().register_device(
+            format!("block_{id}"),
+            Box::new(move || serde_json::to_value(&*counters).unwrap_or_default()),
+        );
         let name = format!("disk {} (vd{})", disk.path.display(), disk_letter(index));
-        virtio.attach(name, Arc::new(Mutex::new(block)))?;
+        let block = Arc::new(Mutex::new(block));
+        virtio.attach(name, block.clone())?;
+        disks.push(block);
     }
-    Ok(())
+    Ok(disks)
 }
 
-fn attach_nets(config: &VmConfig, virtio: &mut VirtioContext<'_>) -> Result<(), BuildError> {
+fn attach_nets(
+    config: &VmConfig,
+    virtio: &mut VirtioContext<'_>,
+) -> Result<Vec<Arc<Mutex<Net>>>, BuildError> {
+    let mut nets = Vec::new();
     for (index, net) in config.nets.iter().enumerate() {
         let device = Net::new(
             &devices::virtio::net::NetConfig {
@@ -280,9 +362,24 @@ fn attach_nets(config: &VmConfig, virtio: &mut VirtioContext<'_>) -> Result<(), 
         )
         .map_err(|e| BuildError::Net(net.tap.clone(), e))?;
         let name = format!("network interface eth{index} (TAP {})", net.tap);
-        virtio.attach(name, Arc::new(Mutex::new(device)))?;
+        let device = Arc::new(Mutex::new(device));
+        virtio.attach(name, device.clone())?;
+        nets.push(device);
     }
-    Ok(())
+    Ok(nets)
+}
+
+fn attach_entropy(config: &VmConfig, virtio: &mut VirtioContext<'_>) -> Result<(), BuildError> {
+    let Some(entropy) = &config.entropy else {
+        return Ok(());
+    };
+    let rng = Rng::new(entropy.rate_limiter).map_err(BuildError::Entropy)?;
+    let counters = rng.metrics();
+    metrics().register_device(
+        "entropy".to_owned(),
+        Box::new(move || serde_json::to_value(&*counters).unwrap_or_default()),
+    );
+    virtio.attach("entropy device (virtio-rng)".to_owned(), Arc::new(Mutex::new(rng)))
 }
 
 /// vda, vdb, ..., vdz, vdaa, ... like the guest's virtio_blk names them.
@@ -340,11 +437,40 @@ fn create_vm(kvm: &Kvm) -> Result<VmFd, BuildError> {
 
 fn create_guest_memory(config: &VmConfig) -> Result<GuestMemoryMmap, BuildError> {
     let regions = arch::arch_memory_regions(config.mem_size_bytes());
-    GuestMemoryMmap::from_ranges(&regions)
-        .map_err(|e| BuildError::GuestMemory(config.mem_size_mib, e))
+    if config.machine.huge_pages == HugePages::None {
+        return GuestMemoryMmap::from_ranges(&regions)
+            .map_err(|e| BuildError::GuestMemory(config.mem_size_mib, e));
+    }
+    // Without MAP_NORESERVE the kernel reserves every huge page at mmap, so a host
+    // without enough of them fails here, not with a SIGBUS when the guest first
+    // touches a page.
+    let huge = |e: std::io::Error| BuildError::HugePages(config.mem_size_mib, e);
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_HUGETLB | libc::MAP_HUGE_2MB;
+    let mapped = regions
+        .iter()
+        .map(|&(start, size)| {
+            let region = MmapRegionBuilder::new(size)
+                .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+                .with_mmap_flags(flags)
+                .build()
+                .map_err(|e| huge(std::io::Error::other(e.to_string())))?;
+            GuestRegionMmap::new(region, start)
+                .ok_or_else(|| huge(std::io::Error::other("region past the address space")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    GuestMemoryMmap::from_regions(mapped).map_err(|e| huge(std::io::Error::other(e.to_string())))
 }
 
-fn register_guest_memory(vm_fd: &VmFd, mem: &GuestMemoryMmap) -> Result<(), BuildError> {
+fn register_guest_memory(
+    vm_fd: &VmFd,
+    mem: &GuestMemoryMmap,
+    track_dirty_pages: bool,
+) -> Result<(), BuildError> {
+    let flags = if track_dirty_pages {
+        KVM_MEM_LOG_DIRTY_PAGES
+    } else {
+        0
+    };
     for (slot, region) in mem.iter().enumerate() {
         let host_addr = mem.get_host_address(region.start_addr()).map_err(|_| {
             BuildError::KvmIoctl(
@@ -354,7 +480,7 @@ fn register_guest_memory(vm_fd: &VmFd, mem: &GuestMemoryMmap) -> Result<(), Buil
         })?;
         let region_desc = kvm_userspace_memory_region {
             slot: u32::try_from(slot).unwrap_or(u32::MAX),
-            flags: 0,
+            flags,
             guest_phys_addr: region.start_addr().raw_value(),
             memory_size: region.len(),
             userspace_addr: host_addr as u64,
@@ -418,6 +544,7 @@ fn create_vcpus(
     mem: &GuestMemoryMmap,
     entry: GuestAddress,
     num_vcpus: u8,
+    smt: bool,
 ) -> Result<Vec<VcpuFd>, BuildError> {
     let base_cpuid = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -427,7 +554,7 @@ fn create_vcpus(
             let fd = vm_fd
                 .create_vcpu(u64::from(index))
                 .map_err(ioctl("KVM_CREATE_VCPU"))?;
-            configure_vcpu(&fd, &base_cpuid, mem, entry, index, num_vcpus)?;
+            configure_vcpu(&fd, &base_cpuid, mem, entry, (index, num_vcpus, smt))?;
             Ok(fd)
         })
         .collect()
@@ -438,11 +565,10 @@ fn configure_vcpu(
     base_cpuid: &CpuId,
     mem: &GuestMemoryMmap,
     entry: GuestAddress,
-    index: u8,
-    num_vcpus: u8,
+    (index, num_vcpus, smt): (u8, u8, bool),
 ) -> Result<(), BuildError> {
     let mut cpuid = base_cpuid.clone();
-    arch::cpuid::setup_cpuid(&mut cpuid, index, num_vcpus)
+    arch::cpuid::setup_cpuid(&mut cpuid, index, num_vcpus, smt)
         .map_err(|e| BuildError::Cpuid(u32::from(index), e))?;
     fd.set_cpuid2(&cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
 

@@ -19,12 +19,16 @@ use thiserror::Error;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::timerfd::TimerFd;
 
+use crate::api::model::{ConfigChange, DeviceUpdate};
 use crate::api::state::VmAction;
 use crate::api::{model, ApiMessage, ApiRequest, ApiResponse, VmState};
 use crate::builder::{build_vm, BuildError, BuiltVm, ConsoleInput};
 use crate::config::VmConfig;
 use crate::error_chain;
+use crate::logger::{self, LoggerError};
+use crate::metrics::{MetricsError, MetricsSink, METRICS_PERIOD};
 use crate::seccomp::{Filters, SeccompError, ThreadKind};
 use crate::stdio::RawTerminal;
 use crate::vcpu::{self, StopReason, VcpuControl, VcpuStopped, VcpuThread};
@@ -52,6 +56,12 @@ pub enum RunError {
     /// The VMM thread could not install its seccomp filter.
     #[error(transparent)]
     Seccomp(#[from] SeccompError),
+    /// The configured log file could not be used.
+    #[error(transparent)]
+    Logger(#[from] LoggerError),
+    /// The configured metrics file could not be used.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
 }
 
 /// How the VMM thread runs, beyond the VM's configuration.
@@ -206,6 +216,10 @@ struct RunningVm {
     i8042: Arc<Mutex<I8042>>,
     control: Arc<VcpuControl>,
     threads: Vec<JoinHandle<()>>,
+    /// Block devices, in `config.disks` order.
+    disks: Vec<Arc<Mutex<devices::virtio::block::Block>>>,
+    /// Network devices, in `config.nets` order.
+    nets: Vec<Arc<Mutex<devices::virtio::net::Net>>>,
     /// Kept alive while vCPUs run: the memory slots point into it.
     _mem: GuestMemoryMmap,
     _vm_fd: kvm_ioctls::VmFd,
@@ -231,6 +245,8 @@ impl RunningVm {
             i8042: vm.legacy.i8042,
             control: control.clone(),
             threads: Vec::new(),
+            disks: vm.disks,
+            nets: vm.nets,
             _mem: vm.mem,
             _vm_fd: vm.vm_fd,
         };
@@ -356,6 +372,11 @@ struct Controller {
     signals: Vec<(i32, UnixStream)>,
     outcome: Option<StopReason>,
     dropped_input: bool,
+    /// Where metrics lines go, once configured.
+    metrics: Option<MetricsSink>,
+    /// Fires every [`METRICS_PERIOD`] once metrics are configured (created up
+    /// front: the VMM thread may not create descriptors once the VM runs).
+    metrics_timer: TimerFd,
 }
 
 impl Controller {
@@ -366,7 +387,17 @@ impl Controller {
         seccomp: Option<Filters>,
     ) -> Result<Self, RunError> {
         let (vcpu_events_tx, vcpu_events) = channel();
-        Ok(Controller {
+        if let Some(settings) = &config.logger {
+            logger::configure(settings)?;
+        }
+        let metrics = config
+            .metrics_path
+            .as_deref()
+            .map(MetricsSink::open)
+            .transpose()?;
+        let metrics_timer =
+            TimerFd::new().map_err(|e| RunError::Setup("the metrics timer", io::Error::from_raw_os_error(e.errno())))?;
+        let mut controller = Controller {
             config,
             state: VmState::NotStarted,
             api,
@@ -382,7 +413,88 @@ impl Controller {
             signals,
             outcome: None,
             dropped_input: false,
-        })
+            metrics,
+            metrics_timer,
+        };
+        if controller.metrics.is_some() {
+            controller.arm_metrics_timer();
+        }
+        Ok(controller)
+    }
+
+    fn arm_metrics_timer(&mut self) {
+        if let Err(e) = self
+            .metrics_timer
+            .reset(METRICS_PERIOD, Some(METRICS_PERIOD))
+        {
+            warn!("cannot start the metrics timer: {e}");
+        }
+    }
+
+    /// Writes a metrics line, if metrics are configured.
+    fn flush_metrics(&mut self) -> Result<(), String> {
+        let Some(sink) = self.metrics.as_mut() else {
+            return Err("Metrics are not configured: PUT /metrics first".into());
+        };
+        sink.flush()
+            .map_err(|e| format!("Cannot write metrics to {}: {e}", sink.path().display()))
+    }
+
+    /// Applies a configuration change: files it names are opened first (logger,
+    /// metrics), so a change that cannot work is refused and changes nothing.
+    fn configure(&mut self, change: ConfigChange) -> Result<(), String> {
+        let mut next = self.config.clone();
+        let is_logger = matches!(change, ConfigChange::Logger(_));
+        let is_metrics = matches!(change, ConfigChange::Metrics(_));
+        model::apply(&mut next, change)?;
+        if is_logger {
+            if let Some(settings) = &next.logger {
+                logger::configure(settings).map_err(|e| error_chain(&e))?;
+            }
+        }
+        if is_metrics {
+            if let Some(path) = &next.metrics_path {
+                self.metrics = Some(MetricsSink::open(path).map_err(|e| error_chain(&e))?);
+                self.arm_metrics_timer();
+            }
+        }
+        self.config = next;
+        Ok(())
+    }
+
+    /// Applies a PATCH to a running VM's drive or network interface.
+    fn update_device(&mut self, update: DeviceUpdate) -> Result<(), String> {
+        let vm = self.vm.as_ref().ok_or("The VM is not running")?;
+        match update {
+            DeviceUpdate::Drive(patch) => {
+                let change = model::check_drive_patch(&self.config, &patch)?;
+                let device = vm.disks.get(change.index).ok_or("No such drive")?;
+                let mut device = lock(device);
+                if let Some(path) = &change.path {
+                    device
+                        .update_backing_file(path)
+                        .map_err(|e| format!("path_on_host: {}", error_chain(&e)))?;
+                    self.config.disks[change.index].path = path.clone();
+                }
+                if let Some(limits) = &change.rate_limiter {
+                    device.update_rate_limiter(limits);
+                    self.config.disks[change.index].rate_limiter = Some(*limits);
+                }
+            }
+            DeviceUpdate::Net(patch) => {
+                let change = model::check_net_patch(&self.config, &patch)?;
+                let device = vm.nets.get(change.index).ok_or("No such interface")?;
+                lock(device).update_rate_limiters(change.rx, change.tx);
+                let net = &mut self.config.nets[change.index];
+                if change.rx.is_some() {
+                    net.rx_rate_limiter = change.rx;
+                }
+                if change.tx.is_some() {
+                    net.tx_rate_limiter = change.tx;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Builds the VM from the configuration, starts its vCPUs, then confines the
@@ -516,13 +628,19 @@ impl Controller {
             }),
             ApiRequest::GetConfig => Ok(ApiResponse::Config(Box::new(self.config.clone()))),
             ApiRequest::Configure(change) => self.transition(VmAction::Configure).and_then(|_| {
-                model::apply(&mut self.config, change)
+                self.configure(change)
                     .map(|()| ApiResponse::Done)
-                    .map_err(|message| ApiResponse::Error {
-                        status: 400,
-                        message,
-                    })
+                    .map_err(bad_request)
             }),
+            ApiRequest::Update(update) => self.transition(VmAction::Update).and_then(|_| {
+                self.update_device(update)
+                    .map(|()| ApiResponse::Done)
+                    .map_err(bad_request)
+            }),
+            ApiRequest::FlushMetrics => self
+                .flush_metrics()
+                .map(|()| ApiResponse::Done)
+                .map_err(bad_request),
             ApiRequest::Start => {
                 self.transition(VmAction::Start)
                     .and_then(|_| match self.start_vm() {
@@ -567,6 +685,13 @@ impl Controller {
     }
 }
 
+fn bad_request(message: String) -> ApiResponse {
+    ApiResponse::Error {
+        status: 400,
+        message,
+    }
+}
+
 fn no_vm() -> ApiResponse {
     ApiResponse::Error {
         status: 400,
@@ -588,6 +713,9 @@ impl MutEventSubscriber for Controller {
         if let Some(api) = &self.api {
             ok &= ops.add(Events::new(&api.wake, EventSet::IN)).is_ok();
         }
+        ok &= ops
+            .add(Events::new(&self.metrics_timer, EventSet::IN))
+            .is_ok();
         if !ok {
             warn!("cannot watch VMM events; stopping");
             self.finish(StopReason::Signal(libc::SIGABRT));
@@ -603,6 +731,13 @@ impl MutEventSubscriber for Controller {
             let _ = self.exit_evt.read();
             if let Ok(VcpuStopped(reason)) = self.vcpu_events.try_recv() {
                 self.finish(reason);
+            }
+            return;
+        }
+        if fd == self.metrics_timer.as_raw_fd() {
+            let _ = self.metrics_timer.wait();
+            if let Err(e) = self.flush_metrics() {
+                warn!("{e}");
             }
             return;
         }

@@ -28,6 +28,8 @@ pub enum VmAction {
     Resume,
     /// Inject Ctrl-Alt-Del.
     CtrlAltDel,
+    /// Change a running VM's device (PATCH /drives, /network-interfaces).
+    Update,
     /// The guest or a signal ended the VM.
     Exit,
 }
@@ -44,6 +46,7 @@ impl VmState {
             (S::Running, A::Pause) => Ok(S::Paused),
             (S::Paused, A::Resume) => Ok(S::Running),
             (S::Running, A::CtrlAltDel) => Ok(S::Running),
+            (S::Running | S::Paused, A::Update) => Ok(self),
             (S::NotStarted | S::Running | S::Paused, A::Exit) => Ok(S::Exited),
             (S::Exited, A::Exit) => Ok(S::Exited),
             (state, action) => Err(format!(
@@ -62,6 +65,7 @@ impl VmAction {
             VmAction::Pause => "Pausing",
             VmAction::Resume => "Resuming",
             VmAction::CtrlAltDel => "SendCtrlAltDel",
+            VmAction::Update => "Changing a device of the running VM",
             VmAction::Exit => "Stopping",
         }
     }
