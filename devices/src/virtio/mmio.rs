@@ -329,7 +329,8 @@ pub struct MmioTransport {
     device_features_sel: u32,
     driver_features_sel: u32,
     acked_features: u64,
-    /// Never changes yet: no device changes its configuration space on its own.
+    /// The transport's part of ConfigGeneration (the device adds its own, see
+    /// [`VirtioDevice::config_generation`]); the transport never changes it.
     config_generation: u32,
     activated: bool,
 }
@@ -481,7 +482,9 @@ impl MmioTransport {
             regs::SHM_LEN_LOW | regs::SHM_LEN_HIGH | regs::SHM_BASE_LOW | regs::SHM_BASE_HIGH => {
                 NO_SHM_REGION
             }
-            regs::CONFIG_GENERATION => self.config_generation,
+            regs::CONFIG_GENERATION => self
+                .config_generation
+                .wrapping_add(lock(&self.device).config_generation()),
             _ => return None,
         };
         Some(value)

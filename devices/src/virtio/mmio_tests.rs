@@ -148,6 +148,15 @@ fn identification_registers_report_magic_version_and_ids() {
 }
 
 #[test]
+fn config_generation_follows_the_device() {
+    let mut f = fixture();
+
+    f.dev().config_generation = 7;
+
+    assert_eq!(f.read(regs::CONFIG_GENERATION), 7);
+}
+
+#[test]
 fn shm_registers_report_no_region() {
     let mut f = fixture();
     f.write(regs::SHM_SEL, 0);

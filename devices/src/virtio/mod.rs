@@ -149,6 +149,12 @@ pub trait VirtioDevice: Send {
     fn read_config(&self, offset: u64, data: &mut [u8]);
     /// Writes device configuration space; most devices ignore this.
     fn write_config(&mut self, offset: u64, data: &[u8]);
+    /// Changes whenever the device changes its configuration space on its own (e.g.
+    /// a new disk capacity), so the driver can tell a torn multi-register read
+    /// (the transport's ConfigGeneration register).
+    fn config_generation(&self) -> u32 {
+        0
+    }
     /// Starts the device with the driver's queues.
     fn activate(&mut self, params: ActivateParams) -> Result<(), ActivateError>;
     /// Stops the device (driver reset); it may be activated again later.

@@ -37,6 +37,8 @@ pub(crate) struct DummyDevice {
     pub processed: Vec<usize>,
     /// Every configuration write as (offset, data).
     pub config_writes: Vec<(u64, Vec<u8>)>,
+    /// What [`VirtioDevice::config_generation`] reports.
+    pub config_generation: u32,
 }
 
 impl Default for DummyDevice {
@@ -53,6 +55,7 @@ impl Default for DummyDevice {
             reset_calls: 0,
             processed: Vec::new(),
             config_writes: Vec::new(),
+            config_generation: 0,
         }
     }
 }
@@ -83,6 +86,10 @@ impl VirtioDevice for DummyDevice {
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {
         self.config_writes.push((offset, data.to_vec()));
+    }
+
+    fn config_generation(&self) -> u32 {
+        self.config_generation
     }
 
     fn activate(&mut self, params: ActivateParams) -> Result<(), ActivateError> {

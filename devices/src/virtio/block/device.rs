@@ -72,6 +72,8 @@ pub struct Block {
     avail_features: u64,
     acked_features: u64,
     config_space: [u8; CONFIG_SPACE_SIZE],
+    /// Bumped when `config_space` changes (a new backing file).
+    config_generation: u32,
     /// Always there (unlimited by default) so that limits can be set at runtime
     /// without creating a timerfd.
     rate_limiter: RateLimiter,
@@ -128,6 +130,7 @@ impl Block {
             avail_features,
             acked_features: 0,
             config_space: config_space(num_sectors),
+            config_generation: 0,
             rate_limiter,
             active: None,
         })
@@ -152,6 +155,7 @@ impl Block {
         self.disk.num_sectors = num_sectors;
         self.disk.host_error_logged = false;
         self.config_space = config_space(num_sectors);
+        self.config_generation = self.config_generation.wrapping_add(1);
         if let Some(active) = &self.active {
             if let Err(e) = active.irq.trigger(VIRTIO_MMIO_INT_CONFIG) {
                 error!(
@@ -247,6 +251,10 @@ impl VirtioDevice for Block {
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         crate::virtio::read_config_space(&self.config_space, offset, data);
+    }
+
+    fn config_generation(&self) -> u32 {
+        self.config_generation
     }
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {

@@ -264,6 +264,11 @@ fn update_backing_file_new_capacity_config_interrupt() {
     assert_ne!(env.irq.status() & VIRTIO_MMIO_INT_CONFIG, 0);
     assert_eq!(env.irq.eventfd().read().unwrap(), 1);
     assert_eq!(env.block.disk_id(), id, "the id stays");
+    assert_eq!(
+        env.block.config_generation(),
+        1,
+        "a new configuration generation"
+    );
     // Requests go to the new file, including sectors past the old end.
     env.add_request(0, T_IN, DISK_SECTORS * 3, 512);
     env.block.process_queue(0);

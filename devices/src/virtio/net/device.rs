@@ -3,19 +3,26 @@
 use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use log::{debug, warn, Level};
 use virtio_queue::{Queue, QueueT};
 
 use super::host::{Active, Host};
+use super::metrics::NetMetrics;
 use super::tap::{offload, probe_offloads, Backend, ReadGate, Tap};
 use super::{
-    features, Error, CONFIG_MAC_OFFSET, CONFIG_SPACE_SIZE, CONFIG_STATUS_OFFSET, MAC_LEN,
-    MAX_BUFFER_LEN, NUM_QUEUES, QUEUE_MAX_SIZE, RX_QUEUE, TAP_EVENT_TOKEN, TX_QUEUE,
+    features, Error, CONFIG_MAC_OFFSET, CONFIG_MTU_OFFSET, CONFIG_SPACE_SIZE, CONFIG_STATUS_OFFSET,
+    MAC_LEN, MAX_BUFFER_LEN, MIN_MTU, NUM_QUEUES, QUEUE_MAX_SIZE, RX_QUEUE,
+    RX_RATE_LIMITER_EVENT_TOKEN, TAP_EVENT_TOKEN, TX_QUEUE, TX_RATE_LIMITER_EVENT_TOKEN,
     VIRTIO_NET_S_LINK_UP,
 };
+use crate::rate_limiter::{RateLimiter, RateLimiterConfig};
 use crate::ratelimit::log_ratelimited;
-use crate::virtio::{device_type, ActivateError, ActivateParams, VirtioDevice, VIRTIO_F_VERSION_1};
+use crate::virtio::{
+    add_to_counter, device_type, ActivateError, ActivateParams, VirtioDevice, VIRTIO_F_VERSION_1,
+};
 
 /// Queue sizes reported to the transport, one per queue.
 const QUEUE_MAX_SIZES: [u16; NUM_QUEUES] = [QUEUE_MAX_SIZE; NUM_QUEUES];
@@ -23,16 +30,23 @@ const QUEUE_MAX_SIZES: [u16; NUM_QUEUES] = [QUEUE_MAX_SIZE; NUM_QUEUES];
 const DEFAULT_MAC_PREFIX: u8 = 0x52;
 
 /// How a network device is backed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NetConfig {
     /// Name of an existing TAP device (`ip tuntap add dev NAME mode tap`).
     pub tap: String,
     /// The guest's MAC address; by default one derived from the TAP name.
     pub mac: Option<[u8; MAC_LEN]>,
+    /// MTU advertised to the guest (VIRTIO_NET_F_MTU), [`MIN_MTU`]..=65535; by
+    /// default none is advertised and the driver uses 1500.
+    pub mtu: Option<u16>,
+    /// Limits on frames to the guest; `None` for no limit.
+    pub rx_rate_limiter: Option<RateLimiterConfig>,
+    /// Limits on frames from the guest; `None` for no limit.
+    pub tx_rate_limiter: Option<RateLimiterConfig>,
 }
 
-/// Frame counters since the device was created. Byte counts exclude the virtio-net
-/// header.
+/// Frame counters since the device was created, a snapshot of [`NetMetrics`] plus
+/// the malformed-chain counts. Byte counts exclude the virtio-net header.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NetStats {
     /// Frames delivered to the guest.
@@ -62,6 +76,8 @@ pub struct Net {
     mac: [u8; MAC_LEN],
     avail_features: u64,
     acked_features: u64,
+    /// The MTU advertised with VIRTIO_NET_F_MTU.
+    mtu: Option<u16>,
     active: Option<Active>,
 }
 
@@ -77,7 +93,8 @@ impl fmt::Debug for Net {
             .field("active", &self.active.is_some())
             .field("gone", &self.host.gone)
             .field("pending", &self.host.pending)
-            .field("stats", &self.host.stats)
+            .field("mtu", &self.mtu)
+            .field("stats", &self.stats())
             .finish_non_exhaustive()
     }
 }
@@ -85,8 +102,15 @@ impl fmt::Debug for Net {
 impl Net {
     /// Attaches to the existing TAP `config.tap` (TUNSETIFF with IFF_TAP, IFF_NO_PI
     /// and IFF_VNET_HDR, a 12-byte vnet header, nonblocking) and probes which offloads
-    /// it supports. `index` numbers the device in messages.
+    /// it supports. `index` numbers the device in messages. Creates the rate
+    /// limiters' timerfds.
     pub fn new(config: &NetConfig, index: usize) -> Result<Net, Error> {
+        if let Some(mtu) = config.mtu.filter(|&mtu| mtu < MIN_MTU) {
+            return Err(Error::InvalidMtu {
+                tap: config.tap.clone(),
+                mtu,
+            });
+        }
         let mac = match config.mac {
             Some(mac) if is_unicast(&mac) => mac,
             Some(mac) => {
@@ -99,11 +123,48 @@ impl Net {
         };
         let mut tap = Tap::open(&config.tap)?;
         let offloads = probe_offloads(&mut tap);
-        Net::with_backend(Box::new(tap), offloads, mac, index).map_err(|source| Error::Setup {
-            tap: config.tap.clone(),
-            call: "epoll_create1",
-            source,
-        })
+        let mut net = Net::with_backend(Box::new(tap), offloads, mac, index).map_err(|source| {
+            Error::Setup {
+                tap: config.tap.clone(),
+                call: "epoll_create1 or timerfd_create",
+                source,
+            }
+        })?;
+        net.set_mtu(config.mtu);
+        net.update_rate_limiters(config.rx_rate_limiter, config.tx_rate_limiter);
+        Ok(net)
+    }
+
+    /// Advertises `mtu` (checked by [`Net::new`]) with VIRTIO_NET_F_MTU.
+    pub(crate) fn set_mtu(&mut self, mtu: Option<u16>) {
+        self.mtu = mtu;
+        if mtu.is_some() {
+            self.avail_features |= features::MTU;
+        } else {
+            self.avail_features &= !features::MTU;
+        }
+    }
+
+    /// Replaces the receive and/or transmit rate limits (PATCH
+    /// /network-interfaces); `None` leaves that direction as it is, and
+    /// `Some(RateLimiterConfig::default())` lifts its limits. A throttled direction
+    /// resumes at once under the new limits.
+    pub fn update_rate_limiters(
+        &mut self,
+        rx: Option<RateLimiterConfig>,
+        tx: Option<RateLimiterConfig>,
+    ) {
+        if let Some(config) = rx {
+            self.host.rx_limiter.update(&config);
+        }
+        if let Some(config) = tx {
+            self.host.tx_limiter.update(&config);
+        }
+    }
+
+    /// The device's counters, shared.
+    pub fn metrics(&self) -> Arc<NetMetrics> {
+        Arc::clone(&self.host.metrics)
     }
 
     /// A device on any backend that supports `offloads` (an [`offload`] mask).
@@ -127,13 +188,19 @@ impl Net {
                 link_down_logged: false,
                 rx_buf: vec![0u8; MAX_BUFFER_LEN].into_boxed_slice(),
                 pending: None,
+                pending_admitted: false,
                 tx_buf: Vec::new(),
                 guest_csum: false,
-                stats: NetStats::default(),
+                rx_malformed: 0,
+                tx_malformed: 0,
+                metrics: Arc::new(NetMetrics::default()),
+                rx_limiter: RateLimiter::new(&RateLimiterConfig::default())?,
+                tx_limiter: RateLimiter::new(&RateLimiterConfig::default())?,
             },
             mac,
             avail_features: offered_features(offloads),
             acked_features: 0,
+            mtu: None,
             active: None,
         })
     }
@@ -150,7 +217,18 @@ impl Net {
 
     /// Frame counters.
     pub fn stats(&self) -> NetStats {
-        self.host.stats
+        let m = &self.host.metrics;
+        let get = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+        NetStats {
+            rx_frames: get(&m.rx_packets),
+            rx_bytes: get(&m.rx_bytes),
+            rx_dropped: get(&m.rx_drops),
+            rx_malformed: self.host.rx_malformed,
+            tx_frames: get(&m.tx_packets),
+            tx_bytes: get(&m.tx_bytes),
+            tx_dropped: get(&m.tx_drops),
+            tx_malformed: self.host.tx_malformed,
+        }
     }
 
     /// Features the driver accepted at the last activation.
@@ -163,7 +241,8 @@ impl Net {
         !self.host.gone
     }
 
-    /// The configuration space: `mac`, then `status`.
+    /// The configuration space: `mac`, `status`, `max_virtqueue_pairs` (0: MQ is
+    /// not offered), `mtu` (0 unless advertised).
     fn config_space(&self) -> [u8; CONFIG_SPACE_SIZE] {
         let mut config = [0u8; CONFIG_SPACE_SIZE];
         config[CONFIG_MAC_OFFSET..CONFIG_MAC_OFFSET + MAC_LEN].copy_from_slice(&self.mac);
@@ -174,6 +253,8 @@ impl Net {
         };
         config[CONFIG_STATUS_OFFSET..CONFIG_STATUS_OFFSET + 2]
             .copy_from_slice(&status.to_le_bytes());
+        config[CONFIG_MTU_OFFSET..CONFIG_MTU_OFFSET + 2]
+            .copy_from_slice(&self.mtu.unwrap_or(0).to_le_bytes());
         config
     }
 
@@ -337,8 +418,8 @@ impl VirtioDevice for Net {
             return;
         }
         self.host.close_gate();
-        if self.host.pending.take().is_some() {
-            self.host.stats.rx_dropped = self.host.stats.rx_dropped.saturating_add(1);
+        if self.host.take_pending() {
+            add_to_counter(&self.host.metrics.rx_drops, 1);
         }
         if !self.host.gone {
             if let Err(e) = self.host.backend.set_offload(0) {
@@ -379,19 +460,54 @@ impl VirtioDevice for Net {
     }
 
     fn event_fds(&self) -> Vec<(RawFd, u32)> {
-        vec![(self.host.gate.as_raw_fd(), TAP_EVENT_TOKEN)]
+        vec![
+            (self.host.gate.as_raw_fd(), TAP_EVENT_TOKEN),
+            (
+                self.host.rx_limiter.as_raw_fd(),
+                RX_RATE_LIMITER_EVENT_TOKEN,
+            ),
+            (
+                self.host.tx_limiter.as_raw_fd(),
+                TX_RATE_LIMITER_EVENT_TOKEN,
+            ),
+        ]
     }
 
     fn process_event(&mut self, token: u32) {
-        if token != TAP_EVENT_TOKEN {
-            log_ratelimited!(
-                Level::Warn,
-                "{}: event for unknown token {token}, ignored",
-                self.host.label
-            );
-            return;
+        let limiter = match token {
+            TAP_EVENT_TOKEN => None,
+            RX_RATE_LIMITER_EVENT_TOKEN => Some(&mut self.host.rx_limiter),
+            TX_RATE_LIMITER_EVENT_TOKEN => Some(&mut self.host.tx_limiter),
+            _ => {
+                log_ratelimited!(
+                    Level::Warn,
+                    "{}: event for unknown token {token}, ignored",
+                    self.host.label
+                );
+                return;
+            }
+        };
+        if let Some(limiter) = limiter {
+            match limiter.event_handler() {
+                Ok(()) => {}
+                // The timer was re-armed after the event was reported: wait for it.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    log_ratelimited!(
+                        Level::Error,
+                        "{}: cannot read a rate limiter timer: {e}",
+                        self.host.label
+                    );
+                    return;
+                }
+            }
         }
-        if let Some(active) = self.active.as_mut() {
+        let Some(active) = self.active.as_mut() else {
+            return;
+        };
+        if token == TX_RATE_LIMITER_EVENT_TOKEN {
+            self.host.process_tx(active);
+        } else {
             self.host.process_rx(active);
         }
     }
@@ -400,3 +516,7 @@ impl VirtioDevice for Net {
 #[cfg(test)]
 #[path = "device_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "device_limits_tests.rs"]
+mod limits_tests;

@@ -97,7 +97,10 @@ fn probe_offloads_no_checksum_nothing_else_tried() {
 fn read_config_mac_then_link_up_status() {
     let (net, _) = net();
 
-    assert_eq!(config(&net), [0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 1, 0]);
+    assert_eq!(
+        config(&net),
+        [0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 1, 0, 0, 0, 0, 0]
+    );
 }
 
 #[test]
@@ -149,6 +152,7 @@ fn new_multicast_mac_rejected_before_opening() {
         let config = NetConfig {
             tap: "cbnosuch1".to_string(),
             mac: Some(mac),
+            ..NetConfig::default()
         };
 
         let err = Net::new(&config, 0).unwrap_err();
@@ -229,13 +233,21 @@ fn reset_turns_offloads_off_and_forgets_features() {
 }
 
 #[test]
-fn event_fds_one_fd_with_tap_token() {
+fn event_fds_tap_and_two_rate_limiter_timers() {
     let (net, _) = net();
 
     let fds = net.event_fds();
 
-    assert_eq!(fds.len(), 1);
-    assert_eq!(fds[0].1, TAP_EVENT_TOKEN);
+    let tokens: Vec<u32> = fds.iter().map(|&(_, token)| token).collect();
+    assert_eq!(
+        tokens,
+        vec![
+            TAP_EVENT_TOKEN,
+            RX_RATE_LIMITER_EVENT_TOKEN,
+            TX_RATE_LIMITER_EVENT_TOKEN
+        ]
+    );
+    assert!(fds[0].0 != fds[1].0 && fds[1].0 != fds[2].0);
 }
 
 #[test]
@@ -531,7 +543,10 @@ fn tap_gone_on_read_link_down_unwatched_and_unused() {
     net.process_event(TAP_EVENT_TOKEN);
 
     assert!(!net.link_up());
-    assert_eq!(config(&net)[CONFIG_STATUS_OFFSET..], [0, 0]);
+    assert_eq!(
+        config(&net)[CONFIG_STATUS_OFFSET..CONFIG_STATUS_OFFSET + 2],
+        [0, 0]
+    );
     assert_eq!(
         driver.irq.status() & VIRTIO_MMIO_INT_CONFIG,
         VIRTIO_MMIO_INT_CONFIG

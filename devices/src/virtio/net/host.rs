@@ -3,17 +3,19 @@
 //! them in.
 
 use std::io;
+use std::sync::Arc;
 
 use log::{error, info, warn, Level};
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemoryMmap;
 
-use super::device::NetStats;
 use super::frame::{self, FrameError};
+use super::metrics::NetMetrics;
 use super::tap::{Backend, ReadGate};
 use super::{RX_FRAMES_PER_PASS, VNET_HDR_LEN};
+use crate::rate_limiter::RateLimiter;
 use crate::ratelimit::log_ratelimited;
-use crate::virtio::{IrqTrigger, VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING};
+use crate::virtio::{add_to_counter, IrqTrigger, VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING};
 
 /// What the device holds between activation and reset.
 #[derive(Debug)]
@@ -46,6 +48,14 @@ enum Delivery {
     NoBuffer,
 }
 
+/// What became of a transmit chain.
+enum Sent {
+    /// Sent, or dropped and counted: the chain goes back to the driver.
+    Done,
+    /// Held back by the rate limiter: the chain stays on the queue.
+    Throttled,
+}
+
 /// The host half of the device: everything but the queues, so queue processing can
 /// borrow both halves at once.
 pub(super) struct Host {
@@ -62,19 +72,34 @@ pub(super) struct Host {
     pub(super) rx_buf: Box<[u8]>,
     /// Length of the frame in `rx_buf` still waiting for a receive chain.
     pub(super) pending: Option<usize>,
+    /// The receive rate limiter already admitted the pending frame.
+    pub(super) pending_admitted: bool,
     /// Transmit buffer, reused.
     pub(super) tx_buf: Vec<u8>,
     /// The driver accepted VIRTIO_NET_F_GUEST_CSUM.
     pub(super) guest_csum: bool,
-    pub(super) stats: NetStats,
+    /// Receive chains returned unused because they were malformed.
+    pub(super) rx_malformed: u64,
+    /// Transmit chains dropped because they were malformed.
+    pub(super) tx_malformed: u64,
+    pub(super) metrics: Arc<NetMetrics>,
+    /// Limits frames to the guest; always there, unlimited by default.
+    pub(super) rx_limiter: RateLimiter,
+    /// Limits frames from the guest; always there, unlimited by default.
+    pub(super) tx_limiter: RateLimiter,
 }
 
 impl Host {
     /// Moves frames from the TAP into receive chains until the TAP is drained (the
     /// gate stays open), the driver has no buffer left (the frame stays pending and
     /// the gate closes), or [`RX_FRAMES_PER_PASS`] frames were read (the gate stays
-    /// open, so the event loop comes back).
+    /// open, so the event loop comes back). A frame the rate limiter holds back
+    /// stays pending with the gate closed until the limiter's timer fires.
     pub(super) fn process_rx(&mut self, active: &mut Active) {
+        if self.rx_limiter.is_blocked() {
+            self.close_gate();
+            return;
+        }
         let mut used = 0usize;
         let mut budget = RX_FRAMES_PER_PASS;
         while !self.gone {
@@ -96,19 +121,28 @@ impl Host {
                     }
                 }
             };
+            if !self.pending_admitted {
+                let bytes = len.saturating_sub(VNET_HDR_LEN) as u64;
+                if !self.rx_limiter.admit(bytes) {
+                    add_to_counter(&self.metrics.rx_rate_limiter_throttled, 1);
+                    self.close_gate();
+                    break;
+                }
+                self.pending_admitted = true;
+            }
             match deliver(active, &self.rx_buf[..len], &self.label) {
                 Delivery::Delivered(used_len) => {
-                    self.pending = None;
+                    self.take_pending();
                     used = used.saturating_add(1);
-                    self.stats.rx_frames = self.stats.rx_frames.saturating_add(1);
-                    self.stats.rx_bytes = self
-                        .stats
-                        .rx_bytes
-                        .saturating_add(u64::from(used_len).saturating_sub(VNET_HDR_LEN as u64));
+                    add_to_counter(&self.metrics.rx_packets, 1);
+                    add_to_counter(
+                        &self.metrics.rx_bytes,
+                        u64::from(used_len).saturating_sub(VNET_HDR_LEN as u64),
+                    );
                 }
                 Delivery::DoesNotFit(e) => {
-                    self.pending = None;
-                    self.stats.rx_dropped = self.stats.rx_dropped.saturating_add(1);
+                    self.take_pending();
+                    add_to_counter(&self.metrics.rx_drops, 1);
                     log_ratelimited!(
                         Level::Warn,
                         "{}: frame dropped: {e} (is the TAP's MTU larger than the guest's?)",
@@ -117,7 +151,7 @@ impl Host {
                 }
                 Delivery::BadChain(e) => {
                     used = used.saturating_add(1);
-                    self.stats.rx_malformed = self.stats.rx_malformed.saturating_add(1);
+                    self.rx_malformed = self.rx_malformed.saturating_add(1);
                     log_ratelimited!(
                         Level::Warn,
                         "{}: receive chain returned unused: {e}",
@@ -135,6 +169,12 @@ impl Host {
         }
     }
 
+    /// Forgets the pending frame; whether there was one.
+    pub(super) fn take_pending(&mut self) -> bool {
+        self.pending_admitted = false;
+        self.pending.take().is_some()
+    }
+
     /// Reads the next frame into `rx_buf`.
     fn read_frame(&mut self, irq: &IrqTrigger) -> Read {
         loop {
@@ -146,7 +186,7 @@ impl Host {
                             Read::Frame(len)
                         }
                         _ => {
-                            self.stats.rx_dropped = self.stats.rx_dropped.saturating_add(1);
+                            add_to_counter(&self.metrics.rx_drops, 1);
                             log_ratelimited!(
                                 Level::Warn,
                                 "{}: dropped a {len}-byte read from the TAP: no frame after \
@@ -172,10 +212,16 @@ impl Host {
     }
 
     /// Writes every available transmit chain to the TAP and returns the chains to the
-    /// driver, with driver notifications off meanwhile.
+    /// driver, with driver notifications off meanwhile. A frame the rate limiter
+    /// holds back stays on the queue, and notifications stay off until the
+    /// limiter's timer resumes transmission.
     pub(super) fn process_tx(&mut self, active: &mut Active) {
+        if self.tx_limiter.is_blocked() {
+            return;
+        }
         let Active { mem, tx, irq, .. } = active;
         let mut used = 0usize;
+        let mut throttled = false;
         loop {
             if let Err(e) = tx.disable_notification(&*mem) {
                 log_ratelimited!(
@@ -187,12 +233,19 @@ impl Host {
             let mut this_pass = 0usize;
             while let Some(chain) = next_chain(tx, mem, &self.label) {
                 let head = chain.head_index();
-                self.transmit(mem, chain, irq);
+                if let Sent::Throttled = self.transmit(mem, chain, irq) {
+                    tx.go_to_previous_position();
+                    throttled = true;
+                    break;
+                }
                 // The device writes nothing into a transmit buffer.
                 add_used(tx, mem, head, 0, &self.label);
                 this_pass = this_pass.saturating_add(1);
             }
             used = used.saturating_add(this_pass);
+            if throttled {
+                break;
+            }
             match tx.enable_notification(&*mem) {
                 // Chains arrived while notifications were off. If this pass found none,
                 // the avail ring is broken: stop instead of spinning.
@@ -213,45 +266,49 @@ impl Host {
         }
     }
 
-    /// Sends one transmit chain to the TAP, or drops and counts it.
+    /// Sends one transmit chain to the TAP once the rate limiter admits it (an op,
+    /// and the frame's bytes without the header), or drops and counts it.
+    /// Malformed chains and frames for a failed TAP cost nothing.
     fn transmit(
         &mut self,
         mem: &GuestMemoryMmap,
         chain: DescriptorChain<&GuestMemoryMmap>,
         irq: &IrqTrigger,
-    ) {
+    ) -> Sent {
         let head = chain.head_index();
         if let Err(e) = frame::read_tx_frame(mem, chain, &mut self.tx_buf) {
-            self.stats.tx_malformed = self.stats.tx_malformed.saturating_add(1);
+            self.tx_malformed = self.tx_malformed.saturating_add(1);
             log_ratelimited!(
                 Level::Warn,
                 "{}: transmit chain {head} dropped: {e}",
                 self.label
             );
-            return;
+            return Sent::Done;
         }
         if self.gone {
-            self.stats.tx_dropped = self.stats.tx_dropped.saturating_add(1);
-            return;
+            add_to_counter(&self.metrics.tx_drops, 1);
+            return Sent::Done;
         }
-        let len = self.tx_buf.len();
+        let bytes = self.tx_buf.len().saturating_sub(VNET_HDR_LEN) as u64;
+        if !self.tx_limiter.admit(bytes) {
+            add_to_counter(&self.metrics.tx_rate_limiter_throttled, 1);
+            return Sent::Throttled;
+        }
         match self.backend.write_frame(&self.tx_buf) {
             Ok(_) => {
-                self.stats.tx_frames = self.stats.tx_frames.saturating_add(1);
-                self.stats.tx_bytes = self
-                    .stats
-                    .tx_bytes
-                    .saturating_add(len.saturating_sub(VNET_HDR_LEN) as u64);
+                add_to_counter(&self.metrics.tx_packets, 1);
+                add_to_counter(&self.metrics.tx_bytes, bytes);
                 if self.link_down_logged {
                     self.link_down_logged = false;
                     info!("{}: the TAP takes frames again", self.label);
                 }
             }
             Err(e) => {
-                self.stats.tx_dropped = self.stats.tx_dropped.saturating_add(1);
+                add_to_counter(&self.metrics.tx_drops, 1);
                 self.write_failed(&e, irq);
             }
         }
+        Sent::Done
     }
 
     /// Classifies a failed TAP write: the TAP is gone, its link is down (EIO, until
@@ -285,8 +342,8 @@ impl Host {
         }
         self.gone = true;
         self.close_gate();
-        if self.pending.take().is_some() {
-            self.stats.rx_dropped = self.stats.rx_dropped.saturating_add(1);
+        if self.take_pending() {
+            add_to_counter(&self.metrics.rx_drops, 1);
         }
         error!(
             "{}: TAP {call} failed ({e}); the guest's link is now down and the TAP is no \

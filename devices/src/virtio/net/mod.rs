@@ -30,8 +30,16 @@
 //! wants frames: the device switches its own readiness on and off without help from
 //! the VMM, and [`VirtioDevice`] needs no extra method.
 //!
+//! Rate limiting: each direction has its own limiter (an op per frame, the frame's
+//! bytes without the header). A guest frame the transmit limiter refuses stays on
+//! the transmitq; a TAP frame the receive limiter refuses stays pending with the
+//! gate closed, so the event loop does not spin on the readable TAP. Each limiter's
+//! timerfd is in `event_fds` ([`RX_RATE_LIMITER_EVENT_TOKEN`],
+//! [`TX_RATE_LIMITER_EVENT_TOKEN`]) and resumes its direction when it fires.
+//!
 //! [`frame`] holds the descriptor chain <-> frame logic (no fds); [`tap`] the TAP fd
-//! and the gate; [`device`] the state and the [`VirtioDevice`] implementation.
+//! and the gate; `host` the receive and transmit paths; [`device`] the state and
+//! the [`VirtioDevice`] implementation; [`metrics`] the counters.
 //!
 //! [`VirtioDevice`]: crate::virtio::VirtioDevice
 //! [`VirtioDevice::event_fds`]: crate::virtio::VirtioDevice::event_fds
@@ -39,6 +47,7 @@
 pub mod device;
 pub mod frame;
 mod host;
+pub mod metrics;
 pub mod tap;
 #[cfg(test)]
 mod tap_tests;
@@ -52,6 +61,7 @@ use virtio_bindings::virtio_net;
 
 pub use device::{Net, NetConfig, NetStats};
 pub use frame::FrameError;
+pub use metrics::NetMetrics;
 
 /// Index of the receiveq (TAP to guest).
 pub const RX_QUEUE: usize = 0;
@@ -84,15 +94,23 @@ pub const RX_FRAMES_PER_PASS: usize = QUEUE_MAX_SIZE as usize;
 
 /// The token of the TAP in [`crate::virtio::VirtioDevice::event_fds`].
 pub const TAP_EVENT_TOKEN: u32 = 0;
+/// The token of the receive rate limiter's timerfd in `event_fds`.
+pub const RX_RATE_LIMITER_EVENT_TOKEN: u32 = 1;
+/// The token of the transmit rate limiter's timerfd in `event_fds`.
+pub const TX_RATE_LIMITER_EVENT_TOKEN: u32 = 2;
+/// Smallest MTU the device advertises: IPv4's minimum (RFC 791).
+pub const MIN_MTU: u16 = 68;
 
 /// Config space offset of `mac` (6 bytes).
 pub const CONFIG_MAC_OFFSET: usize = 0;
 /// Config space offset of `status` (le16, valid with VIRTIO_NET_F_STATUS).
 pub const CONFIG_STATUS_OFFSET: usize = 6;
-/// Length of the config space the device fills in: `mac` and `status`. The later
-/// fields need features the device does not offer (MQ, MTU, SPEED_DUPLEX, RSS) and
-/// read as zero.
-pub const CONFIG_SPACE_SIZE: usize = 8;
+/// Config space offset of `mtu` (le16, valid with VIRTIO_NET_F_MTU).
+pub const CONFIG_MTU_OFFSET: usize = 10;
+/// Length of the config space the device fills in: `mac`, `status`,
+/// `max_virtqueue_pairs` (0: MQ is not offered) and `mtu`. The later fields need
+/// features the device does not offer (SPEED_DUPLEX, RSS) and read as zero.
+pub const CONFIG_SPACE_SIZE: usize = 12;
 /// Length of a MAC address.
 pub const MAC_LEN: usize = 6;
 
@@ -123,6 +141,8 @@ pub mod features {
     pub const HOST_UFO: u64 = 1 << v::VIRTIO_NET_F_HOST_UFO;
     /// `status` in the config space is valid.
     pub const STATUS: u64 = 1 << v::VIRTIO_NET_F_STATUS;
+    /// `mtu` in the config space is valid.
+    pub const MTU: u64 = 1 << v::VIRTIO_NET_F_MTU;
 }
 
 /// Why a network device could not be created. Each variant names the TAP and, for
@@ -144,6 +164,14 @@ pub enum Error {
         tap: String,
         /// The address, as `xx:xx:xx:xx:xx:xx`.
         mac: String,
+    },
+    /// The configured MTU is below [`MIN_MTU`].
+    #[error("MTU {mtu} for TAP {tap} is below the minimum of {MIN_MTU}")]
+    InvalidMtu {
+        /// The TAP.
+        tap: String,
+        /// The configured MTU.
+        mtu: u16,
     },
     /// No interface of that name exists (cabin does not create TAPs).
     #[error(

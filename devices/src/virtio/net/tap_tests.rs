@@ -86,6 +86,7 @@ impl TestTap {
         NetConfig {
             tap: self.name.clone(),
             mac: None,
+            ..NetConfig::default()
         }
     }
 
@@ -217,6 +218,7 @@ fn net_new_real_tap_attaches_then_busy_then_missing() {
         &NetConfig {
             tap: missing.clone(),
             mac: None,
+            ..NetConfig::default()
         },
         3,
     )
@@ -306,7 +308,10 @@ fn net_real_tap_frames_both_ways_link_down_and_removal() {
     assert!(!net.link_up());
     let mut config = [0u8; CONFIG_SPACE_SIZE];
     net.read_config(0, &mut config);
-    assert_eq!(config[CONFIG_STATUS_OFFSET..], [0, 0]);
+    assert_eq!(
+        config[CONFIG_STATUS_OFFSET..CONFIG_STATUS_OFFSET + 2],
+        [0, 0]
+    );
     assert_ne!(driver.irq.status() & VIRTIO_MMIO_INT_CONFIG, 0);
     assert!(!watched_readable(&net));
     driver.send(BUF + 0x10_3000, &guest_frame(mac));

@@ -148,11 +148,22 @@ impl<'a> Driver<'a> {
     }
 }
 
-/// The device's one event fd, as the VMM registers it.
-fn event_fd(net: &Net) -> RawFd {
+/// The device's event fd for `token`, as the VMM registers it.
+pub(crate) fn event_fd_of(net: &Net, token: u32) -> RawFd {
     let fds = net.event_fds();
-    assert_eq!(fds.len(), 1);
-    fds[0].0
+    assert_eq!(fds.len(), 3);
+    let found: Vec<RawFd> = fds
+        .iter()
+        .filter(|&&(_, t)| t == token)
+        .map(|&(fd, _)| fd)
+        .collect();
+    assert_eq!(found.len(), 1, "token {token}");
+    found[0]
+}
+
+/// The fd the VMM watches for the TAP.
+fn event_fd(net: &Net) -> RawFd {
+    event_fd_of(net, super::TAP_EVENT_TOKEN)
 }
 
 /// Whether the VMM, watching the device's event fd level-triggered, would wake up
