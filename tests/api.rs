@@ -18,7 +18,7 @@ use vmm::api::model::{self, MAX_VCPUS};
 use vmm::api::server::{self, ApiServer, Limits, ServerError};
 use vmm::api::state::VmAction;
 use vmm::api::{ApiMessage, ApiRequest, ApiResponse, VmState};
-use vmm::config::{ConsoleKind, VmConfig, DEFAULT_CMDLINE};
+use vmm::config::VmConfig;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 const OPENAPI: &str = include_str!("../docs/openapi.json");
@@ -27,16 +27,7 @@ const OPENAPI: &str = include_str!("../docs/openapi.json");
 /// the real configuration model, until the server's senders are gone.
 fn fake_vmm(requests: Receiver<ApiMessage>) {
     let mut state = VmState::NotStarted;
-    let mut config = VmConfig {
-        kernel: None,
-        initrd: None,
-        cmdline: DEFAULT_CMDLINE.to_owned(),
-        vcpus: 1,
-        mem_size_mib: 128,
-        disks: Vec::new(),
-        console: ConsoleKind::Serial,
-        nets: Vec::new(),
-    };
+    let mut config = VmConfig::default();
     let refuse = |message: String| ApiResponse::Error {
         status: 400,
         message,
@@ -70,6 +61,12 @@ fn fake_vmm(requests: Receiver<ApiMessage>) {
             ApiRequest::CtrlAltDel => {
                 step(&mut state, VmAction::CtrlAltDel).map_or_else(refuse, |()| ApiResponse::Done)
             }
+            // The fake has no metrics file and no devices to change.
+            ApiRequest::FlushMetrics => {
+                refuse("Metrics are not configured: PUT /metrics first".into())
+            }
+            ApiRequest::Update(_) => step(&mut state, VmAction::Update)
+                .map_or_else(refuse, |()| refuse("The fake VMM has no devices".into())),
         };
         let _ = message.reply.send(response);
     }
@@ -554,14 +551,8 @@ fn configuration_round_trips_through_get_vm_config() {
     let file = fixture.dir.join("vm.json");
     std::fs::write(&file, document.to_string()).unwrap();
     let base = VmConfig {
-        kernel: None,
-        initrd: None,
         cmdline: String::new(),
-        vcpus: 1,
-        mem_size_mib: 128,
-        disks: Vec::new(),
-        console: ConsoleKind::Serial,
-        nets: Vec::new(),
+        ..VmConfig::default()
     };
     let loaded = model::load_config_file(&file, base).unwrap();
     assert_eq!(loaded.vcpus, 2);

@@ -30,10 +30,10 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use crate::config::{
     host_mem_total_bytes, ConfigError, ConsoleKind, HostLimits, HugePages, VmConfig,
 };
-use crate::metrics::metrics;
 use crate::device_manager::{DeviceManager, DeviceManagerError};
 use crate::kvm::{open_kvm, KvmError};
 use crate::loader::{self, LoaderError};
+use crate::metrics::metrics;
 use crate::stdio::ConsoleOut;
 
 /// Failures while building a VM.
@@ -203,7 +203,14 @@ pub fn build_vm(config: &VmConfig) -> Result<BuiltVm, BuildError> {
     })?;
     arch::mptable::setup_mptable(&mem, num_vcpus).map_err(BuildError::MpTable)?;
 
-    let vcpus = create_vcpus(&kvm, &vm_fd, &mem, kernel.entry, num_vcpus, config.machine.smt)?;
+    let vcpus = create_vcpus(
+        &kvm,
+        &vm_fd,
+        &mem,
+        kernel.entry,
+        num_vcpus,
+        config.machine.smt,
+    )?;
     let cmdline = cmdline
         .as_cstring()
         .map_err(LoaderError::CmdlineInvalid)?
@@ -237,7 +244,11 @@ fn with_root_device(config: &VmConfig) -> String {
     let Some(root) = config.disks.first().filter(|d| d.root) else {
         return config.cmdline.clone();
     };
-    if config.cmdline.split_whitespace().any(|w| w.starts_with("root=")) {
+    if config
+        .cmdline
+        .split_whitespace()
+        .any(|w| w.starts_with("root="))
+    {
         return config.cmdline.clone();
     }
     let device = match &root.partuuid {
@@ -290,7 +301,10 @@ pub fn open_output(path: &Path) -> std::io::Result<File> {
     let fifo = std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo());
     let mut options = OpenOptions::new();
     if fifo {
-        options.read(true).write(true).custom_flags(libc::O_NONBLOCK);
+        options
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK);
     } else {
         options.append(true).create(true);
     }
@@ -357,10 +371,19 @@ fn attach_nets(
             &devices::virtio::net::NetConfig {
                 tap: net.tap.clone(),
                 mac: net.mac,
+                mtu: net.mtu,
+                rx_rate_limiter: net.rx_rate_limiter,
+                tx_rate_limiter: net.tx_rate_limiter,
             },
             index,
         )
         .map_err(|e| BuildError::Net(net.tap.clone(), e))?;
+        let counters = device.metrics();
+        let id = crate::api::model::iface_id_of(index, net);
+        metrics().register_device(
+            format!("net_{id}"),
+            Box::new(move || serde_json::to_value(&*counters).unwrap_or_default()),
+        );
         let name = format!("network interface eth{index} (TAP {})", net.tap);
         let device = Arc::new(Mutex::new(device));
         virtio.attach(name, device.clone())?;
@@ -379,7 +402,10 @@ fn attach_entropy(config: &VmConfig, virtio: &mut VirtioContext<'_>) -> Result<(
         "entropy".to_owned(),
         Box::new(move || serde_json::to_value(&*counters).unwrap_or_default()),
     );
-    virtio.attach("entropy device (virtio-rng)".to_owned(), Arc::new(Mutex::new(rng)))
+    virtio.attach(
+        "entropy device (virtio-rng)".to_owned(),
+        Arc::new(Mutex::new(rng)),
+    )
 }
 
 /// vda, vdb, ..., vdz, vdaa, ... like the guest's virtio_blk names them.

@@ -395,8 +395,9 @@ impl Controller {
             .as_deref()
             .map(MetricsSink::open)
             .transpose()?;
-        let metrics_timer =
-            TimerFd::new().map_err(|e| RunError::Setup("the metrics timer", io::Error::from_raw_os_error(e.errno())))?;
+        let metrics_timer = TimerFd::new().map_err(|e| {
+            RunError::Setup("the metrics timer", io::Error::from_raw_os_error(e.errno()))
+        })?;
         let mut controller = Controller {
             config,
             state: VmState::NotStarted,

@@ -129,6 +129,17 @@ fn apply_document(
         }
         apply(&mut config, ConfigChange::Net(net.clone())).map_err(|m| invalid(section, m))?;
     }
+    let sections = [
+        ("logger", document.logger.map(ConfigChange::Logger)),
+        ("metrics", document.metrics.map(ConfigChange::Metrics)),
+        ("entropy", document.entropy.map(ConfigChange::Entropy)),
+        ("serial", document.serial.map(ConfigChange::Serial)),
+    ];
+    for (section, change) in sections {
+        if let Some(change) = change {
+            apply(&mut config, change).map_err(|m| invalid(section.into(), m))?;
+        }
+    }
     Ok(config)
 }
 
@@ -170,8 +181,8 @@ mod tests {
                 "machine-config: vcpu_count 0",
             ),
             (
-                format!(r#"{{{boot}, "logger": {{}}}}"#),
-                "unknown field `logger`",
+                format!(r#"{{{boot}, "balloon": {{}}}}"#),
+                "unknown field `balloon`",
             ),
             (
                 format!(

@@ -133,7 +133,10 @@ mod tests {
         let zero: RateLimiter =
             serde_json::from_str(r#"{"ops": {"size": 0, "refill_time": 10}}"#).unwrap();
         let message = check_rate_limiter("tx_rate_limiter", &zero).unwrap_err();
-        assert!(message.starts_with("tx_rate_limiter.ops.size is 0"), "{message}");
+        assert!(
+            message.starts_with("tx_rate_limiter.ops.size is 0"),
+            "{message}"
+        );
         let zero: RateLimiter =
             serde_json::from_str(r#"{"bandwidth": {"size": 1, "refill_time": 0}}"#).unwrap();
         let message = check_rate_limiter("rate_limiter", &zero).unwrap_err();

@@ -164,10 +164,9 @@ pub(super) fn dispatch(route: &Route, body: &[u8]) -> Result<Dispatch, Reply> {
             "PATCH /machine-config",
             body,
         )?)),
-        Route::PutBootSource => configure(ConfigChange::Boot(parse_body(
-            "PUT /boot-source",
-            body,
-        )?)),
+        Route::PutBootSource => {
+            configure(ConfigChange::Boot(parse_body("PUT /boot-source", body)?))
+        }
         Route::PutLogger => configure(ConfigChange::Logger(parse_body("PUT /logger", body)?)),
         Route::PutMetrics => configure(ConfigChange::Metrics(parse_body("PUT /metrics", body)?)),
         Route::PutEntropy => configure(ConfigChange::Entropy(parse_body("PUT /entropy", body)?)),
@@ -255,10 +254,9 @@ pub(super) fn to_reply(route: &Route, response: ApiResponse) -> Reply {
         (Route::GetVmConfig, ApiResponse::Config(config)) => {
             Reply::json(200, &model::to_document(&config))
         }
-        (
-            Route::Describe | Route::GetVersion | Route::GetMachineConfig | Route::GetVmConfig,
-            _,
-        ) => unexpected(),
+        (Route::Describe | Route::GetVersion | Route::GetMachineConfig | Route::GetVmConfig, _) => {
+            unexpected()
+        }
         (_, ApiResponse::Done) => Reply::no_content(),
         _ => unexpected(),
     }
@@ -275,9 +273,7 @@ impl Route {
             }
             Route::PutBootSource => "boot_source",
             Route::PutDrive(_) | Route::PatchDrive(_) => "drives",
-            Route::PutNetworkInterface(_) | Route::PatchNetworkInterface(_) => {
-                "network_interfaces"
-            }
+            Route::PutNetworkInterface(_) | Route::PatchNetworkInterface(_) => "network_interfaces",
             Route::PutLogger => "logger",
             Route::PutMetrics => "metrics",
             Route::PutEntropy => "entropy",
@@ -294,18 +290,13 @@ impl Route {
 mod tests {
     use super::*;
     use crate::api::VmState;
-    use crate::config::{ConsoleKind, VmConfig, DEFAULT_CMDLINE};
+    use crate::config::VmConfig;
 
     fn config() -> VmConfig {
         VmConfig {
-            kernel: None,
-            initrd: None,
-            cmdline: DEFAULT_CMDLINE.to_owned(),
             vcpus: 2,
             mem_size_mib: 256,
-            disks: Vec::new(),
-            console: ConsoleKind::Serial,
-            nets: Vec::new(),
+            ..VmConfig::default()
         }
     }
 
@@ -358,7 +349,7 @@ mod tests {
         }
         let reply = route("DELETE", "/machine-config").unwrap_err();
         assert_eq!(reply.status, 405);
-        assert_eq!(reply.allow, Some("GET, PUT"));
+        assert_eq!(reply.allow, Some("GET, PUT, PATCH"));
         assert!(fault_of(&reply).contains("DELETE is not allowed on /machine-config"));
         assert_eq!(route("GET", "/actions").unwrap_err().status, 405);
         assert_eq!(route("POST", "/drives/x").unwrap_err().status, 405);
@@ -452,7 +443,8 @@ mod tests {
             serde_json::from_str(reply.body.as_deref().unwrap()).unwrap();
         assert_eq!(
             machine,
-            serde_json::json!({"vcpu_count": 2, "mem_size_mib": 256, "smt": false})
+            serde_json::json!({"vcpu_count": 2, "mem_size_mib": 256, "smt": false,
+                "track_dirty_pages": false, "huge_pages": "None"})
         );
 
         assert_eq!(
