@@ -164,7 +164,7 @@ impl Topology {
             return Err(Error::VcpuIdOutOfRange { vcpu_id, num_vcpus });
         }
         let num_vcpus = u32::from(num_vcpus);
-        let threads_per_core = if smt && num_vcpus % 2 == 0 { 2 } else { 1 };
+        let threads_per_core = if smt && num_vcpus & 1 == 0 { 2 } else { 1 };
         Ok(Topology {
             apic_id: u32::from(vcpu_id),
             num_vcpus,

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use devices::virtio::block::CacheType;
 
 use crate::config::{ConsoleKind, DiskConfig, NetConfig, VmConfig, DEFAULT_MEM_MIB, DEFAULT_VCPUS};
 
@@ -52,6 +53,10 @@ pub enum CtlAction {
     CtrlAltDel,
     /// Print the whole configuration as a config file holds it (GET /vm/config).
     Config,
+    /// Print cabin's version as Firecracker clients read it (GET /version).
+    Version,
+    /// Write a metrics line now (FlushMetrics; needs PUT /metrics first).
+    FlushMetrics,
 }
 
 /// Arguments of `cabin run`.
@@ -75,7 +80,7 @@ pub struct RunArgs {
     pub memory: u64,
     /// A virtio block device backed by a raw image file or block device; repeatable,
     /// the first is /dev/vda.
-    #[arg(long, value_name = "path=FILE[,readonly=on][,id=NAME]", value_parser = parse_disk)]
+    #[arg(long, value_name = "path=FILE[,readonly=on][,id=NAME][,cache=writeback]", value_parser = parse_disk)]
     pub disk: Vec<DiskConfig>,
     /// Which device is the interactive console: the serial port (ttyS0) or a
     /// virtio console (hvc0; the serial port still shows early boot messages).
@@ -150,15 +155,16 @@ pub fn parse_net(spec: &str) -> Result<NetConfig, String> {
     })
 }
 
-/// Parses `path=FILE[,readonly=on|off][,id=NAME]`.
+/// Parses `path=FILE[,readonly=on|off][,id=NAME][,cache=unsafe|writeback]`.
 pub fn parse_disk(spec: &str) -> Result<DiskConfig, String> {
     let mut path = None;
     let mut read_only = false;
     let mut id = None;
+    let mut cache_type = CacheType::default();
     for part in spec.split(',') {
         let (key, value) = part
             .split_once('=')
-            .ok_or_else(|| format!("'{part}' is not key=value (keys: path, readonly, id)"))?;
+            .ok_or_else(|| format!("'{part}' is not key=value (keys: {DISK_KEYS})"))?;
         match key {
             "path" if !value.is_empty() => path = Some(PathBuf::from(value)),
             "path" => return Err("path= is empty".into()),
@@ -170,7 +176,14 @@ pub fn parse_disk(spec: &str) -> Result<DiskConfig, String> {
                 }
             }
             "id" => id = Some(value.to_owned()),
-            _ => return Err(format!("unknown key '{key}' (keys: path, readonly, id)")),
+            "cache" => {
+                cache_type = match value {
+                    "unsafe" => CacheType::Unsafe,
+                    "writeback" => CacheType::Writeback,
+                    _ => return Err(format!("cache={value} is not unsafe or writeback")),
+                }
+            }
+            _ => return Err(format!("unknown key '{key}' (keys: {DISK_KEYS})")),
         }
     }
     let path = path.ok_or("path=FILE is missing")?;
@@ -178,9 +191,13 @@ pub fn parse_disk(spec: &str) -> Result<DiskConfig, String> {
         path,
         read_only,
         id,
+        cache_type,
         ..DiskConfig::default()
     })
 }
+
+/// The keys of `--disk`.
+const DISK_KEYS: &str = "path, readonly, id, cache";
 
 impl From<RunArgs> for VmConfig {
     fn from(args: RunArgs) -> Self {
@@ -270,6 +287,15 @@ mod tests {
         assert!(disk.read_only);
         assert_eq!(disk.id.as_deref(), Some("data"));
         assert!(!parse_disk("path=/b.img").unwrap().read_only);
+    }
+
+    #[test]
+    fn parse_disk_cache_key_sets_flush_behaviour() {
+        let disk = parse_disk("path=/x,cache=writeback").unwrap();
+        assert_eq!(disk.cache_type, CacheType::Writeback);
+        assert_eq!(parse_disk("path=/x").unwrap().cache_type, CacheType::Unsafe);
+        let err = parse_disk("path=/x,cache=always").unwrap_err();
+        assert_eq!(err, "cache=always is not unsafe or writeback");
     }
 
     #[test]

@@ -71,6 +71,8 @@ fn request_for(action: CtlAction) -> (&'static str, &'static str, Option<String>
         CtlAction::Resume => ("PATCH", "/vm", state_body(VmStateRequest::Resumed)),
         CtlAction::CtrlAltDel => ("PUT", "/actions", action_body(ActionType::SendCtrlAltDel)),
         CtlAction::Config => ("GET", "/vm/config", None),
+        CtlAction::Version => ("GET", "/version", None),
+        CtlAction::FlushMetrics => ("PUT", "/actions", action_body(ActionType::FlushMetrics)),
     }
 }
 
@@ -277,6 +279,11 @@ mod tests {
             Some(r#"{"action_type":"SendCtrlAltDel"}"#)
         );
         assert_eq!(request_for(CtlAction::Config), ("GET", "/vm/config", None));
+        assert_eq!(request_for(CtlAction::Version), ("GET", "/version", None));
+        assert_eq!(
+            request_for(CtlAction::FlushMetrics).2.as_deref(),
+            Some(r#"{"action_type":"FlushMetrics"}"#)
+        );
     }
 
     #[test]

@@ -583,7 +583,7 @@ fn apply_machine(config: &mut VmConfig, machine: &MachineConfigPatch) -> Result<
             "mem_size_mib {mem_size_mib} is too small: give {MIN_MEM_MIB} or more"
         ));
     }
-    if smt && vcpus > 1 && vcpus % 2 != 0 {
+    if smt && vcpus > 1 && vcpus & 1 != 0 {
         return Err(format!(
             "smt true with vcpu_count {vcpus}: with two threads per core, give 1 or an even number of vCPUs"
         ));
@@ -600,7 +600,7 @@ fn apply_machine(config: &mut VmConfig, machine: &MachineConfigPatch) -> Result<
         Some(HugePagesBody::None) => HugePages::None,
         None => config.machine.huge_pages,
     };
-    if huge_pages == HugePages::Size2M && mem_size_mib % 2 != 0 {
+    if huge_pages == HugePages::Size2M && mem_size_mib & 1 != 0 {
         return Err(format!(
             "mem_size_mib {mem_size_mib} is not a whole number of 2 MiB huge pages: give an even size"
         ));

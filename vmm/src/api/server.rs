@@ -784,4 +784,6 @@ fn fault_text(reply: &Reply) -> String {
 }
 
 /// Counts one request in cabin's metrics, by endpoint.
-fn count_request(_key: &'static str, _failed: bool) {}
+fn count_request(key: &'static str, failed: bool) {
+    crate::metrics::metrics().api_request(key, failed);
+}
