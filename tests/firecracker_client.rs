@@ -274,3 +274,69 @@ fn disk_rate_limiter_holds_a_guest_read_to_its_bandwidth() {
         "{rate:.2} MiB/s is not within 10% of {limit_mib_s} MiB/s"
     );
 }
+
+#[test]
+#[ignore = "needs guest artifacts and native KVM or the sandbox: make test"]
+fn patch_drive_swaps_the_backing_file_of_a_running_guest() {
+    let dir = scratch_dir("fc-patch");
+    let socket = dir.join("api.sock");
+    let image = rootfs_copy(&dir);
+    let old = dir.join("old.img");
+    let new = dir.join("new.img");
+    let mut bytes = vec![0u8; 1 << 20];
+    bytes[..16].copy_from_slice(b"OLD-BACKING-FILE");
+    std::fs::write(&old, &bytes).unwrap();
+    bytes.resize(2 << 20, 0);
+    bytes[..16].copy_from_slice(b"NEW-BACKING-FILE");
+    std::fs::write(&new, &bytes).unwrap();
+    // Waits until the disk grows, then reads it again past the page cache.
+    let script = "echo BEFORE=$(cat /sys/block/vdb/size):$(head -c 16 /dev/vdb); \
+                  while [ $(cat /sys/block/vdb/size) = 2048 ]; do usleep 100000; done; \
+                  echo 3 > /proc/sys/vm/drop_caches; \
+                  echo AFTER=$(cat /sys/block/vdb/size):$(head -c 16 /dev/vdb)";
+    let config = json!({
+        "boot-source": {"kernel_image_path": artifact("CABIN_VMLINUX"),
+                        "boot_args": script_cmdline(script)},
+        "drives": [
+            {"drive_id": "rootfs", "path_on_host": image, "is_root_device": true},
+            {"drive_id": "data", "path_on_host": old, "is_root_device": false}
+        ]
+    });
+    let file = dir.join("vm.json");
+    std::fs::write(&file, config.to_string()).unwrap();
+    let mut cabin = Cabin::spawn(&[
+        "run",
+        "--config-file",
+        file.to_str().unwrap(),
+        "--api-sock",
+        socket.to_str().unwrap(),
+    ]);
+    cabin.expect_stdout("BEFORE=2048:OLD-BACKING-FILE", BOOT_TIMEOUT);
+    let mut client = Client::connect(&socket);
+
+    // Mistakes first: an unknown drive, a missing file; the VM keeps running.
+    let (status, text) = client.send(
+        "PATCH",
+        "/drives/nope",
+        Some(json!({"drive_id": "nope", "path_on_host": new})),
+    );
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("drive_id 'nope'"), "{text}");
+    let (status, text) = client.send(
+        "PATCH",
+        "/drives/data",
+        Some(json!({"drive_id": "data", "path_on_host": "/nonexistent.img"})),
+    );
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("path_on_host /nonexistent.img"), "{text}");
+    client.ok(
+        "PATCH",
+        "/drives/data",
+        json!({"drive_id": "data", "path_on_host": new,
+               "rate_limiter": {"ops": {"size": 1000, "refill_time": 100}}}),
+    );
+
+    cabin.expect_stdout("AFTER=4096:NEW-BACKING-FILE", BOOT_TIMEOUT);
+    let status = cabin.wait_exit(BOOT_TIMEOUT);
+    assert_eq!(status.code(), Some(0), "{}", cabin.stderr.text());
+}
