@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use vmm::api::model::{self, MAX_VCPUS};
+use vmm::api::model::{self, DeviceUpdate, MAX_VCPUS};
 use vmm::api::server::{self, ApiServer, Limits, ServerError};
 use vmm::api::state::VmAction;
 use vmm::api::{ApiMessage, ApiRequest, ApiResponse, VmState};
@@ -61,15 +61,53 @@ fn fake_vmm(requests: Receiver<ApiMessage>) {
             ApiRequest::CtrlAltDel => {
                 step(&mut state, VmAction::CtrlAltDel).map_or_else(refuse, |()| ApiResponse::Done)
             }
-            // The fake has no metrics file and no devices to change.
-            ApiRequest::FlushMetrics => {
-                refuse("Metrics are not configured: PUT /metrics first".into())
+            // The fake writes no metrics line: it only refuses, as the VMM thread does,
+            // when no metrics file is configured.
+            ApiRequest::FlushMetrics => match config.metrics_path {
+                Some(_) => ApiResponse::Done,
+                None => refuse("Metrics are not configured: PUT /metrics first".into()),
+            },
+            // The fake has no devices: it checks the patch against the configuration
+            // with the real model and records it there, as the VMM thread does after
+            // changing the device.
+            ApiRequest::Update(update) => {
+                match step(&mut state, VmAction::Update)
+                    .and_then(|()| update_config(&mut config, update))
+                {
+                    Ok(()) => ApiResponse::Done,
+                    Err(message) => refuse(message),
+                }
             }
-            ApiRequest::Update(_) => step(&mut state, VmAction::Update)
-                .map_or_else(refuse, |()| refuse("The fake VMM has no devices".into())),
         };
         let _ = message.reply.send(response);
     }
+}
+
+/// What the VMM thread records in its configuration for a device PATCH.
+fn update_config(config: &mut VmConfig, update: DeviceUpdate) -> Result<(), String> {
+    match update {
+        DeviceUpdate::Drive(patch) => {
+            let change = model::check_drive_patch(config, &patch)?;
+            let disk = &mut config.disks[change.index];
+            if let Some(path) = change.path {
+                disk.path = path;
+            }
+            if change.rate_limiter.is_some() {
+                disk.rate_limiter = change.rate_limiter;
+            }
+        }
+        DeviceUpdate::Net(patch) => {
+            let change = model::check_net_patch(config, &patch)?;
+            let net = &mut config.nets[change.index];
+            if change.rx.is_some() {
+                net.rx_rate_limiter = change.rx;
+            }
+            if change.tx.is_some() {
+                net.tx_rate_limiter = change.tx;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A server on a scratch socket with a fake VMM behind it.
@@ -414,7 +452,8 @@ fn openapi_schemas_use_only_checked_keywords() {
 fn openapi_every_documented_operation_answers_as_documented() {
     let doc = openapi();
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 8);
+    assert_eq!(paths.len(), 13);
+    let mut operations = 0;
     for (template, item) in paths {
         for (method, operation) in item.as_object().unwrap() {
             let method = method.to_ascii_uppercase();
@@ -427,10 +466,26 @@ fn openapi_every_documented_operation_answers_as_documented() {
                 let id = body.as_ref().unwrap()[name].as_str().unwrap().to_owned();
                 path = path.replace(&format!("{{{name}}}"), &id);
             }
-            if operation["operationId"] == "patchVm" {
-                let start = json!({"action_type": "InstanceStart"});
-                assert_eq!(fixture.send_json("PUT", "/actions", &start).status, 204);
+            // Operations on a running VM: the device they change is put first (with
+            // its own documented example), then the VM is started.
+            let start = json!({"action_type": "InstanceStart"});
+            match operation["operationId"].as_str().unwrap() {
+                "patchVm" => {
+                    assert_eq!(fixture.send_json("PUT", "/actions", &start).status, 204);
+                }
+                "patchGuestDriveByID" | "patchGuestNetworkInterfaceByID" => {
+                    let device = example_body(&doc, &item["put"], &fixture).unwrap();
+                    let reply = fixture.send_json("PUT", &path, &device);
+                    assert_eq!(reply.status, 204, "PUT {path} before PATCH: {reply:?}");
+                    // Before InstanceStart a device cannot be changed.
+                    let early = fixture.send_json(&method, &path, body.as_ref().unwrap());
+                    assert_eq!(early.status, 400, "{method} {path} before start");
+                    check_documented(&doc, operation, &early, &format!("{method} {path}"));
+                    assert_eq!(fixture.send_json("PUT", "/actions", &start).status, 204);
+                }
+                _ => {}
             }
+            operations += 1;
             let what = format!("{method} {path}");
             let reply = fixture.send(
                 &method,
@@ -449,6 +504,7 @@ fn openapi_every_documented_operation_answers_as_documented() {
             }
         }
     }
+    assert_eq!(operations, 17);
 }
 
 #[test]
@@ -510,6 +566,12 @@ fn configuration_round_trips_through_get_vm_config() {
     let fixture = Fixture::new("config");
     let kernel = fixture.file("vmlinux");
     let image = fixture.file("rootfs.img");
+    let path_in_dir = |name: &str| fixture.dir.join(name).to_str().unwrap().to_owned();
+    let (log, metrics, serial) = (
+        path_in_dir("cabin.log"),
+        path_in_dir("metrics.json"),
+        path_in_dir("serial.out"),
+    );
     let puts = [
         (
             "/machine-config",
@@ -525,8 +587,25 @@ fn configuration_round_trips_through_get_vm_config() {
         ),
         (
             "/network-interfaces/eth0",
-            json!({"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "52:54:00:00:00:01"}),
+            json!({"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "52:54:00:00:00:01",
+                "mtu": 9000, "rx_rate_limiter": {"ops": {"size": 100, "refill_time": 10}}}),
         ),
+        (
+            "/drives/data",
+            json!({"drive_id": "data", "path_on_host": image, "is_root_device": false,
+                "cache_type": "Writeback", "io_engine": "Sync",
+                "rate_limiter": {"bandwidth": {"size": 4096, "one_time_burst": 8192, "refill_time": 100}}}),
+        ),
+        (
+            "/logger",
+            json!({"log_path": log, "level": "Debug", "show_level": true}),
+        ),
+        ("/metrics", json!({"metrics_path": metrics})),
+        (
+            "/entropy",
+            json!({"rate_limiter": {"bandwidth": {"size": 1024, "refill_time": 100}}}),
+        ),
+        ("/serial", json!({"serial_out_path": serial})),
     ];
     for (path, body) in &puts {
         let reply = fixture.send_json("PUT", path, body);
@@ -536,9 +615,22 @@ fn configuration_round_trips_through_get_vm_config() {
     let machine = fixture.send("GET", "/machine-config", None).json();
     assert_eq!(
         machine,
-        json!({"vcpu_count": 2, "mem_size_mib": 256, "smt": false})
+        json!({"vcpu_count": 2, "mem_size_mib": 256, "smt": false,
+            "track_dirty_pages": false, "huge_pages": "None"})
+    );
+    let patch = json!({"smt": true, "huge_pages": "2M", "track_dirty_pages": true});
+    let reply = fixture.send_json("PATCH", "/machine-config", &patch);
+    assert_eq!(reply.status, 204, "{reply:?}");
+    let machine = fixture.send("GET", "/machine-config", None).json();
+    assert_eq!(
+        machine,
+        json!({"vcpu_count": 2, "mem_size_mib": 256, "smt": true,
+            "track_dirty_pages": true, "huge_pages": "2M"})
     );
     let document = fixture.send("GET", "/vm/config", None).json();
+    let doc = openapi();
+    let schema = json!({"$ref": "#/components/schemas/FullVmConfiguration"});
+    validate(&doc, &schema, &document, "config").unwrap();
     assert_eq!(document["boot-source"]["kernel_image_path"], kernel);
     assert_eq!(document["boot-source"]["boot_args"], "console=ttyS0");
     assert_eq!(document["drives"][0]["drive_id"], "rootfs");
@@ -547,6 +639,28 @@ fn configuration_round_trips_through_get_vm_config() {
         document["network-interfaces"][0]["guest_mac"],
         "52:54:00:00:00:01"
     );
+    assert_eq!(document["network-interfaces"][0]["mtu"], 9000);
+    assert_eq!(
+        document["network-interfaces"][0]["rx_rate_limiter"],
+        json!({"ops": {"size": 100, "refill_time": 10}})
+    );
+    assert_eq!(document["drives"][1]["drive_id"], "data");
+    assert_eq!(document["drives"][1]["cache_type"], "Writeback");
+    assert_eq!(document["drives"][1]["io_engine"], "Sync");
+    assert_eq!(
+        document["drives"][1]["rate_limiter"],
+        json!({"bandwidth": {"size": 4096, "one_time_burst": 8192, "refill_time": 100}})
+    );
+    assert_eq!(
+        document["logger"],
+        json!({"log_path": log, "level": "Debug", "show_level": true, "show_log_origin": false})
+    );
+    assert_eq!(document["metrics"], json!({"metrics_path": metrics}));
+    assert_eq!(
+        document["entropy"],
+        json!({"rate_limiter": {"bandwidth": {"size": 1024, "refill_time": 100}}})
+    );
+    assert_eq!(document["serial"], json!({"serial_out_path": serial}));
     // What GET /vm/config returns is a config file cabin loads.
     let file = fixture.dir.join("vm.json");
     std::fs::write(&file, document.to_string()).unwrap();
@@ -556,7 +670,12 @@ fn configuration_round_trips_through_get_vm_config() {
     };
     let loaded = model::load_config_file(&file, base).unwrap();
     assert_eq!(loaded.vcpus, 2);
-    assert_eq!(loaded.disks.len(), 1);
+    assert_eq!(loaded.disks.len(), 2);
+    assert!(loaded.machine.smt && loaded.machine.track_dirty_pages);
+    assert_eq!(loaded.nets[0].mtu, Some(9000));
+    assert_eq!(loaded.metrics_path.as_deref(), Some(Path::new(&metrics)));
+    assert_eq!(loaded.serial_out.as_deref(), Some(Path::new(&serial)));
+    assert!(loaded.entropy.is_some() && loaded.logger.is_some());
 }
 
 #[test]
@@ -578,8 +697,8 @@ fn bad_bodies_are_400_naming_the_field() {
         (
             "PUT",
             "/machine-config",
-            r#"{"vcpu_count": 2, "mem_size_mib": 256, "cpu_template": "T2"}"#,
-            "unknown field `cpu_template`",
+            r#"{"vcpu_count": 2, "mem_size_mib": 256, "cpu": 2}"#,
+            "unknown field `cpu`",
         ),
         (
             "PUT",
@@ -626,8 +745,8 @@ fn bad_bodies_are_400_naming_the_field() {
         (
             "PUT",
             "/actions",
-            r#"{"action_type": "FlushMetrics"}"#,
-            "unknown variant `FlushMetrics`",
+            r#"{"action_type": "Reboot"}"#,
+            "action_type: unknown variant `Reboot`",
         ),
         (
             "PATCH",
@@ -646,6 +765,474 @@ fn bad_bodies_are_400_naming_the_field() {
     }
     // The server still answers.
     assert_eq!(fixture.send("GET", "/", None).status, 200);
+}
+
+#[test]
+fn bad_new_fields_are_400_naming_the_field_and_change_nothing() {
+    let fixture = Fixture::new("newfields");
+    let image = fixture.file("rootfs.img");
+    let dir = fixture.dir.to_str().unwrap().to_owned();
+    let before = fixture.send("GET", "/vm/config", None).json();
+    let machine = |extra: Value| {
+        let mut body = json!({"vcpu_count": 2, "mem_size_mib": 256});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let drive = |extra: Value| {
+        let mut body = json!({"drive_id": "rootfs", "path_on_host": image, "is_root_device": true});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let net = |extra: Value| {
+        let mut body = json!({"iface_id": "eth0", "host_dev_name": "tap0"});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let missing_dir = format!("{dir}/missing");
+    let cases: Vec<(&str, &str, Value, String)> = vec![
+        // machine-config
+        (
+            "PUT",
+            "/machine-config",
+            machine(json!({"track_dirty_pages": "yes"})),
+            "track_dirty_pages: invalid type: string \"yes\"".into(),
+        ),
+        (
+            "PATCH",
+            "/machine-config",
+            json!({"track_dirty_pages": 1}),
+            "track_dirty_pages: invalid type: integer `1`".into(),
+        ),
+        (
+            "PUT",
+            "/machine-config",
+            machine(json!({"huge_pages": 2})),
+            "PUT /machine-config: huge_pages: ".into(),
+        ),
+        (
+            "PUT",
+            "/machine-config",
+            machine(json!({"huge_pages": "1G"})),
+            "huge_pages: unknown variant `1G`".into(),
+        ),
+        (
+            "PATCH",
+            "/machine-config",
+            json!({"huge_pages": "2M", "mem_size_mib": 255}),
+            "mem_size_mib 255 is not a whole number of 2 MiB huge pages".into(),
+        ),
+        (
+            "PUT",
+            "/machine-config",
+            machine(json!({"cpu_template": "T2"})),
+            "cpu_template T2 is not supported".into(),
+        ),
+        (
+            "PATCH",
+            "/machine-config",
+            json!({"cpu_template": 2}),
+            "cpu_template: invalid type: integer `2`".into(),
+        ),
+        (
+            "PUT",
+            "/machine-config",
+            json!({"vcpu_count": 3, "mem_size_mib": 256, "smt": true}),
+            "smt true with vcpu_count 3".into(),
+        ),
+        (
+            "PATCH",
+            "/machine-config",
+            json!({"vcpu_count": 3, "smt": true}),
+            "smt true with vcpu_count 3".into(),
+        ),
+        (
+            "PATCH",
+            "/machine-config",
+            json!({"smt": "on"}),
+            "smt: invalid type: string \"on\"".into(),
+        ),
+        // drives
+        (
+            "PUT",
+            "/drives/rootfs",
+            drive(json!({"cache_type": 1})),
+            "PUT /drives/rootfs: cache_type: ".into(),
+        ),
+        (
+            "PUT",
+            "/drives/rootfs",
+            drive(json!({"cache_type": "Fast"})),
+            "cache_type: unknown variant `Fast`".into(),
+        ),
+        (
+            "PUT",
+            "/drives/rootfs",
+            drive(json!({"io_engine": true})),
+            "PUT /drives/rootfs: io_engine: ".into(),
+        ),
+        (
+            "PUT",
+            "/drives/rootfs",
+            drive(json!({"io_engine": "Async"})),
+            "io_engine Async is not supported".into(),
+        ),
+        (
+            "PUT",
+            "/drives/rootfs",
+            drive(json!({"rate_limiter": {"bandwidth": {"size": -1, "refill_time": 100}}})),
+            "rate_limiter: bandwidth: size: invalid value: integer `-1`".into(),
+        ),
+        (
+            "PUT",
+            "/drives/rootfs",
+            drive(json!({"rate_limiter": {"ops": {"size": 0, "refill_time": 100}}})),
+            "rate_limiter.ops.size is 0".into(),
+        ),
+        (
+            "PUT",
+            "/drives/rootfs",
+            drive(json!({"rate_limiter": {"bandwidth": {"size": 10, "refill_time": 0}}})),
+            "rate_limiter.bandwidth.refill_time is 0".into(),
+        ),
+        (
+            "PUT",
+            "/drives/rootfs",
+            drive(json!({"rate_limiter": {"ops": {"size": 10}}})),
+            "rate_limiter: ops: missing field `refill_time`".into(),
+        ),
+        (
+            "PUT",
+            "/drives/rootfs",
+            drive(json!({"socket": "/run/vhost.sock"})),
+            "socket: vhost-user drives are not supported".into(),
+        ),
+        (
+            "PUT",
+            "/drives/rootfs",
+            drive(json!({"partuuid": "not-a-uuid"})),
+            "partuuid 'not-a-uuid' is not a partition UUID".into(),
+        ),
+        (
+            "PATCH",
+            "/drives/rootfs",
+            json!({"drive_id": "rootfs", "rate_limiter": {"ops": {"size": -1, "refill_time": 1}}}),
+            "rate_limiter: ops: size: invalid value: integer `-1`".into(),
+        ),
+        // network interfaces
+        (
+            "PUT",
+            "/network-interfaces/eth0",
+            net(json!({"mtu": "1500"})),
+            "mtu: invalid type: string \"1500\"".into(),
+        ),
+        (
+            "PUT",
+            "/network-interfaces/eth0",
+            net(json!({"mtu": 70000})),
+            "mtu: invalid value: integer `70000`".into(),
+        ),
+        (
+            "PUT",
+            "/network-interfaces/eth0",
+            net(json!({"mtu": 60})),
+            "mtu 60 is too small".into(),
+        ),
+        (
+            "PUT",
+            "/network-interfaces/eth0",
+            net(json!({"rx_rate_limiter": {"ops": {"size": -5, "refill_time": 10}}})),
+            "rx_rate_limiter: ops: size: invalid value: integer `-5`".into(),
+        ),
+        (
+            "PUT",
+            "/network-interfaces/eth0",
+            net(json!({"rx_rate_limiter": {"bandwidth": {"size": 0, "refill_time": 10}}})),
+            "rx_rate_limiter.bandwidth.size is 0".into(),
+        ),
+        (
+            "PUT",
+            "/network-interfaces/eth0",
+            net(json!({"rx_rate_limiter": {"ops": {"size": 5, "refill_time": 0}}})),
+            "rx_rate_limiter.ops.refill_time is 0".into(),
+        ),
+        (
+            "PUT",
+            "/network-interfaces/eth0",
+            net(json!({"tx_rate_limiter": {"ops": {"size": 0, "refill_time": 10}}})),
+            "tx_rate_limiter.ops.size is 0".into(),
+        ),
+        (
+            "PATCH",
+            "/network-interfaces/eth0",
+            json!({"iface_id": "eth0", "tx_rate_limiter": {"bandwidth": {"size": "1", "refill_time": 1}}}),
+            "tx_rate_limiter: bandwidth: size: invalid type".into(),
+        ),
+        // logger, metrics, entropy, serial
+        (
+            "PUT",
+            "/logger",
+            json!({"show_level": "yes"}),
+            "show_level: invalid type: string \"yes\"".into(),
+        ),
+        (
+            "PUT",
+            "/logger",
+            json!({"show_log_origin": 1}),
+            "show_log_origin: invalid type: integer `1`".into(),
+        ),
+        (
+            "PUT",
+            "/logger",
+            json!({"level": 3}),
+            "PUT /logger: level: invalid type: integer `3`".into(),
+        ),
+        ("PUT", "/logger", json!({"level": "Loud"}), "level: ".into()),
+        (
+            "PUT",
+            "/logger",
+            json!({"log_path": format!("{missing_dir}/cabin.log")}),
+            format!("log_path {missing_dir}/cabin.log: directory {missing_dir} does not exist"),
+        ),
+        (
+            "PUT",
+            "/metrics",
+            json!({"metrics_path": dir}),
+            format!("metrics_path {dir} is a directory"),
+        ),
+        (
+            "PUT",
+            "/metrics",
+            json!({"metrics_path": 7}),
+            "metrics_path: invalid type: integer `7`".into(),
+        ),
+        (
+            "PUT",
+            "/metrics",
+            json!({}),
+            "missing field `metrics_path`".into(),
+        ),
+        (
+            "PUT",
+            "/entropy",
+            json!({"rate_limiter": {"ops": {"size": 1, "refill_time": 0}}}),
+            "rate_limiter.ops.refill_time is 0".into(),
+        ),
+        (
+            "PUT",
+            "/serial",
+            json!({"rate_limiter": {"ops": {"size": 1, "refill_time": 1}}}),
+            "rate_limiter on the serial console is not supported".into(),
+        ),
+        (
+            "PUT",
+            "/serial",
+            json!({"serial_out_path": format!("{missing_dir}/serial.out")}),
+            format!(
+                "serial_out_path {missing_dir}/serial.out: directory {missing_dir} does not exist"
+            ),
+        ),
+    ];
+    for (method, path, body, expected) in &cases {
+        let reply = fixture.send_json(method, path, body);
+        assert_eq!(reply.status, 400, "{method} {path} {body}: {reply:?}");
+        let fault = reply.fault();
+        assert!(
+            fault.contains(expected.as_str()),
+            "{method} {path} {body}: {expected:?} not in {fault:?}"
+        );
+    }
+    // Nothing was changed, and the server still answers.
+    assert_eq!(fixture.send("GET", "/vm/config", None).json(), before);
+    assert!(!fixture.dir.join("missing").exists());
+    assert_eq!(fixture.send("GET", "/", None).status, 200);
+}
+
+#[test]
+fn level_names_are_firecrackers_and_refused_ones_name_level() {
+    let fixture = Fixture::new("levels");
+    for level in ["Error", "Warning", "Info", "Debug", "Trace", "Off"] {
+        let reply = fixture.send_json("PUT", "/logger", &json!({"level": level}));
+        assert_eq!(reply.status, 204, "{level}: {reply:?}");
+        assert_eq!(
+            fixture.send("GET", "/vm/config", None).json()["logger"]["level"],
+            level
+        );
+    }
+    let reply = fixture.send_json("PUT", "/logger", &json!({"level": "Verbose"}));
+    assert_eq!(reply.status, 400);
+    let fault = reply.fault();
+    assert!(
+        fault.contains("level: ") && fault.contains("Verbose"),
+        "{fault}"
+    );
+}
+
+#[test]
+fn device_patches_need_a_running_vm_and_a_known_device() {
+    let fixture = Fixture::new("patch");
+    let image = fixture.file("rootfs.img");
+    let grown = fixture.file("grown.img");
+    let drive = json!({"drive_id": "rootfs", "path_on_host": image, "is_root_device": true});
+    assert_eq!(
+        fixture.send_json("PUT", "/drives/rootfs", &drive).status,
+        204
+    );
+    let net = json!({"iface_id": "eth0", "host_dev_name": "tap0"});
+    assert_eq!(
+        fixture
+            .send_json("PUT", "/network-interfaces/eth0", &net)
+            .status,
+        204
+    );
+    let limiter = json!({"ops": {"size": 10, "refill_time": 100}});
+    let patch = json!({"drive_id": "rootfs", "path_on_host": grown, "rate_limiter": limiter});
+    let reply = fixture.send_json("PATCH", "/drives/rootfs", &patch);
+    assert_eq!(reply.status, 400);
+    assert_eq!(
+        reply.fault(),
+        "Changing a device of the running VM is not allowed while the VM is Not started"
+    );
+    let start = json!({"action_type": "InstanceStart"});
+    assert_eq!(fixture.send_json("PUT", "/actions", &start).status, 204);
+    let cases = [
+        (
+            "/drives/other",
+            json!({"drive_id": "other", "rate_limiter": limiter}),
+            "drive_id 'other' is not a drive of this VM",
+        ),
+        (
+            "/drives/rootfs",
+            json!({"drive_id": "rootfs"}),
+            "needs path_on_host or rate_limiter",
+        ),
+        (
+            "/drives/rootfs",
+            json!({"drive_id": "rootfs", "rate_limiter": {"ops": {"size": 0, "refill_time": 1}}}),
+            "rate_limiter.ops.size is 0",
+        ),
+        (
+            "/drives/rootfs",
+            json!({"drive_id": "elsewhere", "rate_limiter": limiter}),
+            "drive_id 'elsewhere' in the body differs from 'rootfs' in the path",
+        ),
+        (
+            "/network-interfaces/eth1",
+            json!({"iface_id": "eth1", "rx_rate_limiter": limiter}),
+            "iface_id 'eth1' is not a network interface of this VM",
+        ),
+        (
+            "/network-interfaces/eth0",
+            json!({"iface_id": "eth0", "rx_rate_limiter": {"bandwidth": {"size": 1, "refill_time": 0}}}),
+            "rx_rate_limiter.bandwidth.refill_time is 0",
+        ),
+    ];
+    for (path, body, expected) in &cases {
+        let reply = fixture.send_json("PATCH", path, body);
+        assert_eq!(reply.status, 400, "PATCH {path} {body}: {reply:?}");
+        assert!(reply.fault().contains(expected), "{reply:?}");
+    }
+    let reply = fixture.send_json("PATCH", "/drives/rootfs", &patch);
+    assert_eq!(reply.status, 204, "{reply:?}");
+    let patch = json!({"iface_id": "eth0", "tx_rate_limiter": limiter});
+    let reply = fixture.send_json("PATCH", "/network-interfaces/eth0", &patch);
+    assert_eq!(reply.status, 204, "{reply:?}");
+    let document = fixture.send("GET", "/vm/config", None).json();
+    assert_eq!(document["drives"][0]["path_on_host"], grown);
+    assert_eq!(document["drives"][0]["rate_limiter"], limiter);
+    assert_eq!(
+        document["network-interfaces"][0]["tx_rate_limiter"],
+        limiter
+    );
+    assert!(document["network-interfaces"][0]
+        .get("rx_rate_limiter")
+        .is_none());
+    // Configuration is over once the VM runs.
+    let reply = fixture.send_json("PATCH", "/machine-config", &json!({"vcpu_count": 2}));
+    assert_eq!(reply.status, 400);
+    assert!(
+        reply.fault().contains("while the VM is Running"),
+        "{reply:?}"
+    );
+}
+
+#[test]
+fn flush_metrics_needs_metrics_configured() {
+    let fixture = Fixture::new("flush");
+    let flush = json!({"action_type": "FlushMetrics"});
+    let reply = fixture.send_json("PUT", "/actions", &flush);
+    assert_eq!(reply.status, 400);
+    assert_eq!(
+        reply.fault(),
+        "Metrics are not configured: PUT /metrics first"
+    );
+    let metrics = fixture.dir.join("metrics.json");
+    let body = json!({"metrics_path": metrics.to_str().unwrap()});
+    assert_eq!(fixture.send_json("PUT", "/metrics", &body).status, 204);
+    let reply = fixture.send_json("PUT", "/actions", &flush);
+    assert_eq!(reply.status, 204, "{reply:?}");
+    assert!(reply.body.is_empty());
+}
+
+#[test]
+fn unsupported_firecracker_endpoints_are_400_naming_the_feature() {
+    let fixture = Fixture::new("unsupported");
+    let doc = openapi();
+    let description = doc["info"]["description"].as_str().unwrap();
+    let cases = [
+        ("PUT", "/vsock", "vsock"),
+        ("PUT", "/snapshot/create", "Snapshots"),
+        ("PUT", "/snapshot/load", "Snapshots"),
+        ("PUT", "/balloon", "The balloon device"),
+        ("GET", "/balloon", "The balloon device"),
+        ("PATCH", "/balloon/statistics", "The balloon device"),
+        ("PUT", "/mmds", "MMDS (the microVM metadata service)"),
+        ("GET", "/mmds", "MMDS (the microVM metadata service)"),
+        ("PUT", "/mmds/config", "MMDS (the microVM metadata service)"),
+        ("PUT", "/cpu-config", "Custom CPU templates (cpu-config)"),
+        ("PUT", "/pmem/pmem0", "pmem devices"),
+        ("PUT", "/hotplug/memory", "Memory hotplug"),
+    ];
+    for (method, path, feature) in cases {
+        let reply = fixture.send(method, path, Some(r#"{"guest_cid": 3}"#));
+        assert_eq!(reply.status, 400, "{method} {path}: {reply:?}");
+        assert_eq!(
+            reply.fault(),
+            format!("{feature} is not supported by cabin yet"),
+            "{method} {path}"
+        );
+        // The document says so, and does not list them as operations.
+        let documented = path.replace("pmem0", "{id}");
+        assert!(
+            description.contains(&documented),
+            "{documented} in the info"
+        );
+        assert!(doc["paths"].get(path).is_none(), "{path}");
+    }
+    assert_eq!(fixture.send("GET", "/", None).status, 200);
+}
+
+#[test]
+fn version_is_the_crate_version_in_firecrackers_field() {
+    let fixture = Fixture::new("version");
+    let reply = fixture.send("GET", "/version", None);
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.json(),
+        json!({"firecracker_version": env!("CARGO_PKG_VERSION")})
+    );
+    assert_eq!(
+        reply.header("Content-Type").as_deref(),
+        Some("application/json")
+    );
+    let reply = fixture.send("PUT", "/version", Some("{}"));
+    assert_eq!(reply.status, 405);
+    assert_eq!(reply.header("Allow").as_deref(), Some("GET"));
 }
 
 #[test]
@@ -701,11 +1288,13 @@ fn drive_path_id_must_match_body() {
 fn unknown_path_is_404_and_wrong_method_405() {
     let fixture = Fixture::new("routes");
     for path in [
-        "/balloon",
+        "/nope",
         "/drives",
         "/drives/",
         "/vm/config/x",
-        "/snapshot/create",
+        "/balloon/x",
+        "/snapshot",
+        "/pmem/",
     ] {
         let reply = fixture.send("GET", path, None);
         assert_eq!(reply.status, 404, "{path}");
@@ -715,6 +1304,12 @@ fn unknown_path_is_404_and_wrong_method_405() {
     assert_eq!(reply.status, 405);
     assert_eq!(reply.header("Allow").as_deref(), Some("PUT"));
     assert_eq!(reply.fault(), "POST is not allowed on /actions: use PUT");
+    let reply = fixture.send("DELETE", "/machine-config", None);
+    assert_eq!(reply.status, 405);
+    assert_eq!(reply.header("Allow").as_deref(), Some("GET, PUT, PATCH"));
+    let reply = fixture.send("GET", "/drives/rootfs", None);
+    assert_eq!(reply.status, 405);
+    assert_eq!(reply.header("Allow").as_deref(), Some("PUT, PATCH"));
 }
 
 #[test]
