@@ -1186,16 +1186,16 @@ fn unsupported_firecracker_endpoints_are_400_naming_the_feature() {
     let description = doc["info"]["description"].as_str().unwrap();
     let cases = [
         ("PUT", "/vsock", "vsock"),
-        ("PUT", "/snapshot/create", "Snapshots"),
-        ("PUT", "/snapshot/load", "Snapshots"),
+        ("PUT", "/snapshot/create", "Snapshotting"),
+        ("PUT", "/snapshot/load", "Snapshotting"),
         ("PUT", "/balloon", "The balloon device"),
         ("GET", "/balloon", "The balloon device"),
         ("PATCH", "/balloon/statistics", "The balloon device"),
         ("PUT", "/mmds", "MMDS (the microVM metadata service)"),
         ("GET", "/mmds", "MMDS (the microVM metadata service)"),
         ("PUT", "/mmds/config", "MMDS (the microVM metadata service)"),
-        ("PUT", "/cpu-config", "Custom CPU templates (cpu-config)"),
-        ("PUT", "/pmem/pmem0", "pmem devices"),
+        ("PUT", "/cpu-config", "CPU configuration (cpu-config)"),
+        ("PUT", "/pmem/pmem0", "The pmem device"),
         ("PUT", "/hotplug/memory", "Memory hotplug"),
     ];
     for (method, path, feature) in cases {

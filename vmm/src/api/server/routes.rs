@@ -41,9 +41,9 @@ const UNSUPPORTED: [(&str, &str); 9] = [
     ("/balloon/statistics", "The balloon device"),
     ("/mmds", "MMDS (the microVM metadata service)"),
     ("/mmds/config", "MMDS (the microVM metadata service)"),
-    ("/cpu-config", "Custom CPU templates (cpu-config)"),
-    ("/snapshot/create", "Snapshots"),
-    ("/snapshot/load", "Snapshots"),
+    ("/cpu-config", "CPU configuration (cpu-config)"),
+    ("/snapshot/create", "Snapshotting"),
+    ("/snapshot/load", "Snapshotting"),
     ("/hotplug/memory", "Memory hotplug"),
 ];
 
@@ -108,7 +108,7 @@ pub(super) fn route(method: &str, target: &str) -> Result<Route, Reply> {
             } else if let Some((_, feature)) = UNSUPPORTED.iter().find(|(p, _)| *p == path) {
                 Ok(Route::Unsupported(feature))
             } else if id_after("/pmem/").is_some() {
-                Ok(Route::Unsupported("pmem devices"))
+                Ok(Route::Unsupported("The pmem device"))
             } else {
                 Err(Reply::fault(404, format!("No such resource: {path}")))
             }
