@@ -89,3 +89,108 @@ fn tiny_guest_triple_fault_exits_nonzero_with_reason_and_rip() {
     );
     assert!(stderr.contains("RIP 0x"), "{stderr}");
 }
+
+/// A config file for a tiny guest, with extra top-level sections.
+fn tiny_config(dir: &std::path::Path, code: &[u8], extra: serde_json::Value) -> String {
+    let kernel = write_file(dir, "tiny.elf", &tiny_elf(code));
+    let mut config = serde_json::json!({
+        "boot-source": {"kernel_image_path": kernel},
+        "machine-config": {"vcpu_count": 1, "mem_size_mib": 32},
+    });
+    for (key, value) in extra.as_object().unwrap() {
+        if key == "machine-config" {
+            for (field, v) in value.as_object().unwrap() {
+                config[key][field] = v.clone();
+            }
+        } else {
+            config[key] = value.clone();
+        }
+    }
+    write_file(dir, "vm.json", config.to_string().as_bytes())
+}
+
+#[test]
+fn serial_out_path_gets_the_guest_console_instead_of_stdout() {
+    let dir = scratch_dir("smoke-serial-out");
+    let code = [
+        asm::serial_print("to the file\n"),
+        asm::i8042_reset(),
+        asm::halt_forever(),
+    ]
+    .concat();
+    let out = dir.join("serial.out");
+    let config = tiny_config(
+        &dir,
+        &code,
+        serde_json::json!({"serial": {"serial_out_path": out}}),
+    );
+
+    let (status, stdout, stderr) = run_cabin(&["run", "--config-file", &config], TIMEOUT);
+
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+    assert_eq!(stdout, "");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "to the file\n");
+}
+
+#[test]
+fn smt_and_dirty_page_tracking_boot_a_two_vcpu_guest() {
+    let dir = scratch_dir("smoke-smt");
+    let code = [
+        asm::serial_print("smt ok\n"),
+        asm::i8042_reset(),
+        asm::halt_forever(),
+    ]
+    .concat();
+    let config = tiny_config(
+        &dir,
+        &code,
+        serde_json::json!({"machine-config": {"vcpu_count": 2, "smt": true,
+                                              "track_dirty_pages": true}}),
+    );
+
+    let (status, stdout, stderr) = run_cabin(&["run", "--config-file", &config], TIMEOUT);
+
+    assert_eq!(stdout, "smt ok\n", "stderr: {stderr}");
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+}
+
+/// Free 2 MiB huge pages on this host.
+fn free_huge_pages() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("HugePages_Free:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn huge_pages_boot_or_say_how_to_reserve_them() {
+    let dir = scratch_dir("smoke-huge");
+    let code = [
+        asm::serial_print("huge ok\n"),
+        asm::i8042_reset(),
+        asm::halt_forever(),
+    ]
+    .concat();
+    let config = tiny_config(
+        &dir,
+        &code,
+        serde_json::json!({"machine-config": {"huge_pages": "2M"}}),
+    );
+
+    let (status, stdout, stderr) = run_cabin(&["run", "--config-file", &config], TIMEOUT);
+
+    // 32 MiB of guest RAM is 16 huge pages; the host decides which case this is.
+    if free_huge_pages() >= 16 {
+        assert_eq!(stdout, "huge ok\n", "stderr: {stderr}");
+        assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+    } else {
+        assert_eq!(status.code(), Some(1), "stderr: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("cabin: Cannot map 32 MiB of guest memory on 2 MiB huge pages: reserve them first (echo N > /proc/sys/vm/nr_hugepages"),
+            "{stderr}"
+        );
+    }
+}
