@@ -304,3 +304,120 @@ fn slow_silent_and_dropped_clients_do_not_stop_others() {
     assert!(slowest < PROBE_BOUND, "GET / took {slowest:?}");
     fixture.finish();
 }
+
+#[test]
+fn logger_metrics_and_device_patches_work_under_seccomp() {
+    let dir = scratch_dir("load-observe");
+    let code = asm::tick_forever(b't', 500_000);
+    let kernel = write_file(&dir, "tick.elf", &tiny_elf(&code));
+    let disk = write_file(&dir, "disk.img", &vec![0u8; 1 << 20]);
+    let bigger = write_file(&dir, "bigger.img", &vec![0u8; 2 << 20]);
+    let log = dir.join("cabin.log");
+    let metrics = dir.join("metrics.json");
+    let socket = dir.join("api.sock");
+    let mut cabin = Cabin::spawn(&["run", "--api-sock", socket.to_str().unwrap()]);
+    let deadline = Instant::now() + TIMEOUT;
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "{}", cabin.stderr.text());
+        thread::sleep(Duration::from_millis(20));
+    }
+    let mut client = Client::connect(&socket);
+    let mut ok = |method: &str, path: &str, body: String| {
+        let answer = client.request(method, path, Some(&body));
+        assert_eq!(answer.status, 204, "{method} {path}: {}", answer.body);
+    };
+    ok(
+        "PUT",
+        "/logger",
+        format!(
+            r#"{{"log_path": "{}", "level": "Debug", "show_level": true}}"#,
+            log.display()
+        ),
+    );
+    ok(
+        "PUT",
+        "/metrics",
+        format!(r#"{{"metrics_path": "{}"}}"#, metrics.display()),
+    );
+    ok(
+        "PUT",
+        "/machine-config",
+        r#"{"vcpu_count": 2, "mem_size_mib": 32, "track_dirty_pages": true}"#.into(),
+    );
+    ok(
+        "PUT",
+        "/boot-source",
+        format!(r#"{{"kernel_image_path": "{kernel}"}}"#),
+    );
+    ok(
+        "PUT",
+        "/drives/data",
+        format!(
+            r#"{{"drive_id": "data", "path_on_host": "{disk}", "is_root_device": false,
+                 "rate_limiter": {{"bandwidth": {{"size": 1048576, "refill_time": 100}}}}}}"#
+        ),
+    );
+    ok(
+        "PUT",
+        "/entropy",
+        r#"{"rate_limiter": {"ops": {"size": 10, "refill_time": 100}}}"#.into(),
+    );
+    ok(
+        "PUT",
+        "/actions",
+        r#"{"action_type": "InstanceStart"}"#.into(),
+    );
+    cabin.expect_stdout("tt", TIMEOUT);
+    // After start, on the filtered VMM thread: open a new backing file, re-arm a
+    // rate limiter, write metrics lines, log.
+    ok(
+        "PATCH",
+        "/drives/data",
+        format!(
+            r#"{{"drive_id": "data", "path_on_host": "{bigger}",
+                 "rate_limiter": {{"ops": {{"size": 100, "refill_time": 1000}}}}}}"#
+        ),
+    );
+    for _ in 0..3 {
+        ok(
+            "PUT",
+            "/actions",
+            r#"{"action_type": "FlushMetrics"}"#.into(),
+        );
+    }
+    ok("PATCH", "/vm", r#"{"state": "Paused"}"#.into());
+    ok("PATCH", "/vm", r#"{"state": "Resumed"}"#.into());
+    let config = client.request("GET", "/vm/config", None);
+    assert!(config.body.contains(&bigger), "{}", config.body);
+
+    let before = cabin.stdout.text().matches('t').count();
+    assert!(
+        cabin
+            .stdout
+            .wait_until(|out| out.matches('t').count() > before + 1, TIMEOUT),
+        "the guest stopped ticking"
+    );
+    cabin.signal(libc::SIGTERM);
+    let status = cabin.wait_exit(TIMEOUT);
+    assert_eq!(status.code(), Some(143), "{}", cabin.stderr.text());
+    assert_eq!(cabin.stderr.text(), "cabin: stopped by signal 15\n");
+
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains(":INFO] API PATCH /drives/data: 204"), "{log}");
+    assert!(log.contains(":INFO] API PUT /actions: 204"), "{log}");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&metrics)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Three FlushMetrics and the last line at exit.
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    let sum = |section: &str, key: &str| -> u64 {
+        lines.iter().filter_map(|l| l[section][key].as_u64()).sum()
+    };
+    assert!(sum("api_server", "drives_count") >= 2, "{lines:?}");
+    assert!(sum("api_server", "actions_count") >= 4, "{lines:?}");
+    assert!(sum("vcpu", "exit_io_out") > 0, "{lines:?}");
+    assert!(lines[0]["block_data"].is_object(), "{:?}", lines[0]);
+    assert!(lines[0]["entropy"].is_object(), "{:?}", lines[0]);
+}

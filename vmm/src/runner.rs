@@ -120,6 +120,12 @@ pub fn run(
         let mut controller = lock(&controller);
         if let Some(reason) = controller.outcome.take() {
             controller.shut_down(&reason);
+            // A last line, as Firecracker writes at exit, so short runs have one too.
+            if controller.metrics.is_some() {
+                if let Err(e) = controller.flush_metrics() {
+                    warn!("{e}");
+                }
+            }
             break Ok(reason);
         }
     };
