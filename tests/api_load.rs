@@ -277,6 +277,22 @@ fn slow_silent_and_dropped_clients_do_not_stop_others() {
             }
         })
     };
+    // A client that pipelines requests and never reads an answer: cabin stops
+    // reading it once its answers pile up, and serves the others.
+    let mut greedy = UnixStream::connect(&fixture.socket).unwrap();
+    greedy.set_nonblocking(true).unwrap();
+    let request = b"GET / HTTP/1.1\r\n\r\n".repeat(20_000);
+    let mut sent = 0;
+    while sent < request.len() {
+        match greedy.write(&request[sent..]) {
+            Ok(n) => sent += n,
+            Err(_) => break,
+        }
+    }
+    assert!(
+        sent < request.len(),
+        "cabin took {sent} pipelined bytes unread"
+    );
     // A thousand connections opened and dropped, some after half a request.
     for i in 0..1000 {
         let mut stream = UnixStream::connect(&fixture.socket).unwrap();

@@ -25,12 +25,14 @@ pub const EXIT_USAGE: i32 = 2;
 /// Exit status when the guest crashed the VM (triple fault, KVM error, failed entry).
 pub const EXIT_GUEST_FAILURE: i32 = 3;
 
-/// glibc malloc arenas cabin allows. glibc creates arenas lazily, on a thread's
-/// first allocation while others hold theirs, and sizes its limit by reading
-/// `/sys/devices/system/cpu/online` once more than eight exist: on a thread whose
-/// seccomp filter forbids openat that read kills cabin. A fixed maximum, set before
-/// any thread starts, means glibc never asks.
-pub const MALLOC_ARENAS: i32 = 2;
+/// glibc malloc arenas cabin allows: one, the main arena, shared by every thread.
+/// glibc's other arenas make system calls lazily that a seccomp filter forbids: a
+/// new arena, created on a thread's first allocation while others hold theirs, sizes
+/// the arena limit by reading `/sys/devices/system/cpu/online`; the first time a
+/// thread arena's heap shrinks, glibc reads `/proc/sys/vm/overcommit_memory`. Either
+/// killed cabin under load. The main arena grows and shrinks with brk and mmap only,
+/// and cabin's threads allocate little, so sharing it costs nothing measurable.
+pub const MALLOC_ARENAS: i32 = 1;
 
 /// Process-wide setup that must happen before any thread starts and before any
 /// seccomp filter: the malloc arena limit, and a panic hook that prints one line

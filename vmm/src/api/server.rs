@@ -360,13 +360,17 @@ impl Connection {
         }
     }
 
-    /// The poll events this connection waits for.
-    fn interest(&self) -> libc::c_short {
+    /// The poll events this connection waits for. It reads only while its buffers
+    /// have room: a client that pipelines requests without reading the answers is
+    /// left to wait, not buffered without bound.
+    fn interest(&self, limits: &Limits) -> libc::c_short {
         let mut events = 0;
         if !self.output.is_empty() {
             events |= libc::POLLOUT;
         }
-        if matches!(self.state, ConnState::Reading) && !self.eof {
+        let room = self.output.len() < MAX_PENDING_OUTPUT
+            && self.input.len() < limits.max_header_bytes + limits.max_body_bytes;
+        if matches!(self.state, ConnState::Reading) && !self.eof && room {
             events |= libc::POLLIN;
         }
         events
@@ -541,8 +545,10 @@ impl Server {
         self.pollfds
             .push(entry(self.shared.answered.as_raw_fd(), libc::POLLIN));
         for conn in &self.connections {
-            self.pollfds
-                .push(entry(conn.stream.as_raw_fd(), conn.interest()));
+            self.pollfds.push(entry(
+                conn.stream.as_raw_fd(),
+                conn.interest(&self.shared.limits),
+            ));
         }
     }
 
