@@ -3,6 +3,7 @@
 #   make test   everything CI checks: lint, unit and KVM smoke tests, end-to-end boots,
 #               and a quick checked run of bench-containers
 #   make bench  boot time, memory, disk, network and lifecycle against QEMU -M microvm
+#               and API latency/throughput/RSS (FIRECRACKER=path adds it as a peer)
 #   make bench-containers [QUICK=1]  the same workloads in a host process, crun,
 #               cabin and QEMU microvm (QUICK=1: one small run, checked; in make test)
 # Heavy artifacts (guest kernel, initramfs, sandbox) are cached in $(CABIN_CACHE),
@@ -96,6 +97,7 @@ e2e: artifacts
 bench: build artifacts
 	$(RES)/bench/boot.sh
 	$(RES)/bench/io.sh
+	$(RES)/bench/api.sh
 
 # VMs against containers (resources/bench/containers.py). QUICK=1: one run with
 # small sizes, written to build/bench/containers-quick.*, and every cell checked.
