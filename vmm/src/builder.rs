@@ -1,9 +1,7 @@
 //! Building a VM from a [`VmConfig`]: one linear recipe of small steps.
 
-use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use arch::layout;
@@ -285,31 +283,16 @@ fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The serial port writes to stdout (it is the console, or it shows early boot
 /// messages before the virtio console takes over), or to `serial_out_path`.
 fn serial_output(config: &VmConfig) -> Result<Box<dyn Write + Send>, BuildError> {
-    let _ = ConsoleKind::Serial;
     match &config.serial_out {
         None => Ok(Box::new(ConsoleOut)),
-        Some(path) => open_output(path)
-            .map(|file| Box::new(file) as Box<dyn Write + Send>)
-            .map_err(|e| BuildError::SerialOut(path.clone(), e)),
+        // A file is appended to; a named pipe is opened without waiting for a
+        // reader, and a full one loses output instead of stalling the guest.
+        Some(path) => crate::logger::Sink::open(path)
+            .map(|sink| Box::new(sink.into_file()) as Box<dyn Write + Send>)
+            .map_err(|e| BuildError::SerialOut(path.clone(), e.into())),
     }
 }
 
-/// Opens a file cabin writes to: appended to (created if missing), or a named pipe
-/// opened without waiting for a reader (O_RDWR|O_NONBLOCK: a full pipe loses output
-/// instead of stalling the guest).
-pub fn open_output(path: &Path) -> std::io::Result<File> {
-    let fifo = std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo());
-    let mut options = OpenOptions::new();
-    if fifo {
-        options
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK);
-    } else {
-        options.append(true).create(true);
-    }
-    options.open(path)
-}
 
 /// What placing a virtio device needs: the VM, its memory, the MMIO bus, the
 /// command line that announces devices, and the device manager.

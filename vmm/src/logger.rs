@@ -467,6 +467,16 @@ pub(crate) enum OpenFailure {
     Open(io::Error),
 }
 
+impl From<OpenFailure> for io::Error {
+    fn from(failure: OpenFailure) -> io::Error {
+        match failure {
+            OpenFailure::IsDirectory => io::Error::other("it is a directory"),
+            OpenFailure::NoParentDirectory => io::Error::other("its directory does not exist"),
+            OpenFailure::Open(e) => e,
+        }
+    }
+}
+
 /// What became of a line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum WriteOutcome {
@@ -507,6 +517,11 @@ impl Sink {
         }
         let file = options.open(path).map_err(OpenFailure::Open)?;
         Ok(Sink { file, fifo })
+    }
+
+    /// The open file, for a writer that is not line-based (the serial console).
+    pub(crate) fn into_file(self) -> File {
+        self.file
     }
 
     /// Writes `line` with one `write(2)`.
