@@ -3,7 +3,8 @@
 #   make test   everything CI checks: lint, unit and KVM smoke tests, end-to-end boots,
 #               and a quick checked run of bench-containers
 #   make bench  boot time, memory, disk, network and lifecycle against QEMU -M microvm
-#               and API latency/throughput/RSS (FIRECRACKER=path adds it as a peer)
+#               API latency/throughput/RSS (FIRECRACKER=path adds it as a peer) and
+#               rate-limiter accuracy
 #   make bench-containers [QUICK=1]  the same workloads in a host process, crun,
 #               cabin and QEMU microvm (QUICK=1: one small run, checked; in make test)
 # Heavy artifacts (guest kernel, initramfs, sandbox) are cached in $(CABIN_CACHE),
@@ -93,11 +94,14 @@ e2e: artifacts
 	fi
 
 # Benchmarks (not tests): boot time and memory, then disk, network and lifecycle,
-# each against QEMU -M microvm in the same environment. Results in build/bench/.
+# each against QEMU -M microvm in the same environment; the API server (latency,
+# throughput, RSS under 100,000 requests); rate-limiter accuracy. Results in
+# build/bench/.
 bench: build artifacts
 	$(RES)/bench/boot.sh
 	$(RES)/bench/io.sh
 	$(RES)/bench/api.sh
+	$(RES)/bench/ratelimit.sh
 
 # VMs against containers (resources/bench/containers.py). QUICK=1: one run with
 # small sizes, written to build/bench/containers-quick.*, and every cell checked.

@@ -22,23 +22,7 @@ set -euo pipefail
 # shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-# bench_init would insist on QEMU and on target/release/cabin; this bench needs
-# neither, so it sets the same variables itself.
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/../.." && pwd)"
-cd "$repo"
-cabin="${CABIN:-$repo/target/release/cabin}"
-[[ -x "$cabin" ]] || die "$cabin is missing: run 'cargo build --release' (make bench does) or set CABIN"
-python=/usr/bin/python3
-[[ -x "$python" ]] || python="$(command -v python3)" || die "python3 is not installed"
-host_cpu="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
-host_cpu="${host_cpu:-unknown}"
-commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-if [[ -n "$(git status --porcelain 2>/dev/null | head -n 1)" ]]; then
-    commit="$commit+dirty"
-fi
-out="$repo/build/bench"
-mkdir -p "$out"
+bench_init --no-qemu
 
 peers=()
 if [[ -n "${FIRECRACKER:-}" ]]; then

@@ -1,9 +1,11 @@
 # Sourced by the bench scripts (boot.sh, io.sh, containers.sh): the checks they
 # share and the one place that decides where a benchmark driver runs.
 #
-# bench_init     cd to the repository and set: repo, here (resources/bench),
-#                cabin, python, host_cpu, commit, out (build/bench), and the
-#                artifact paths of resources/paths.sh; die() on what is missing.
+# bench_init [--no-qemu]
+#                cd to the repository and set: repo, here (resources/bench),
+#                cabin ($CABIN or target/release/cabin), python, host_cpu, commit,
+#                out (build/bench), and the artifact paths of resources/paths.sh;
+#                die() on what is missing (QEMU too, unless --no-qemu).
 # bench_run NAME MARKER TIMEOUT [SANDBOX-OPTION...] -- DRIVER [ARG...]
 #                runs `$python DRIVER --environment E ARG...` directly when this
 #                host's KVM boots guests (`cabin check` exits 0), else inside the
@@ -34,9 +36,11 @@ bench_init() {
     local paths
     paths="$(resources/paths.sh)" || die "resources/paths.sh failed"
     eval "$paths"
-    cabin="$repo/target/release/cabin"
-    [[ -x "$cabin" ]] || die "$cabin is missing: run 'cargo build --release' (make bench does)"
-    command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 is not installed (resources/deps.sh)"
+    cabin="${CABIN:-$repo/target/release/cabin}"
+    [[ -x "$cabin" ]] || die "$cabin is missing: run 'cargo build --release' (make bench does) or set CABIN"
+    if [[ "${1:-}" != --no-qemu ]]; then
+        command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 is not installed (resources/deps.sh)"
+    fi
     # The distribution's Python: it exists at the same path inside the sandbox
     # and needs no writable home (unlike a pyenv shim).
     python=/usr/bin/python3
