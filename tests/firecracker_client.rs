@@ -12,12 +12,24 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::{artifact, rootfs_copy, run_cabin, scratch_dir, script_cmdline, Cabin};
 use serde_json::{json, Value};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The tests of this file run one at a time: the rate-limiter test times a guest,
+/// and a second guest booting beside it on the same two CPUs would slow it below
+/// the limit it checks.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn alone() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// One keep-alive connection, as a client library's pool holds it.
 struct Client {
@@ -104,6 +116,7 @@ fn ip(args: &[&str]) {
 #[test]
 #[ignore = "needs guest artifacts and native KVM or the sandbox: make test"]
 fn firecracker_client_flow_configures_boots_and_measures() {
+    let _alone = alone();
     let dir = scratch_dir("fc-client");
     let socket = dir.join("api.sock");
     let log = dir.join("cabin.log");
@@ -227,6 +240,7 @@ fn firecracker_client_flow_configures_boots_and_measures() {
 #[test]
 #[ignore = "needs guest artifacts and native KVM or the sandbox: make test"]
 fn disk_rate_limiter_holds_a_guest_read_to_its_bandwidth() {
+    let _alone = alone();
     let dir = scratch_dir("fc-ratelimit");
     let image = rootfs_copy(&dir);
     let data = dir.join("data.img");
@@ -279,6 +293,7 @@ fn disk_rate_limiter_holds_a_guest_read_to_its_bandwidth() {
 #[test]
 #[ignore = "needs guest artifacts and native KVM or the sandbox: make test"]
 fn patch_drive_swaps_the_backing_file_of_a_running_guest() {
+    let _alone = alone();
     let dir = scratch_dir("fc-patch");
     let socket = dir.join("api.sock");
     let image = rootfs_copy(&dir);

@@ -293,7 +293,6 @@ fn serial_output(config: &VmConfig) -> Result<Box<dyn Write + Send>, BuildError>
     }
 }
 
-
 /// What placing a virtio device needs: the VM, its memory, the MMIO bus, the
 /// command line that announces devices, and the device manager.
 struct VirtioContext<'a> {
