@@ -189,6 +189,12 @@ fn firecracker_client_flow_configures_boots_and_measures() {
     assert!(console.contains("MAC=06:00:ac:10:00:02"), "{console}");
     assert!(console.contains("MTU=1400"), "{console}");
     client.ok("PUT", "/actions", json!({"action_type": "FlushMetrics"}));
+    client.ok(
+        "PATCH",
+        "/network-interfaces/eth0",
+        json!({"iface_id": "eth0", "rx_rate_limiter": {"bandwidth": {"size": 1048576, "refill_time": 100}},
+               "tx_rate_limiter": {"ops": {"size": 1000, "refill_time": 1000}}}),
+    );
     client.ok("PATCH", "/vm", json!({"state": "Paused"}));
     let (_, described) = client.send("GET", "/", None);
     assert!(described.contains("\"Paused\""), "{described}");

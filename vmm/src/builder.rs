@@ -609,6 +609,33 @@ fn configure_vcpu(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::DiskConfig;
+
+    #[test]
+    fn with_root_device_adds_root_unless_the_command_line_has_one() {
+        let root = |partuuid: Option<&str>, read_only| DiskConfig {
+            root: true,
+            read_only,
+            partuuid: partuuid.map(str::to_owned),
+            ..DiskConfig::default()
+        };
+        let mut config = VmConfig {
+            cmdline: "console=ttyS0".into(),
+            disks: vec![root(None, false)],
+            ..VmConfig::default()
+        };
+        assert_eq!(with_root_device(&config), "console=ttyS0 root=/dev/vda rw");
+        config.disks = vec![root(Some("abcd1234-01"), true)];
+        assert_eq!(
+            with_root_device(&config),
+            "console=ttyS0 root=PARTUUID=abcd1234-01 ro"
+        );
+        config.cmdline = "console=ttyS0 root=/dev/vdb".into();
+        assert_eq!(with_root_device(&config), "console=ttyS0 root=/dev/vdb");
+        config.disks[0].root = false;
+        config.cmdline = "console=ttyS0".into();
+        assert_eq!(with_root_device(&config), "console=ttyS0");
+    }
 
     #[test]
     fn disk_letter_follows_guest_naming() {
