@@ -9,7 +9,7 @@
 use std::fs;
 use std::io;
 use std::os::unix::fs::FileTypeExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::cli::parse_mac;
 use crate::config::{
@@ -19,13 +19,17 @@ use devices::virtio::block::CacheType;
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 
+mod document;
 mod file;
 mod limits;
 mod observe;
+mod patch;
 
+pub use document::to_document;
 pub use file::{load_config_file, ConfigFileError};
 pub use limits::{check_rate_limiter, RateLimiter, TokenBucket};
 pub use observe::{Entropy, Logger, Metrics, Serial};
+pub use patch::{check_drive_patch, check_net_patch, DriveUpdate, NetUpdate};
 
 /// Largest `vcpu_count`: as many processors as cabin's MP table describes.
 pub const MAX_VCPUS: u32 = arch::mptable::MPTABLE_MAX_CPUS as u32;
@@ -733,68 +737,6 @@ fn apply_net(config: &mut VmConfig, net: NetworkInterface) -> Result<(), String>
     Ok(())
 }
 
-/// What a `PATCH /drives/{id}` asks of the running VM, checked against `config`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DriveUpdate {
-    /// Index of the drive (and its device) in `config.disks`.
-    pub index: usize,
-    /// The new backing file, if any.
-    pub path: Option<PathBuf>,
-    /// The new limits, if any.
-    pub rate_limiter: Option<devices::rate_limiter::RateLimiterConfig>,
-}
-
-/// Checks a drive patch: the drive exists, the new file exists.
-pub fn check_drive_patch(config: &VmConfig, patch: &DrivePatch) -> Result<DriveUpdate, String> {
-    let index = (0..config.disks.len())
-        .find(|&i| drive_id_of(i, &config.disks[i]) == patch.drive_id)
-        .ok_or_else(|| format!("drive_id '{}' is not a drive of this VM", patch.drive_id))?;
-    let path = match &patch.path_on_host {
-        Some(path) => Some(check_file("path_on_host", path, true)?),
-        None => None,
-    };
-    let rate_limiter = limits::check_optional("rate_limiter", patch.rate_limiter.as_ref())?;
-    if path.is_none() && rate_limiter.is_none() {
-        return Err("PATCH /drives needs path_on_host or rate_limiter".into());
-    }
-    Ok(DriveUpdate {
-        index,
-        path,
-        rate_limiter,
-    })
-}
-
-/// What a `PATCH /network-interfaces/{id}` asks of the running VM.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NetUpdate {
-    /// Index of the interface (and its device) in `config.nets`.
-    pub index: usize,
-    /// The new receive limits (`None`: unchanged).
-    pub rx: Option<devices::rate_limiter::RateLimiterConfig>,
-    /// The new transmit limits (`None`: unchanged).
-    pub tx: Option<devices::rate_limiter::RateLimiterConfig>,
-}
-
-/// Checks a network interface patch: the interface exists.
-pub fn check_net_patch(
-    config: &VmConfig,
-    patch: &NetworkInterfacePatch,
-) -> Result<NetUpdate, String> {
-    let index = (0..config.nets.len())
-        .find(|&i| iface_id_of(i, &config.nets[i]) == patch.iface_id)
-        .ok_or_else(|| {
-            format!(
-                "iface_id '{}' is not a network interface of this VM",
-                patch.iface_id
-            )
-        })?;
-    Ok(NetUpdate {
-        index,
-        rx: limits::check_optional("rx_rate_limiter", patch.rx_rate_limiter.as_ref())?,
-        tx: limits::check_optional("tx_rate_limiter", patch.tx_rate_limiter.as_ref())?,
-    })
-}
-
 fn check_id(field: &str, id: &str) -> Result<(), String> {
     if id.is_empty() {
         return Err(format!("{field} is empty"));
@@ -837,84 +779,6 @@ pub fn drive_id_of(index: usize, disk: &DiskConfig) -> String {
 /// for one given on the command line.
 pub fn iface_id_of(index: usize, net: &NetConfig) -> String {
     net.id.clone().unwrap_or_else(|| format!("eth{index}"))
-}
-
-fn path_text(path: &Path) -> String {
-    path.to_string_lossy().into_owned()
-}
-
-fn mac_text(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-/// The configuration as a config file holds it (what `GET /vm/config` returns).
-pub fn to_document(config: &VmConfig) -> VmDocument {
-    let limiter =
-        |l: &Option<devices::rate_limiter::RateLimiterConfig>| l.as_ref().map(limits::to_body);
-    VmDocument {
-        boot_source: config.kernel.as_ref().map(|kernel| BootSource {
-            kernel_image_path: path_text(kernel),
-            initrd_path: config.initrd.as_deref().map(path_text),
-            boot_args: Some(config.cmdline.clone()),
-        }),
-        machine_config: Some(MachineConfig {
-            vcpu_count: config.vcpus,
-            mem_size_mib: config.mem_size_mib,
-            smt: Some(config.machine.smt),
-            track_dirty_pages: Some(config.machine.track_dirty_pages),
-            huge_pages: Some(match config.machine.huge_pages {
-                HugePages::None => HugePagesBody::None,
-                HugePages::Size2M => HugePagesBody::Size2M,
-            }),
-            cpu_template: None,
-        }),
-        drives: config
-            .disks
-            .iter()
-            .enumerate()
-            .map(|(i, disk)| Drive {
-                drive_id: drive_id_of(i, disk),
-                path_on_host: path_text(&disk.path),
-                is_root_device: disk.root,
-                is_read_only: Some(disk.read_only),
-                partuuid: disk.partuuid.clone(),
-                cache_type: Some(match disk.cache_type {
-                    CacheType::Unsafe => CacheTypeBody::Unsafe,
-                    CacheType::Writeback => CacheTypeBody::Writeback,
-                }),
-                io_engine: Some(IoEngine::Sync),
-                rate_limiter: limiter(&disk.rate_limiter),
-                socket: None,
-            })
-            .collect(),
-        network_interfaces: config
-            .nets
-            .iter()
-            .enumerate()
-            .map(|(i, net)| NetworkInterface {
-                iface_id: iface_id_of(i, net),
-                host_dev_name: net.tap.clone(),
-                guest_mac: net.mac.as_ref().map(mac_text),
-                mtu: net.mtu,
-                rx_rate_limiter: limiter(&net.rx_rate_limiter),
-                tx_rate_limiter: limiter(&net.tx_rate_limiter),
-            })
-            .collect(),
-        logger: config.logger.as_ref().map(observe::logger_body),
-        metrics: config.metrics_path.as_ref().map(|path| Metrics {
-            metrics_path: path_text(path),
-        }),
-        entropy: config.entropy.as_ref().map(|e| Entropy {
-            rate_limiter: limiter(&e.rate_limiter),
-        }),
-        serial: config.serial_out.as_ref().map(|path| Serial {
-            serial_out_path: Some(path_text(path)),
-            rate_limiter: None,
-        }),
-    }
 }
 
 #[cfg(test)]
