@@ -21,11 +21,15 @@
 //! The timerfd is created by [`RateLimiter::new`] and never replaced: the VMM
 //! thread's seccomp filter does not allow creating descriptors after start.
 
+use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
+use log::Level;
 use vmm_sys_util::timerfd::TimerFd;
+
+use crate::ratelimit::log_ratelimited;
 
 /// Shortest time the timer is armed for: a wake-up per millisecond at most, and
 /// never the zero duration, which would disarm the timer instead.
@@ -280,6 +284,24 @@ impl RateLimiter {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// What a device does when its limiter's timerfd is readable: true when the
+    /// limiter is unblocked and the throttled queue may be processed again; false
+    /// for a stale event (the timer was re-armed after it was reported: wait for
+    /// it) or a timer that cannot be read (logged, rate-limited, naming `device`).
+    pub fn timer_expired(&mut self, device: &dyn fmt::Display) -> bool {
+        match self.event_handler() {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(e) => {
+                log_ratelimited!(
+                    Level::Error,
+                    "{device}: cannot read a rate limiter timer: {e}"
+                );
+                false
             }
         }
     }

@@ -1,7 +1,6 @@
 //! The virtio-blk device: backing file, config space, queue processing.
 
 use std::fs::Metadata;
-use std::io;
 use std::os::fd::RawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -323,15 +322,12 @@ impl VirtioDevice for Block {
             );
             return;
         }
-        match self.rate_limiter.event_handler() {
-            Ok(()) => self.process(),
-            // The timer was re-armed after the event was reported: wait for it.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => log_ratelimited!(
-                Level::Error,
-                "virtio-blk {}: cannot read the rate limiter timer: {e}",
-                self.disk.path.display()
-            ),
+        let path = self.disk.path.display();
+        if self
+            .rate_limiter
+            .timer_expired(&format_args!("virtio-blk {path}"))
+        {
+            self.process();
         }
     }
 }

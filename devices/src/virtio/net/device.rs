@@ -488,18 +488,8 @@ impl VirtioDevice for Net {
             }
         };
         if let Some(limiter) = limiter {
-            match limiter.event_handler() {
-                Ok(()) => {}
-                // The timer was re-armed after the event was reported: wait for it.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    log_ratelimited!(
-                        Level::Error,
-                        "{}: cannot read a rate limiter timer: {e}",
-                        self.host.label
-                    );
-                    return;
-                }
+            if !limiter.timer_expired(&self.host.label) {
+                return;
             }
         }
         let Some(active) = self.active.as_mut() else {

@@ -279,14 +279,8 @@ impl VirtioDevice for Rng {
             );
             return;
         }
-        match self.rate_limiter.event_handler() {
-            Ok(()) => self.process(),
-            // The timer was re-armed after the event was reported: wait for it.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => log_ratelimited!(
-                Level::Error,
-                "virtio-rng: cannot read the rate limiter timer: {e}"
-            ),
+        if self.rate_limiter.timer_expired(&"virtio-rng") {
+            self.process();
         }
     }
 }
