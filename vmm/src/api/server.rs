@@ -37,6 +37,7 @@ use thiserror::Error;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::{ApiMessage, ApiRequest, ApiResponse, Responder};
+use crate::metrics::{api_path_key, metrics};
 use crate::seccomp::{SeccompError, ThreadFilter};
 
 mod http;
@@ -316,6 +317,8 @@ struct Pending {
     route: Route,
     /// `PUT /drives/rootfs`, for the log line.
     what: String,
+    /// The endpoint's key in the metrics.
+    key: &'static str,
     answer: Receiver<ApiResponse>,
     /// Close the connection after this answer.
     close: bool,
@@ -618,17 +621,15 @@ impl Server {
                         conn.writing_since.get_or_insert(now);
                         conn.flush(now);
                     }
-                    if conn.eof && !conn.input.is_empty() {
-                        // Half a request and no more to come.
-                        conn.done = true;
-                    } else if conn.eof && conn.output.is_empty() {
+                    // Half a request and no more to come, or nothing left to say.
+                    if conn.eof && (!conn.input.is_empty() || conn.output.is_empty()) {
                         conn.done = true;
                     }
                     return;
                 }
                 Parsed::Refuse(reply) => {
                     log::info!("API request refused: {}", fault_text(&reply));
-                    count_request("other", true);
+                    metrics().api_request("other", true);
                     conn.answer(&reply.closing(), now);
                     return;
                 }
@@ -636,28 +637,29 @@ impl Server {
             };
             conn.request_since = (!conn.input.is_empty()).then_some(now);
             let what = format!("{} {}", request.method, request.target);
+            let key = api_path_key(&request.target);
             let close = request.close;
             let dispatched = routes::route(&request.method, &request.target).and_then(|route| {
                 routes::dispatch(&route, &request.body).map(|dispatch| (route, dispatch))
             });
-            match dispatched {
-                Err(reply) => self.finish(index, &what, None, reply, close, now),
-                Ok((route, Dispatch::Answer(reply))) => {
-                    self.finish(index, &what, Some(&route), reply, close, now)
-                }
+            let reply = match dispatched {
+                Err(reply) | Ok((_, Dispatch::Answer(reply))) => reply,
                 Ok((route, Dispatch::Vmm(request))) => match self.forward(request) {
                     Ok(answer) => {
                         self.connections[index].state = ConnState::Waiting(Pending {
                             route,
                             what,
+                            key,
                             answer,
                             close,
                             since: now,
                         });
+                        continue;
                     }
-                    Err(reply) => self.finish(index, &what, Some(&route), reply, close, now),
+                    Err(reply) => reply,
                 },
-            }
+            };
+            self.finish(index, &what, key, reply, close, now);
         }
     }
 
@@ -685,13 +687,13 @@ impl Server {
         &mut self,
         index: usize,
         what: &str,
-        route: Option<&Route>,
+        key: &'static str,
         reply: Reply,
         close: bool,
         now: Instant,
     ) {
         let failed = reply.status >= 400;
-        count_request(route.map_or("other", Route::metrics_key), failed);
+        metrics().api_request(key, failed);
         if failed {
             log::info!("API {what}: {} {}", reply.status, fault_text(&reply));
         } else {
@@ -724,14 +726,7 @@ impl Server {
             else {
                 continue;
             };
-            self.finish(
-                index,
-                &pending.what,
-                Some(&pending.route),
-                reply,
-                pending.close,
-                now,
-            );
+            self.finish(index, &pending.what, pending.key, reply, pending.close, now);
             self.start_requests(index, now);
         }
     }
@@ -760,7 +755,7 @@ impl Server {
                         limits.reply_timeout.as_secs_f64()
                     );
                     let reply = Reply::fault(503, message);
-                    self.finish(index, &pending.what, Some(&pending.route), reply, true, now);
+                    self.finish(index, &pending.what, pending.key, reply, true, now);
                 }
                 ConnState::Reading if conn.request_since.is_some() => {
                     let reply = Reply::fault(408, "The request did not arrive in time");
@@ -787,9 +782,4 @@ fn fault_text(reply: &Reply) -> String {
         .and_then(|body| serde_json::from_str::<serde_json::Value>(body).ok())
         .and_then(|v| v["fault_message"].as_str().map(str::to_owned))
         .unwrap_or_default()
-}
-
-/// Counts one request in cabin's metrics, by endpoint.
-fn count_request(key: &'static str, failed: bool) {
-    crate::metrics::metrics().api_request(key, failed);
 }

@@ -262,30 +262,6 @@ pub(super) fn to_reply(route: &Route, response: ApiResponse) -> Reply {
     }
 }
 
-impl Route {
-    /// The endpoint's name in cabin's metrics.
-    pub(super) fn metrics_key(&self) -> &'static str {
-        match self {
-            Route::Describe => "root",
-            Route::GetVersion => "version",
-            Route::GetMachineConfig | Route::PutMachineConfig | Route::PatchMachineConfig => {
-                "machine_config"
-            }
-            Route::PutBootSource => "boot_source",
-            Route::PutDrive(_) | Route::PatchDrive(_) => "drives",
-            Route::PutNetworkInterface(_) | Route::PatchNetworkInterface(_) => "network_interfaces",
-            Route::PutLogger => "logger",
-            Route::PutMetrics => "metrics",
-            Route::PutEntropy => "entropy",
-            Route::PutSerial => "serial",
-            Route::PutActions => "actions",
-            Route::PatchVm => "vm",
-            Route::GetVmConfig => "vm_config",
-            Route::Unsupported(_) => "other",
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
