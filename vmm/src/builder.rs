@@ -329,12 +329,8 @@ fn attach_disks(
             rate_limiter: disk.rate_limiter,
         })
         .map_err(|e| BuildError::Disk(disk.path.clone(), e))?;
-        let counters = block.metrics();
         let id = crate::api::model::drive_id_of(index, disk);
-        metrics().register_device(
-            format!("block_{id}"),
-            Box::new(move || serde_json::to_value(&*counters).unwrap_or_default()),
-        );
+        metrics().register_counters(format!("block_{id}"), block.metrics());
         let name = format!("disk {} (vd{})", disk.path.display(), disk_letter(index));
         let block = Arc::new(Mutex::new(block));
         virtio.attach(name, block.clone())?;
@@ -360,12 +356,8 @@ fn attach_nets(
             index,
         )
         .map_err(|e| BuildError::Net(net.tap.clone(), e))?;
-        let counters = device.metrics();
         let id = crate::api::model::iface_id_of(index, net);
-        metrics().register_device(
-            format!("net_{id}"),
-            Box::new(move || serde_json::to_value(&*counters).unwrap_or_default()),
-        );
+        metrics().register_counters(format!("net_{id}"), device.metrics());
         let name = format!("network interface eth{index} (TAP {})", net.tap);
         let device = Arc::new(Mutex::new(device));
         virtio.attach(name, device.clone())?;
@@ -379,11 +371,7 @@ fn attach_entropy(config: &VmConfig, virtio: &mut VirtioContext<'_>) -> Result<(
         return Ok(());
     };
     let rng = Rng::new(entropy.rate_limiter).map_err(BuildError::Entropy)?;
-    let counters = rng.metrics();
-    metrics().register_device(
-        "entropy".to_owned(),
-        Box::new(move || serde_json::to_value(&*counters).unwrap_or_default()),
-    );
+    metrics().register_counters("entropy".to_owned(), rng.metrics());
     virtio.attach(
         "entropy device (virtio-rng)".to_owned(),
         Arc::new(Mutex::new(rng)),

@@ -289,6 +289,18 @@ impl Metrics {
         }
     }
 
+    /// [`Metrics::register_device`] for a device's shared counters that serialize
+    /// to a JSON object of numbers.
+    pub fn register_counters<T>(&self, name: String, counters: std::sync::Arc<T>)
+    where
+        T: serde::Serialize + Send + Sync + 'static,
+    {
+        self.register_device(
+            name,
+            Box::new(move || serde_json::to_value(&*counters).unwrap_or_default()),
+        );
+    }
+
     /// Forgets every registered device (when the VM is torn down).
     pub fn clear_devices(&self) {
         self.devices().clear();
