@@ -15,12 +15,7 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 #[test]
 fn tiny_guest_prints_on_serial_and_resets_with_status_zero() {
     let dir = scratch_dir("smoke-reset");
-    let code = [
-        asm::serial_print("hello from a tiny guest\n"),
-        asm::i8042_reset(),
-        asm::halt_forever(),
-    ]
-    .concat();
+    let code = asm::print_then_reset("hello from a tiny guest\n");
     let kernel = write_file(&dir, "tiny.elf", &tiny_elf(&code));
 
     let (status, stdout, stderr) =
@@ -34,12 +29,7 @@ fn tiny_guest_prints_on_serial_and_resets_with_status_zero() {
 #[test]
 fn tiny_guest_on_four_vcpus_prints_and_resets() {
     let dir = scratch_dir("smoke-smp");
-    let code = [
-        asm::serial_print("smp ok\n"),
-        asm::i8042_reset(),
-        asm::halt_forever(),
-    ]
-    .concat();
+    let code = asm::print_then_reset("smp ok\n");
     let kernel = write_file(&dir, "tiny.elf", &tiny_elf(&code));
 
     let (status, stdout, stderr) = run_cabin(
@@ -112,12 +102,7 @@ fn tiny_config(dir: &std::path::Path, code: &[u8], extra: serde_json::Value) -> 
 #[test]
 fn serial_out_path_gets_the_guest_console_instead_of_stdout() {
     let dir = scratch_dir("smoke-serial-out");
-    let code = [
-        asm::serial_print("to the file\n"),
-        asm::i8042_reset(),
-        asm::halt_forever(),
-    ]
-    .concat();
+    let code = asm::print_then_reset("to the file\n");
     let out = dir.join("serial.out");
     let config = tiny_config(
         &dir,
@@ -135,12 +120,7 @@ fn serial_out_path_gets_the_guest_console_instead_of_stdout() {
 #[test]
 fn smt_and_dirty_page_tracking_boot_a_two_vcpu_guest() {
     let dir = scratch_dir("smoke-smt");
-    let code = [
-        asm::serial_print("smt ok\n"),
-        asm::i8042_reset(),
-        asm::halt_forever(),
-    ]
-    .concat();
+    let code = asm::print_then_reset("smt ok\n");
     let config = tiny_config(
         &dir,
         &code,
@@ -167,12 +147,7 @@ fn free_huge_pages() -> u64 {
 #[test]
 fn huge_pages_boot_or_say_how_to_reserve_them() {
     let dir = scratch_dir("smoke-huge");
-    let code = [
-        asm::serial_print("huge ok\n"),
-        asm::i8042_reset(),
-        asm::halt_forever(),
-    ]
-    .concat();
+    let code = asm::print_then_reset("huge ok\n");
     let config = tiny_config(
         &dir,
         &code,

@@ -289,6 +289,12 @@ pub mod asm {
         code
     }
 
+    /// Prints `text` on COM1, then resets the machine (and halts, should the reset
+    /// not take).
+    pub fn print_then_reset(text: &str) -> Vec<u8> {
+        [serial_print(text), i8042_reset(), halt_forever()].concat()
+    }
+
     /// `mov al, 0xfe; out 0x64, al`: pulse the CPU reset line through the i8042.
     pub fn i8042_reset() -> Vec<u8> {
         vec![0xb0, 0xfe, 0xe6, 0x64]
