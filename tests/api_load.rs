@@ -394,13 +394,25 @@ fn logger_metrics_and_device_patches_work_under_seccomp() {
                  "rate_limiter": {{"ops": {{"size": 100, "refill_time": 1000}}}}}}"#
         ),
     );
-    for _ in 0..3 {
+    for _ in 0..2 {
         ok(
             "PUT",
             "/actions",
             r#"{"action_type": "FlushMetrics"}"#.into(),
         );
     }
+    // The same through `cabin ctl`, and its version as Firecracker clients read it.
+    let ctl = |action: &str| {
+        std::process::Command::new(common::cabin_bin())
+            .args(["ctl", "--api-sock", socket.to_str().unwrap(), action])
+            .output()
+            .unwrap()
+    };
+    let flushed = ctl("flush-metrics");
+    assert!(flushed.status.success(), "{flushed:?}");
+    let version = ctl("version");
+    let version: serde_json::Value = serde_json::from_slice(&version.stdout).unwrap();
+    assert_eq!(version["firecracker_version"], env!("CARGO_PKG_VERSION"));
     ok("PATCH", "/vm", r#"{"state": "Paused"}"#.into());
     ok("PATCH", "/vm", r#"{"state": "Resumed"}"#.into());
     let config = client.request("GET", "/vm/config", None);

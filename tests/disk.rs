@@ -137,6 +137,28 @@ fn two_disks_report_their_ids() {
 
 #[test]
 #[ignore = "needs guest artifacts and native KVM or the sandbox: make test"]
+fn cache_writeback_offers_flushes_and_unsafe_does_not() {
+    let dir = scratch_dir("disk-cache");
+    let image = rootfs_copy(&dir);
+    let data = dir.join("data.img");
+    std::fs::write(&data, vec![0u8; 1 << 20]).unwrap();
+
+    // The guest's block layer says "write back" when the device offers flushes.
+    let stdout = run_script(
+        &[
+            format!("path={},cache=writeback", image.display()),
+            format!("path={}", data.display()),
+        ],
+        "echo CACHE-A=$(cat /sys/block/vda/queue/write_cache); \
+         echo CACHE-B=$(cat /sys/block/vdb/queue/write_cache)",
+    );
+
+    assert!(stdout.contains("CACHE-A=write back"), "{stdout}");
+    assert!(stdout.contains("CACHE-B=write through"), "{stdout}");
+}
+
+#[test]
+#[ignore = "needs guest artifacts and native KVM or the sandbox: make test"]
 fn virtio_console_echoes_a_typed_line() {
     let dir = scratch_dir("hvc");
     let image = rootfs_copy(&dir);
