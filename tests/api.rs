@@ -1467,27 +1467,48 @@ fn fifty_concurrent_clients_are_all_answered() {
 }
 
 #[test]
-fn too_many_connections_are_answered_503() {
+fn too_many_busy_connections_are_answered_503() {
     let limits = Limits {
         max_connections: 2,
         ..short_timeouts()
     };
     let fixture = Fixture::with_limits("cap", limits);
-    let _a = connect(&fixture.socket);
-    let _b = connect(&fixture.socket);
+    // Two clients in the middle of a request: neither can be closed to make room.
+    let mut a = connect(&fixture.socket);
+    let mut b = connect(&fixture.socket);
+    a.write_all(b"GET / HTTP/1.1\r\nHost").unwrap();
+    b.write_all(b"GET / HTTP/1.1\r\nHost").unwrap();
     thread::sleep(Duration::from_millis(100));
     let reply = fixture.send("GET", "/", None);
     assert_eq!(reply.status, 503);
     assert!(reply.fault().contains("Too many"), "{reply:?}");
-    // Once the silent ones time out, clients are served again.
+    // Once their requests time out, clients are served again.
     let deadline = Instant::now() + Duration::from_secs(20);
     while fixture.send("GET", "/", None).status != 200 {
         assert!(
             Instant::now() < deadline,
-            "still refused after the silent clients timed out"
+            "still refused after the slow clients timed out"
         );
         thread::sleep(Duration::from_millis(200));
     }
+}
+
+#[test]
+fn idle_connections_make_room_for_new_clients() {
+    let limits = Limits {
+        max_connections: 2,
+        ..Limits::default()
+    };
+    let fixture = Fixture::with_limits("room", limits);
+    // Two idle keep-alive connections (or clients gone without a word) fill the
+    // server; the next client takes the place of the one idle the longest.
+    let mut oldest = connect(&fixture.socket);
+    let _newer = connect(&fixture.socket);
+    thread::sleep(Duration::from_millis(100));
+    assert_eq!(fixture.send("GET", "/", None).status, 200);
+    let mut rest = Vec::new();
+    oldest.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
 }
 
 #[test]

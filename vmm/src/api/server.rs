@@ -62,7 +62,8 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Time the VMM thread has to answer; past it the client gets 503.
     pub reply_timeout: Duration,
-    /// Connections served at once; more are answered 503 and closed.
+    /// Connections open at once. At the limit a new client takes the place of the
+    /// connection idle the longest; when none is idle it is answered 503 and closed.
     pub max_connections: usize,
 }
 
@@ -379,6 +380,11 @@ impl Connection {
         events
     }
 
+    /// Between requests: nothing received of the next one, nothing left to write.
+    fn is_idle(&self) -> bool {
+        matches!(self.state, ConnState::Reading) && self.input.is_empty() && self.output.is_empty()
+    }
+
     /// When this connection must be looked at even if nothing happens on it.
     fn deadline(&self, limits: &Limits) -> Instant {
         let mut deadline = match &self.state {
@@ -572,12 +578,38 @@ impl Server {
                 continue;
             }
             let mut conn = Connection::new(stream, now);
-            if self.connections.len() >= self.shared.limits.max_connections {
+            if !self.make_room() {
                 let reply = Reply::fault(503, "Too many API clients at once: try again").closing();
                 conn.answer(&reply, now);
                 continue;
             }
             self.connections.push(conn);
+        }
+    }
+
+    /// Whether a new connection fits. At the limit, the connection idle the longest
+    /// (no request in progress, nothing left to write: an unused keep-alive
+    /// connection, or one whose client left without poll having said so yet) is
+    /// closed to make room, as HTTP allows; only when every connection is busy is
+    /// there no room.
+    fn make_room(&mut self) -> bool {
+        self.connections.retain(|c| !c.done);
+        if self.connections.len() < self.shared.limits.max_connections {
+            return true;
+        }
+        let idle = self
+            .connections
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.is_idle())
+            .min_by_key(|(_, c)| c.active_at)
+            .map(|(index, _)| index);
+        match idle {
+            Some(index) => {
+                self.connections.swap_remove(index);
+                true
+            }
+            None => false,
         }
     }
 
