@@ -197,13 +197,32 @@ rootfs_hash() {
 }
 
 # The Debian image (rootfs/debian.sh): debootstrap's minbase variant of
-# $DEBIAN_SUITE plus $DEBIAN_INCLUDE. Its hash covers the script, the tools
-# that make it and the versions that the suite itself (not -updates or
-# -security: debootstrap uses only the suite) has of a few key packages; a
-# point release changes at least one of them.
+# $DEBIAN_SUITE plus $DEBIAN_INCLUDE, with Debian's kernel installed. Its
+# hash covers the script, the tools that make it, the versions that the suite
+# itself (not -updates or -security: debootstrap uses only the suite) has of
+# a few key packages (a point release changes at least one of them) and the
+# kernel packages' versions.
 DEBIAN_SUITE=bookworm
-DEBIAN_INCLUDE=systemd-sysv,udev,iproute2,dbus
-DEBIAN_KEY_PKGS=(base-files libc6 systemd udev dbus iproute2)
+DEBIAN_INCLUDE=systemd-sysv,udev,iproute2,dbus,initramfs-tools
+DEBIAN_KEY_PKGS=(base-files libc6 systemd udev dbus iproute2 initramfs-tools)
+
+# debian_kernel_pkgs: "PKG=VERSION" lines for Debian's kernel as installed
+# in the Debian image: the linux-image-amd64 metapackage and the versioned
+# package it depends on now (the one the sandbox boots too).
+debian_kernel_pkgs() {
+    local kpkg kver mver
+    kpkg="$(outer_kernel_pkg)" || return 1
+    kver="$(pkg_candidate_version "$kpkg")" || return 1
+    mver="$(pkg_candidate_version linux-image-amd64)" || return 1
+    printf 'linux-image-amd64=%s\n%s=%s\n' "$mver" "$kpkg" "$kver"
+}
+
+# debian_kernel_release: the kernel release of that package (6.1.0-N-amd64).
+debian_kernel_release() {
+    local kpkg
+    kpkg="$(outer_kernel_pkg)" || return 1
+    printf '%s\n' "${kpkg#linux-image-}"
+}
 
 # debian_suite_versions PKG...: "PKG=VERSION" lines for the versions in
 # $DEBIAN_SUITE/main, from apt's lists; fails if one of them is unknown.
@@ -221,13 +240,14 @@ debian_suite_versions() {
 }
 
 debian_hash() {
-    local dbs e2fs vers
+    local dbs e2fs vers kpkgs
     dbs="$(pkg_version debootstrap)" || return 1
     e2fs="$(pkg_version e2fsprogs)" || return 1
     vers="$(debian_suite_versions "${DEBIAN_KEY_PKGS[@]}")" ||
         die "apt does not know ${DEBIAN_KEY_PKGS[*]} in $DEBIAN_SUITE (run resources/deps.sh)"
+    kpkgs="$(debian_kernel_pkgs)" || die "apt does not know linux-image-amd64 (run resources/deps.sh)"
     hash_inputs "str:epoch=$CABIN_LIB_EPOCH" file:rootfs/debian.sh "str:debootstrap=$dbs" \
-        "str:e2fsprogs=$e2fs" "str:$DEBIAN_SUITE $DEBIAN_INCLUDE" "str:$vers"
+        "str:e2fsprogs=$e2fs" "str:$DEBIAN_SUITE $DEBIAN_INCLUDE" "str:$vers" "str:$kpkgs"
 }
 
 # The artifact directories. (Command substitutions do not inherit `set -e`,

@@ -8,6 +8,8 @@
 #   CABIN_SANDBOX_DIR                resources/sandbox/build.sh (or sandbox/run)
 #   CABIN_ROOTFS                     resources/rootfs/build.sh (busybox, root=/dev/vda rw)
 #   CABIN_DEBIAN_ROOTFS              resources/rootfs/debian.sh (Debian 12 + systemd)
+#   CABIN_DEBIAN_VMLINUZ, CABIN_DEBIAN_INITRD   the same: Debian's own kernel
+#                                    (bzImage) and its initramfs-tools initrd
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
 # shellcheck source=lib.sh
@@ -22,4 +24,7 @@ printf 'export CABIN_INITRAMFS=%q\n' "$initramfs/initramfs.cpio.gz"
 printf 'export CABIN_TEST_INITRAMFS=%q\n' "$initramfs/test-initramfs.cpio.gz"
 printf 'export CABIN_SANDBOX_DIR=%q\n' "$sandbox"
 printf 'export CABIN_ROOTFS=%q\n' "$(rootfs_dir)/busybox.ext4"
-printf 'export CABIN_DEBIAN_ROOTFS=%q\n' "$(debian_dir)/debian.ext4"
+debian="$(debian_dir)"
+printf 'export CABIN_DEBIAN_ROOTFS=%q\n' "$debian/debian.ext4"
+printf 'export CABIN_DEBIAN_VMLINUZ=%q\n' "$debian/vmlinuz"
+printf 'export CABIN_DEBIAN_INITRD=%q\n' "$debian/initrd.img"
