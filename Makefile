@@ -2,7 +2,8 @@
 #   make run    build everything and boot the default guest to an interactive shell
 #   make test   everything CI checks: lint, unit and KVM smoke tests, end-to-end boots,
 #               and a quick checked run of bench-containers
-#   make bench  boot time, memory, disk, network and lifecycle against QEMU -M microvm
+#   make bench  boot time, memory, a distribution's kernel to multi-user, disk, network
+#               and lifecycle against QEMU -M microvm
 #               API latency/throughput/RSS (FIRECRACKER=path adds it as a peer) and
 #               rate-limiter accuracy
 #   make bench-containers [QUICK=1]  the same workloads in a host process, crun,
@@ -68,13 +69,13 @@ lint:
 unit:
 	$(CARGO) test --workspace
 
-# End-to-end tests with the real guest kernel (tests/{boot,disk,lifecycle,net,firecracker_client}.rs):
+# End-to-end tests with real guest kernels (tests/{boot,disk,distro,lifecycle,net,firecracker_client}.rs):
 # natively where `cabin check` says guests boot here, else in the nested sandbox
 # (with the checkout shared at its own path, wherever it is: /tmp is a tmpfs there).
 # The nested sandbox (QEMU TCG emulating AMD SVM) occasionally crashes or locks up
 # by itself; run reports that as status 125, distinct from any test result, and the
 # whole run is retried in a fresh sandbox, at most three times (each bounded to 15 min).
-E2E_TESTS := boot disk lifecycle net firecracker_client
+E2E_TESTS := boot disk distro lifecycle net firecracker_client
 e2e: artifacts
 	$(CARGO) build --release
 	bins=$$($(CARGO) test -p vmm $(foreach t,$(E2E_TESTS),--test $(t)) --no-run --message-format=json 2>/dev/null \
@@ -93,12 +94,14 @@ e2e: artifacts
 	  exit 125; \
 	fi
 
-# Benchmarks (not tests): boot time and memory, then disk, network and lifecycle,
-# each against QEMU -M microvm in the same environment; the API server (latency,
+# Benchmarks (not tests): boot time and memory, Debian's own kernel and initrd to
+# the multi-user target and poweroff, then disk, network and lifecycle, each
+# against QEMU -M microvm in the same environment; the API server (latency,
 # throughput, RSS under 100,000 requests); rate-limiter accuracy. Results in
 # build/bench/.
 bench: build artifacts
 	$(RES)/bench/boot.sh
+	$(RES)/bench/distro.sh
 	$(RES)/bench/io.sh
 	$(RES)/bench/api.sh
 	$(RES)/bench/ratelimit.sh
