@@ -61,6 +61,9 @@ fn fake_vmm(requests: Receiver<ApiMessage>) {
             ApiRequest::CtrlAltDel => {
                 step(&mut state, VmAction::CtrlAltDel).map_or_else(refuse, |()| ApiResponse::Done)
             }
+            ApiRequest::Shutdown { .. } => {
+                step(&mut state, VmAction::Shutdown).map_or_else(refuse, |()| ApiResponse::Done)
+            }
             // The fake writes no metrics line: it only refuses, as the VMM thread does,
             // when no metrics file is configured.
             ApiRequest::FlushMetrics => match config.metrics_path {
@@ -1246,6 +1249,29 @@ fn lifecycle_refusals_name_the_state() {
     assert_eq!(
         reply.fault(),
         "Pausing is not allowed while the VM is Not started"
+    );
+    let shutdown = json!({"action_type": "Shutdown", "timeout_s": 5});
+    let reply = fixture.send_json("PUT", "/actions", &shutdown);
+    assert_eq!(
+        (reply.status, reply.fault()),
+        (
+            400,
+            "Shutdown is not allowed while the VM is Not started".to_owned()
+        )
+    );
+    // A timeout belongs to Shutdown only, and is bounded.
+    let timed_start = json!({"action_type": "InstanceStart", "timeout_s": 5});
+    let reply = fixture.send_json("PUT", "/actions", &timed_start);
+    assert_eq!(reply.status, 400);
+    assert_eq!(
+        reply.fault(),
+        "timeout_s: only the Shutdown action takes a timeout, not InstanceStart"
+    );
+    let forever = json!({"action_type": "Shutdown", "timeout_s": 0});
+    let reply = fixture.send_json("PUT", "/actions", &forever);
+    assert_eq!(
+        reply.fault(),
+        "timeout_s: 0 is out of range: give 1 to 86400 seconds"
     );
     assert_eq!(fixture.send_json("PUT", "/actions", &start).status, 204);
     let reply = fixture.send_json("PUT", "/actions", &start);

@@ -42,15 +42,37 @@ fn tiny_guest_on_four_vcpus_prints_and_resets() {
 }
 
 #[test]
-fn tiny_guest_that_halts_keeps_running_until_sigterm() {
+fn tiny_guest_that_halts_with_interrupts_off_ends_cabin_with_status_5() {
     let dir = scratch_dir("smoke-halt");
     let code = [asm::serial_print("halting\n"), asm::halt_forever()].concat();
     let kernel = write_file(&dir, "tiny.elf", &tiny_elf(&code));
 
+    let (status, stdout, stderr) = run_cabin(
+        &["run", "--kernel", &kernel, "--memory", "32", "--vcpus", "2"],
+        TIMEOUT,
+    );
+
+    // Nothing can wake that vCPU, and the second one was never started.
+    assert_eq!(stdout, "halting\n");
+    assert_eq!(status.code(), Some(5), "stderr: {stderr}");
+    assert_eq!(
+        stderr,
+        "cabin: the guest halted: every vCPU stopped with interrupts off \
+         (halt, or poweroff without ACPI)\n"
+    );
+}
+
+#[test]
+fn tiny_guest_that_idles_with_interrupts_on_keeps_running_until_sigterm() {
+    let dir = scratch_dir("smoke-idle");
+    let code = [asm::serial_print("idling\n"), asm::idle_forever()].concat();
+    let kernel = write_file(&dir, "tiny.elf", &tiny_elf(&code));
+
     let mut cabin = Cabin::spawn(&["run", "--kernel", &kernel, "--memory", "32"]);
-    cabin.expect_stdout("halting\n", TIMEOUT);
-    // A halted guest must not end the VM by itself.
-    assert!(!cabin.stdout.wait_closed(Duration::from_millis(500)));
+    cabin.expect_stdout("idling\n", TIMEOUT);
+    // An idle guest waits for interrupts: it must not end the VM by itself, across
+    // several of cabin's halt checks (one a second).
+    assert!(!cabin.stdout.wait_closed(Duration::from_millis(3500)));
     cabin.signal(libc::SIGTERM);
     let status = cabin.wait_exit(TIMEOUT);
 

@@ -49,6 +49,8 @@ pub struct BootConfig {
     pub initrd: Option<(GuestAddress, usize)>,
     /// Setup header of a bzImage kernel; `None` for an ELF `vmlinux`.
     pub setup_header: Option<setup_header>,
+    /// Guest-physical address of the ACPI RSDP, if there are ACPI tables.
+    pub acpi_rsdp: Option<GuestAddress>,
 }
 
 /// Errors while writing the zero page or placing the initrd.
@@ -272,6 +274,10 @@ pub fn configure_system<M: GuestMemoryBackend>(mem: &M, cfg: &BootConfig) -> Res
         let (image, len) = initrd_fields(mem, addr, size)?;
         params.hdr.ramdisk_image = image;
         params.hdr.ramdisk_size = len;
+    }
+
+    if let Some(rsdp) = cfg.acpi_rsdp {
+        params.acpi_rsdp_addr = rsdp.raw_value();
     }
 
     let entries = e820_entries(&memory_regions(mem));

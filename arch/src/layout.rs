@@ -9,8 +9,10 @@
 //! 0x0000_8ff0  initial stack pointer (the stack grows down from here)
 //! 0x0000_9000  PML4, PDPTE and PDE page tables (one page each)
 //! 0x0002_0000  kernel command line
-//! 0x0009_fc00  EBDA: MP table
-//! 0x000a_0000  legacy VGA / ROM hole, never RAM
+//! 0x0009_fc00  EBDA (empty; RAM in the e820 map ends here)
+//! 0x000a_0000  legacy VGA / ROM hole, never RAM in the e820 map:
+//! 0x000e_0000    ACPI tables (RSDP first, where Linux scans for it)
+//! 0x000f_0000    MP table (floating pointer first, scanned there too)
 //! 0x0010_0000  kernel image, then RAM up to the MMIO gap
 //! 0xc000_0000  32-bit MMIO gap (virtio-mmio windows, IOAPIC, local APIC, KVM TSS)
 //! 0x1_0000_0000  the rest of RAM
@@ -50,9 +52,21 @@ pub const EBDA_START: u64 = 0x9fc00;
 /// End of conventional memory and of the EBDA; the legacy VGA / ROM hole starts here.
 pub const EBDA_END: u64 = 0xa0000;
 
+/// Guest-physical address of the ACPI tables: the RSDP first (Linux also scans
+/// 0xe0000..0x100000 for it, besides reading it from the zero page), then XSDT,
+/// FADT, MADT and DSDT. They must end at or below [`ACPI_TABLES_END`].
+pub const ACPI_TABLES_START: u64 = 0x000e_0000;
+
+/// End of the ACPI tables' area, and start of the MP table's.
+pub const ACPI_TABLES_END: u64 = 0x000f_0000;
+
 /// Guest-physical address of the MP table (floating pointer first, then the
-/// configuration table); it must end at or below [`EBDA_END`].
-pub const MPTABLE_START: u64 = EBDA_START;
+/// configuration table), in the BIOS area Linux scans for it; it must end at or
+/// below [`MPTABLE_END`].
+pub const MPTABLE_START: u64 = ACPI_TABLES_END;
+
+/// End of the MP table's area: high memory starts here.
+pub const MPTABLE_END: u64 = HIMEM_START;
 
 /// Guest-physical address of high memory, where the kernel image is loaded (1 MiB).
 pub const HIMEM_START: u64 = 0x0010_0000;
@@ -119,6 +133,18 @@ pub const I8042_PORT: u16 = 0x60;
 /// Number of I/O ports covered by the i8042, 0x60..=0x64 (data and command/status).
 pub const I8042_PORT_LEN: u16 = 5;
 
+/// First I/O port of the ACPI power-management device: the FADT's sleep control
+/// register (write `SLP_TYP << 2 | SLP_EN` to enter a sleep state; S5 powers off).
+pub const ACPI_PM_PORT: u16 = 0x600;
+
+/// Number of I/O ports of the ACPI power-management device: sleep control, sleep
+/// status and the generic event device's event register.
+pub const ACPI_PM_PORT_LEN: u16 = 3;
+
+/// IOAPIC GSI of the ACPI generic event device (GED), which signals the power
+/// button; ISA IRQ 3 (COM2's, unused here).
+pub const ACPI_GED_IRQ: u32 = 3;
+
 /// Largest number of vCPUs: xAPIC ids are 8 bits, 0xff is the broadcast id and one
 /// more id is taken by the IOAPIC in the MP table.
 pub const MAX_SUPPORTED_CPUS: u8 = 254;
@@ -132,7 +158,9 @@ const _: () = assert!(PML4_START + 0x1000 <= PDPTE_START);
 const _: () = assert!(PDPTE_START + 0x1000 <= PDE_START);
 const _: () = assert!(PDE_START + 0x1000 <= CMDLINE_START);
 const _: () = assert!(CMDLINE_START + CMDLINE_MAX_SIZE as u64 <= EBDA_START);
-const _: () = assert!(EBDA_START < EBDA_END && EBDA_END <= HIMEM_START);
+const _: () = assert!(EBDA_START < EBDA_END && EBDA_END <= ACPI_TABLES_START);
+const _: () = assert!(ACPI_TABLES_START < ACPI_TABLES_END && MPTABLE_START < MPTABLE_END);
+const _: () = assert!(MPTABLE_END <= HIMEM_START);
 // The gap ends exactly at 4 GiB and holds the virtio window and both APICs.
 const _: () = assert!(MMIO_GAP_END == FIRST_ADDR_PAST_32BITS);
 const _: () = assert!(MMIO_GAP_START <= VIRTIO_MMIO_START);
@@ -147,3 +175,7 @@ const _: () = assert!(KVM_TSS_ADDRESS + KVM_TSS_SIZE <= MMIO_GAP_END);
 const _: () = assert!(IRQ_BASE <= IRQ_MAX && IRQ_MAX < IOAPIC_NUM_PINS);
 const _: () = assert!(SERIAL_COM1_IRQ < IRQ_BASE && I8042_IRQ < IRQ_BASE);
 const _: () = assert!(SERIAL_COM1_IRQ != I8042_IRQ);
+const _: () = assert!(ACPI_GED_IRQ < IRQ_BASE);
+const _: () = assert!(ACPI_GED_IRQ != SERIAL_COM1_IRQ && ACPI_GED_IRQ != I8042_IRQ);
+// The power-management ports clash with neither the serial port nor the i8042.
+const _: () = assert!(ACPI_PM_PORT > SERIAL_COM1_PORT + SERIAL_COM1_PORT_LEN);

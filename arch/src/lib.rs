@@ -7,6 +7,7 @@
 #[cfg(not(target_arch = "x86_64"))]
 compile_error!("the arch crate supports x86_64 only");
 
+pub mod acpi;
 pub mod boot;
 pub mod cpuid;
 pub mod gdt;

@@ -1,7 +1,7 @@
 //! Intel MultiProcessor Specification 1.4 table, through which Linux finds the vCPUs,
 //! the IOAPIC and the routing of ISA interrupts when there are no ACPI tables.
 //!
-//! The table sits at [`MPTABLE_START`], in the EBDA that Linux scans: first the
+//! The table sits at [`MPTABLE_START`], in the BIOS area that Linux scans: first the
 //! 16-byte floating pointer, then the configuration table it points to (header,
 //! processor, bus, IOAPIC, I/O interrupt and local interrupt entries).
 
@@ -10,7 +10,7 @@ use std::mem::size_of;
 use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryError};
 
 use crate::layout::{
-    APIC_START, EBDA_END, IOAPIC_NUM_PINS, IOAPIC_START, MAX_SUPPORTED_CPUS, MPTABLE_START,
+    APIC_START, IOAPIC_NUM_PINS, IOAPIC_START, MAX_SUPPORTED_CPUS, MPTABLE_END, MPTABLE_START,
 };
 
 /// Signature of the floating pointer structure.
@@ -201,8 +201,8 @@ const _: () = assert!(size_of::<MpcIoapic>() == 8);
 const _: () = assert!(size_of::<MpcIntsrc>() == 8);
 const _: () = assert!(size_of::<MpcLintsrc>() == 8);
 
-/// Bytes available for the whole MP table, from [`MPTABLE_START`] to [`EBDA_END`].
-pub const MPTABLE_MAX_SIZE: usize = (EBDA_END - MPTABLE_START) as usize;
+/// Bytes available for the whole MP table, from [`MPTABLE_START`] to [`MPTABLE_END`].
+pub const MPTABLE_MAX_SIZE: usize = (MPTABLE_END - MPTABLE_START) as usize;
 
 /// Size of everything but the processor entries.
 const FIXED_SIZE: usize = size_of::<MpfIntel>()
@@ -212,7 +212,7 @@ const FIXED_SIZE: usize = size_of::<MpfIntel>()
     + IOAPIC_NUM_PINS as usize * size_of::<MpcIntsrc>()
     + 2 * size_of::<MpcLintsrc>();
 
-/// Largest number of vCPUs whose MP table fits below [`EBDA_END`].
+/// Largest number of vCPUs whose MP table fits below [`MPTABLE_END`].
 pub const MPTABLE_MAX_CPUS: u8 = {
     let cpus = (MPTABLE_MAX_SIZE - FIXED_SIZE) / size_of::<MpcCpu>();
     if cpus > MAX_SUPPORTED_CPUS as usize {
@@ -236,16 +236,14 @@ pub enum Error {
         /// Largest supported number.
         max: u8,
     },
-    /// The table would run past the end of the EBDA.
-    #[error(
-        "MP table for {num_cpus} vCPUs needs {size} bytes, only {available} fit below 0xa0000"
-    )]
+    /// The table would run past the end of its area.
+    #[error("MP table for {num_cpus} vCPUs needs {size} bytes, only {available} fit")]
     TableTooLarge {
         /// Number of vCPUs requested.
         num_cpus: u8,
         /// Size of the whole table in bytes.
         size: usize,
-        /// Bytes between [`MPTABLE_START`] and [`EBDA_END`].
+        /// Bytes between [`MPTABLE_START`] and [`MPTABLE_END`].
         available: usize,
     },
     /// The floating pointer could not be written.
@@ -414,7 +412,7 @@ pub fn setup_mptable<M: GuestMemoryBackend>(mem: &M, num_cpus: u8) -> Result<(),
     let config_addr = MPTABLE_START + size_of::<MpfIntel>() as u64;
     let mut fp = MpfIntel {
         signature: MPF_SIGNATURE,
-        // Below EBDA_END (checked above), so it fits in 32 bits.
+        // Below MPTABLE_END (checked above), so it fits in 32 bits.
         physptr: config_addr as u32,
         length: 1,
         specrev: MP_SPEC_REV,
@@ -499,7 +497,8 @@ mod tests {
 
         let fp = read_fp(&mem);
         assert_eq!(fp.signature, *b"_MP_");
-        assert_eq!({ fp.physptr }, 0x9fc10);
+        let physptr = fp.physptr;
+        assert_eq!(u64::from(physptr), MPTABLE_START + 16);
         assert_eq!((fp.length, fp.specrev), (1, 4));
         assert_eq!(sum(fp.as_slice()), 0);
     }
@@ -586,34 +585,21 @@ mod tests {
     }
 
     #[test]
-    fn setup_mptable_largest_fitting_table_ends_below_ebda_end() {
+    fn setup_mptable_largest_fitting_table_ends_in_its_area() {
         let mem = test_memory();
+        // The BIOS area has room for every vCPU an xAPIC can address.
+        assert_eq!(MPTABLE_MAX_CPUS, MAX_SUPPORTED_CPUS);
 
         setup_mptable(&mem, MPTABLE_MAX_CPUS).unwrap();
 
         let header = read_header(&mem);
-        let end = 0x9fc10 + u64::from(header.length);
-        assert!(end <= EBDA_END);
+        let end = MPTABLE_START + 16 + u64::from(header.length);
+        assert!(end <= MPTABLE_END);
         assert_eq!(
             cpus(&read_config(&mem)).len(),
             usize::from(MPTABLE_MAX_CPUS)
         );
         assert_eq!(sum(&read_config(&mem)), 0);
-    }
-
-    #[test]
-    fn setup_mptable_one_cpu_past_the_fit_fails() {
-        let mem = test_memory();
-
-        let err = setup_mptable(&mem, MPTABLE_MAX_CPUS + 1).unwrap_err();
-
-        assert!(matches!(
-            err,
-            Error::TableTooLarge {
-                available: 1024,
-                ..
-            }
-        ));
     }
 
     #[test]
@@ -641,14 +627,14 @@ mod tests {
     }
 
     #[test]
-    fn setup_mptable_memory_ending_in_ebda_fails() {
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x9fc00)]).unwrap();
+    fn setup_mptable_memory_ending_before_the_table_fails() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0xf0000)]).unwrap();
 
         let err = setup_mptable(&mem, 1).unwrap_err();
 
         assert!(matches!(
             err,
-            Error::WriteFloatingPointer { addr: 0x9fc00, .. }
+            Error::WriteFloatingPointer { addr: 0xf0000, .. }
         ));
     }
 

@@ -300,9 +300,14 @@ pub mod asm {
         vec![0xb0, 0xfe, 0xe6, 0x64]
     }
 
-    /// `hlt; jmp hlt`: halt forever.
+    /// `hlt; jmp hlt`: halt forever (with interrupts off, as cabin enters guests).
     pub fn halt_forever() -> Vec<u8> {
         vec![0xf4, 0xeb, 0xfd]
+    }
+
+    /// `sti; hlt; jmp hlt`: wait for interrupts forever (none are set up to come).
+    pub fn idle_forever() -> Vec<u8> {
+        vec![0xfb, 0xf4, 0xeb, 0xfd]
     }
 
     /// Prints `tick` on COM1 forever, spinning `delay` iterations between ticks.

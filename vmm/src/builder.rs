@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use arch::layout;
 use devices::bus::Bus;
-use devices::legacy::{Serial, I8042};
+use devices::legacy::{AcpiPm, Serial, I8042};
 use devices::virtio::block::{Block, BlockConfig};
 use devices::virtio::console::Console;
 use devices::virtio::net::Net;
@@ -70,6 +70,9 @@ pub enum BuildError {
     /// The MP table could not be written.
     #[error("Cannot write the MP table")]
     MpTable(#[source] arch::mptable::Error),
+    /// The ACPI tables could not be written.
+    #[error("Cannot write the ACPI tables")]
+    Acpi(#[source] arch::acpi::Error),
     /// CPUID could not be set up.
     #[error("Cannot set up CPUID for vCPU {0}")]
     Cpuid(u32, #[source] arch::cpuid::Error),
@@ -117,6 +120,10 @@ pub struct LegacyDevices {
     pub i8042: Arc<Mutex<I8042>>,
     /// Written by the i8042 when the guest resets the machine.
     pub reset_evt: EventFd,
+    /// ACPI sleep control and power button.
+    pub acpi_pm: Arc<Mutex<AcpiPm>>,
+    /// Written by the ACPI device when the guest powers the machine off.
+    pub poweroff_evt: EventFd,
 }
 
 /// A VM ready to run: memory loaded, devices attached, vCPUs configured.
@@ -181,6 +188,11 @@ pub fn build_vm(config: &VmConfig) -> Result<BuiltVm, BuildError> {
     let nets = attach_nets(config, &mut virtio)?;
     attach_entropy(config, &mut virtio)?;
     let console_input = attach_console(config, &legacy, &mut virtio)?;
+    let acpi_rsdp = if config.machine.no_acpi {
+        None
+    } else {
+        Some(write_acpi_tables(&mem, config.vcpus, &device_manager)?)
+    };
 
     let cmdline_addr = GuestAddress(layout::CMDLINE_START);
     let cmdline_size = loader::write_cmdline(&mem, cmdline_addr, &cmdline)?;
@@ -191,6 +203,7 @@ pub fn build_vm(config: &VmConfig) -> Result<BuiltVm, BuildError> {
             cmdline_size,
             initrd,
             setup_header: kernel.setup_header,
+            acpi_rsdp,
         },
     )
     .map_err(BuildError::BootParams)?;
@@ -406,7 +419,26 @@ fn attach_console(
     }
 }
 
-/// What this host allows: KVM's vCPU limit (capped by the MP table) and its memory.
+/// ACPI tables for `vcpus` vCPUs and the virtio devices placed so far, in order.
+fn write_acpi_tables(
+    mem: &GuestMemoryMmap,
+    vcpus: u32,
+    devices: &DeviceManager,
+) -> Result<GuestAddress, BuildError> {
+    let windows: Vec<_> = devices
+        .slots
+        .iter()
+        .map(|slot| arch::acpi::MmioDevice {
+            addr: slot.addr,
+            len: layout::VIRTIO_MMIO_SIZE,
+            gsi: slot.irq,
+        })
+        .collect();
+    let vcpus = usize::try_from(vcpus).unwrap_or(usize::MAX);
+    arch::acpi::setup_acpi(mem, vcpus, &windows).map_err(BuildError::Acpi)
+}
+
+/// What this host allows: KVM's vCPU limit (capped by xAPIC ids) and its memory.
 pub fn host_limits(kvm: &Kvm) -> Result<HostLimits, BuildError> {
     let kvm_max = u32::try_from(kvm.get_max_vcpus()).unwrap_or(u32::MAX);
     Ok(HostLimits {
@@ -527,10 +559,28 @@ fn attach_legacy_devices(
     )
     .map_err(|e| BuildError::Bus("i8042", e))?;
 
+    let poweroff_evt = new_evt()?;
+    let ged_irq = new_evt()?;
+    vm_fd
+        .register_irqfd(&ged_irq, layout::ACPI_GED_IRQ)
+        .map_err(ioctl("KVM_IRQFD (ACPI GED)"))?;
+    let acpi_pm = Arc::new(Mutex::new(AcpiPm::new(
+        poweroff_evt.try_clone().map_err(BuildError::EventFd)?,
+        ged_irq,
+    )));
+    pio.insert(
+        acpi_pm.clone(),
+        u64::from(layout::ACPI_PM_PORT),
+        u64::from(layout::ACPI_PM_PORT_LEN),
+    )
+    .map_err(|e| BuildError::Bus("ACPI power management", e))?;
+
     Ok(LegacyDevices {
         serial,
         i8042,
         reset_evt,
+        acpi_pm,
+        poweroff_evt,
     })
 }
 
@@ -623,6 +673,22 @@ mod tests {
         config.disks[0].root = false;
         config.cmdline = "console=ttyS0".into();
         assert_eq!(with_root_device(&config), "console=ttyS0");
+    }
+
+    #[test]
+    fn acpi_tables_and_power_device_agree_on_the_registers() {
+        use arch::acpi as tables;
+        use devices::legacy::acpi_pm as device;
+        assert_eq!(
+            u64::from(tables::SLEEP_CONTROL_OFFSET),
+            device::SLEEP_CONTROL
+        );
+        assert_eq!(u64::from(tables::SLEEP_STATUS_OFFSET), device::SLEEP_STATUS);
+        assert_eq!(u64::from(tables::GED_EVENT_OFFSET), device::GED_EVENTS);
+        assert_eq!(tables::SLEEP_TYPE_S5, device::SLEEP_TYPE_S5);
+        assert_eq!(tables::SLEEP_ENABLE, device::SLEEP_ENABLE);
+        assert_eq!(tables::GED_EVENT_POWER_BUTTON, device::EVENT_POWER_BUTTON);
+        const { assert!(tables::GED_EVENT_OFFSET < arch::layout::ACPI_PM_PORT_LEN) };
     }
 
     #[test]

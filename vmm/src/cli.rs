@@ -57,6 +57,13 @@ pub enum CtlAction {
     Version,
     /// Write a metrics line now (FlushMetrics; needs PUT /metrics first).
     FlushMetrics,
+    /// Press the guest's ACPI power button and wait for cabin to exit; cabin stops
+    /// the guest if it has not powered off after the timeout.
+    Shutdown {
+        /// Seconds the guest gets to power off (1 to 86400).
+        #[arg(long, value_name = "S", default_value_t = crate::api::model::SHUTDOWN_TIMEOUT_S)]
+        timeout: u64,
+    },
 }
 
 /// Arguments of `cabin run`.
@@ -105,6 +112,10 @@ pub struct RunArgs {
     /// "cabin: seccomp: blocked system call N"): please report such a call.
     #[arg(long)]
     pub no_seccomp: bool,
+    /// Give the guest no ACPI tables: it finds its vCPUs in the MP table and its
+    /// virtio devices on the command line, and `poweroff` only halts it.
+    #[arg(long)]
+    pub no_acpi: bool,
 }
 
 /// Parses a MAC address `52:54:00:12:34:56`.
@@ -212,6 +223,10 @@ impl From<RunArgs> for VmConfig {
             disks: args.disk,
             console: args.console,
             nets: args.net,
+            machine: crate::config::MachineOptions {
+                no_acpi: args.no_acpi,
+                ..Default::default()
+            },
             ..VmConfig::default()
         }
     }

@@ -85,6 +85,9 @@ pub struct MachineOptions {
     pub track_dirty_pages: bool,
     /// Page size backing guest RAM.
     pub huge_pages: HugePages,
+    /// Give the guest no ACPI tables (`--no-acpi`): it then finds CPUs in the MP
+    /// table and virtio devices on the command line, and cannot power off.
+    pub no_acpi: bool,
 }
 
 /// A virtio-rng device (`PUT /entropy`).

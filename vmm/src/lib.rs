@@ -24,6 +24,10 @@ pub const EXIT_ERROR: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
 /// Exit status when the guest crashed the VM (triple fault, KVM error, failed entry).
 pub const EXIT_GUEST_FAILURE: i32 = 3;
+/// Exit status when a guest asked to shut down did not power off in time.
+pub const EXIT_SHUTDOWN_TIMEOUT: i32 = 4;
+/// Exit status when the guest halted every vCPU with interrupts off.
+pub const EXIT_GUEST_HALTED: i32 = 5;
 
 /// glibc malloc arenas cabin allows: one, the main arena, shared by every thread.
 /// glibc's other arenas make system calls lazily that a seccomp filter forbids: a

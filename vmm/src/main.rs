@@ -8,7 +8,10 @@ use vmm::cli::{Cli, Command, RunArgs};
 use vmm::config::VmConfig;
 use vmm::seccomp::{self, ThreadFilter, ThreadKind};
 use vmm::vcpu::StopReason;
-use vmm::{error_chain, kvm, runner, EXIT_ERROR, EXIT_GUEST_FAILURE, EXIT_OK};
+use vmm::{
+    error_chain, kvm, runner, EXIT_ERROR, EXIT_GUEST_FAILURE, EXIT_GUEST_HALTED, EXIT_OK,
+    EXIT_SHUTDOWN_TIMEOUT,
+};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 fn main() -> ExitCode {
@@ -68,7 +71,19 @@ fn run(args: RunArgs) -> i32 {
         seccomp: filters,
     };
     match runner::run(config, api, options) {
+        Ok(StopReason::GuestShutdown) => {
+            eprintln!("cabin: the guest powered off");
+            EXIT_OK
+        }
         Ok(reason) if reason.is_clean() => EXIT_OK,
+        Ok(reason @ StopReason::ShutdownTimedOut(_)) => {
+            eprintln!("cabin: {reason}");
+            EXIT_SHUTDOWN_TIMEOUT
+        }
+        Ok(reason @ StopReason::GuestHalted) => {
+            eprintln!("cabin: {reason}");
+            EXIT_GUEST_HALTED
+        }
         Ok(reason @ StopReason::SeccompFailed { .. }) => {
             eprintln!("cabin: {reason}");
             EXIT_ERROR

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use devices::legacy::I8042;
+use devices::legacy::{AcpiPm, I8042};
 use devices::virtio::mmio::MmioTransport;
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
 use log::{debug, info, warn};
@@ -35,6 +35,8 @@ use crate::vcpu::{self, StopReason, VcpuControl, VcpuStopped, VcpuThread};
 
 /// Signals that stop the VM in an orderly way.
 pub const STOP_SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+/// How often the vCPUs are asked whether the guest halted for good.
+const HALT_CHECK_PERIOD: Duration = Duration::from_secs(1);
 /// How long a pause may take to park every vCPU.
 const PAUSE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -219,7 +221,9 @@ struct RunningVm {
     /// Device events that arrived while paused, processed on resume.
     deferred_devices: Vec<usize>,
     reset_evt: EventFd,
+    poweroff_evt: EventFd,
     i8042: Arc<Mutex<I8042>>,
+    acpi_pm: Arc<Mutex<AcpiPm>>,
     control: Arc<VcpuControl>,
     threads: Vec<JoinHandle<()>>,
     /// Block devices, in `config.disks` order.
@@ -248,7 +252,9 @@ impl RunningVm {
             deferred: Vec::new(),
             deferred_devices: Vec::new(),
             reset_evt: vm.legacy.reset_evt,
+            poweroff_evt: vm.legacy.poweroff_evt,
             i8042: vm.legacy.i8042,
+            acpi_pm: vm.legacy.acpi_pm,
             control: control.clone(),
             threads: Vec::new(),
             disks: vm.disks,
@@ -256,6 +262,7 @@ impl RunningVm {
             _mem: vm.mem,
             _vm_fd: vm.vm_fd,
         };
+        let vcpu_count = vm.vcpus.len();
         for (index, fd) in vm.vcpus.into_iter().enumerate() {
             let index = u32::try_from(index).unwrap_or(u32::MAX);
             let thread = VcpuThread {
@@ -264,6 +271,7 @@ impl RunningVm {
                 pio: vm.pio.clone(),
                 mmio: vm.mmio.clone(),
                 control: control.clone(),
+                vcpu_count,
                 events: events.clone(),
                 exit_evt: exit_evt
                     .try_clone()
@@ -383,6 +391,13 @@ struct Controller {
     /// Fires every [`METRICS_PERIOD`] once metrics are configured (created up
     /// front: the VMM thread may not create descriptors once the VM runs).
     metrics_timer: TimerFd,
+    /// Fires when a guest asked to shut down has had its time to power off.
+    shutdown_timer: TimerFd,
+    /// How long that time is, once a shutdown was asked for.
+    shutdown_after: Option<Duration>,
+    /// Fires every [`HALT_CHECK_PERIOD`] while the VM runs, to notice a guest that
+    /// halted every vCPU with interrupts off.
+    halt_timer: TimerFd,
 }
 
 impl Controller {
@@ -401,9 +416,13 @@ impl Controller {
             .as_deref()
             .map(MetricsSink::open)
             .transpose()?;
-        let metrics_timer = TimerFd::new().map_err(|e| {
-            RunError::Setup("the metrics timer", io::Error::from_raw_os_error(e.errno()))
-        })?;
+        let timer = |what| {
+            TimerFd::new()
+                .map_err(|e| RunError::Setup(what, io::Error::from_raw_os_error(e.errno())))
+        };
+        let metrics_timer = timer("the metrics timer")?;
+        let shutdown_timer = timer("the shutdown timer")?;
+        let halt_timer = timer("the halt check timer")?;
         let mut controller = Controller {
             config,
             state: VmState::NotStarted,
@@ -422,6 +441,9 @@ impl Controller {
             dropped_input: false,
             metrics,
             metrics_timer,
+            shutdown_timer,
+            shutdown_after: None,
+            halt_timer,
         };
         if controller.metrics.is_some() {
             controller.arm_metrics_timer();
@@ -522,6 +544,12 @@ impl Controller {
         }
         self.vm = Some(running);
         self.state = VmState::Running;
+        if let Err(e) = self
+            .halt_timer
+            .reset(HALT_CHECK_PERIOD, Some(HALT_CHECK_PERIOD))
+        {
+            warn!("cannot start the halt check timer: {e}");
+        }
         self.vm_fds_pending = true;
         Ok(())
     }
@@ -531,6 +559,7 @@ impl Controller {
         self.vm_fds_pending = false;
         let Some(vm) = &self.vm else { return };
         let mut ok = ops.add(Events::new(&vm.reset_evt, EventSet::IN)).is_ok();
+        ok &= ops.add(Events::new(&vm.poweroff_evt, EventSet::IN)).is_ok();
         for q in &vm.queue_evts {
             ok &= ops.add(Events::new(&q.evt, EventSet::IN)).is_ok();
         }
@@ -566,6 +595,28 @@ impl Controller {
                 debug!("also: {other}");
             }
         }
+    }
+
+    /// Presses the guest's power button and gives it `timeout` to power off; a
+    /// second request keeps the first deadline.
+    fn shut_down_guest(&mut self, timeout: Duration) -> Result<ApiResponse, ApiResponse> {
+        let vm = self.vm.as_ref().ok_or_else(no_vm)?;
+        lock(&vm.acpi_pm)
+            .press_power_button()
+            .map_err(|e| ApiResponse::Error {
+                status: 500,
+                message: format!("Cannot press the power button: {e}"),
+            })?;
+        if self.shutdown_after.is_none() {
+            if let Err(e) = self.shutdown_timer.reset(timeout, None) {
+                warn!("cannot start the shutdown timer: {e}");
+            }
+            self.shutdown_after = Some(timeout);
+            info!(
+                "pressed the guest's power button; stopping it in {timeout:?} unless it powers off"
+            );
+        }
+        Ok(ApiResponse::Done)
     }
 
     fn forward_stdin(&mut self, ops: &mut EventOps) {
@@ -677,6 +728,9 @@ impl Controller {
                 self.state = next;
                 Ok(ApiResponse::Done)
             }),
+            ApiRequest::Shutdown { timeout } => self
+                .transition(VmAction::Shutdown)
+                .and_then(|_| self.shut_down_guest(timeout)),
             ApiRequest::CtrlAltDel => self.transition(VmAction::CtrlAltDel).and_then(|_| {
                 let vm = self.vm.as_ref().ok_or_else(no_vm)?;
                 lock(&vm.i8042)
@@ -723,6 +777,10 @@ impl MutEventSubscriber for Controller {
         ok &= ops
             .add(Events::new(&self.metrics_timer, EventSet::IN))
             .is_ok();
+        ok &= ops
+            .add(Events::new(&self.shutdown_timer, EventSet::IN))
+            .is_ok();
+        ok &= ops.add(Events::new(&self.halt_timer, EventSet::IN)).is_ok();
         if !ok {
             warn!("cannot watch VMM events; stopping");
             self.finish(StopReason::Signal(libc::SIGABRT));
@@ -738,6 +796,21 @@ impl MutEventSubscriber for Controller {
             let _ = self.exit_evt.read();
             if let Ok(VcpuStopped(reason)) = self.vcpu_events.try_recv() {
                 self.finish(reason);
+            }
+            return;
+        }
+        if fd == self.halt_timer.as_raw_fd() {
+            let _ = self.halt_timer.wait();
+            if let (VmState::Running, Some(vm)) = (self.state, &self.vm) {
+                vm.control.request_halt_check();
+                vm.kick_vcpus();
+            }
+            return;
+        }
+        if fd == self.shutdown_timer.as_raw_fd() {
+            let _ = self.shutdown_timer.wait();
+            if let Some(after) = self.shutdown_after {
+                self.finish(StopReason::ShutdownTimedOut(after));
             }
             return;
         }
@@ -780,6 +853,9 @@ impl MutEventSubscriber for Controller {
         if fd == vm.reset_evt.as_raw_fd() {
             let _ = vm.reset_evt.read();
             self.finish(StopReason::GuestReset);
+        } else if fd == vm.poweroff_evt.as_raw_fd() {
+            let _ = vm.poweroff_evt.read();
+            self.finish(StopReason::GuestShutdown);
         } else if let Some(index) = vm.queue_evts.iter().position(|q| q.evt.as_raw_fd() == fd) {
             let q = &vm.queue_evts[index];
             // Reading resets the counter; several notifications coalesce into one pass.

@@ -35,6 +35,7 @@ pub const EXIT_SECCOMP: i32 = 128 + libc::SIGSYS;
 
 ioctl_io_nr!(KVM_RUN, KVMIO, 0x80);
 ioctl_ior_nr!(KVM_GET_REGS, KVMIO, 0x81, kvm_regs);
+ioctl_ior_nr!(KVM_GET_MP_STATE, KVMIO, 0x98, kvm_bindings::kvm_mp_state);
 
 /// The kinds of cabin threads, each with its own filter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -312,11 +313,20 @@ fn api_rules() -> RuleResult<Vec<(i64, Vec<SeccompRule>)>> {
 fn vcpu_rules() -> RuleResult<Vec<(i64, Vec<SeccompRule>)>> {
     Ok(vec![
         // Only these ioctls: KVM_RUN enters the guest; KVM_GET_REGS reads RIP for a
-        // crash report; TUNSETOFFLOAD when the guest activates or resets a
+        // crash report and, with KVM_GET_MP_STATE, tells whether the vCPU halted with
+        // interrupts off; TUNSETOFFLOAD when the guest activates or resets a
         // virtio-net device (an MMIO write handled on this thread).
         (
             libc::SYS_ioctl,
-            arg_in(1, &[KVM_RUN(), KVM_GET_REGS(), libc::TUNSETOFFLOAD])?,
+            arg_in(
+                1,
+                &[
+                    KVM_RUN(),
+                    KVM_GET_REGS(),
+                    KVM_GET_MP_STATE(),
+                    libc::TUNSETOFFLOAD,
+                ],
+            )?,
         ),
         // A virtio-net device activated by an MMIO write drains frames already
         // waiting on its TAP.
@@ -476,6 +486,7 @@ mod tests {
     fn kvm_ioctl_numbers_match_the_kernel_headers() {
         assert_eq!(KVM_RUN(), 0xae80);
         assert_eq!(KVM_GET_REGS(), 0x8090_ae81);
+        assert_eq!(KVM_GET_MP_STATE(), 0x8004_ae98);
     }
 
     #[test]

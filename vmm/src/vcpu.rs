@@ -7,7 +7,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use devices::bus::Bus;
-use kvm_bindings::{kvm_run, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
+use kvm_bindings::{
+    kvm_run, KVM_MP_STATE_HALTED, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_UNINITIALIZED,
+    KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
+};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use log::{debug, warn};
 use vmm_sys_util::eventfd::EventFd;
@@ -68,6 +71,11 @@ pub enum StopReason {
     },
     /// cabin received a signal.
     Signal(i32),
+    /// The guest did not power off within this long after the power button.
+    ShutdownTimedOut(Duration),
+    /// Every vCPU halted with interrupts off: the guest stopped for good (`halt`,
+    /// or `poweroff` without ACPI).
+    GuestHalted,
     /// A vCPU thread could not install its seccomp filter.
     SeccompFailed {
         /// vCPU index.
@@ -149,6 +157,15 @@ impl fmt::Display for StopReason {
                 std::io::Error::from_raw_os_error(*errno)
             ),
             StopReason::Signal(sig) => write!(f, "stopped by signal {sig}"),
+            StopReason::GuestHalted => write!(
+                f,
+                "the guest halted: every vCPU stopped with interrupts off (halt, or poweroff without ACPI)"
+            ),
+            StopReason::ShutdownTimedOut(after) => write!(
+                f,
+                "the guest did not power off within {} s of the power button; stopped it",
+                after.as_secs()
+            ),
             StopReason::SeccompFailed { vcpu, message } => {
                 write!(f, "vCPU {vcpu} did not start: {message}")
             }
@@ -228,6 +245,9 @@ pub fn handle_exit(vcpu: u32, pio: &Bus, mmio: &Bus, exit: VcpuExit) -> ExitActi
     }
 }
 
+/// RFLAGS.IF: maskable interrupts enabled.
+const RFLAGS_IF: u64 = 1 << 9;
+
 /// Real-time signal used to kick vCPU threads out of KVM_RUN.
 pub fn kick_signal() -> i32 {
     vmm_sys_util::signal::SIGRTMIN()
@@ -263,6 +283,10 @@ struct ControlState {
     paused: bool,
     /// How many vCPU threads are parked outside KVM_RUN.
     parked: usize,
+    /// The current halt check (see [`VcpuControl::request_halt_check`]).
+    halt_round: u64,
+    /// How many vCPUs found themselves halted with interrupts off in this round.
+    halted: usize,
 }
 
 /// Shared between the VMM thread and every vCPU thread: stop and pause requests, and
@@ -289,6 +313,29 @@ impl VcpuControl {
     /// [`VcpuControl::wait_parked`].
     pub fn request_pause(&self) {
         self.lock().paused = true;
+    }
+
+    /// Starts a halt check: each vCPU, once kicked out of KVM_RUN, reports whether
+    /// it is halted with interrupts off; the last of all of them to say so stops
+    /// the VM.
+    pub fn request_halt_check(&self) {
+        let mut state = self.lock();
+        state.halt_round = state.halt_round.wrapping_add(1);
+        state.halted = 0;
+    }
+
+    fn halt_round(&self) -> u64 {
+        self.lock().halt_round
+    }
+
+    /// Counts this vCPU as halted in `round`; true when all `count` are.
+    fn report_halted(&self, round: u64, count: usize) -> bool {
+        let mut state = self.lock();
+        if state.halt_round != round {
+            return false;
+        }
+        state.halted += 1;
+        state.halted == count
     }
 
     /// Lets parked vCPUs run again.
@@ -339,6 +386,8 @@ pub struct VcpuThread {
     pub mmio: Arc<Bus>,
     /// Stop and pause requests from the VMM.
     pub control: Arc<VcpuControl>,
+    /// How many vCPUs the VM has (for the halt check).
+    pub vcpu_count: usize,
     /// Where the reason a vCPU stopped goes.
     pub events: Sender<VcpuStopped>,
     /// Written after sending on `events`, to wake the event loop.
@@ -379,6 +428,7 @@ impl VcpuThread {
     }
 
     fn run_loop(&mut self) -> Option<StopReason> {
+        let mut halt_round = self.control.halt_round();
         loop {
             if !self.control.may_run() {
                 return None;
@@ -387,6 +437,9 @@ impl VcpuThread {
                 Ok(exit) => handle_exit(self.index, &self.pio, &self.mmio, exit),
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                     self.fd.set_kvm_immediate_exit(0);
+                    if self.all_halted(&mut halt_round) {
+                        return Some(StopReason::GuestHalted);
+                    }
                     ExitAction::Continue
                 }
                 Err(e) => ExitAction::Stop(StopReason::RunFailed {
@@ -398,6 +451,28 @@ impl VcpuThread {
                 return Some(self.annotate(reason));
             }
         }
+    }
+
+    /// Answers a new halt check, if one was asked since `seen`: whether this vCPU
+    /// is stopped for good (halted with interrupts off, which only an NMI or INIT
+    /// could end, or never started) and, if so, whether it is the last of all
+    /// vCPUs to be.
+    fn all_halted(&mut self, seen: &mut u64) -> bool {
+        let round = self.control.halt_round();
+        if round == *seen {
+            return false;
+        }
+        *seen = round;
+        let stopped = match self.fd.get_mp_state().map(|s| s.mp_state) {
+            Ok(KVM_MP_STATE_HALTED) => self
+                .fd
+                .get_regs()
+                .is_ok_and(|regs| regs.rflags & RFLAGS_IF == 0),
+            // An application processor the guest never started (or sent INIT).
+            Ok(KVM_MP_STATE_UNINITIALIZED | KVM_MP_STATE_INIT_RECEIVED) => true,
+            _ => false,
+        };
+        stopped && self.control.report_halted(round, self.vcpu_count)
     }
 
     /// Adds what only the live vCPU can tell: RIP and KVM's internal-error suberror.

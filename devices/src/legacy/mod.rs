@@ -1,14 +1,17 @@
 //! Legacy PC devices on port I/O: the 16550A serial port and the i8042
-//! keyboard controller, both built on `vm-superio`.
+//! keyboard controller, both built on `vm-superio`, and the ACPI
+//! power-management device (sleep control and the power button's event).
 
 use std::io;
 
 use vm_superio::Trigger;
 use vmm_sys_util::eventfd::EventFd;
 
+pub mod acpi_pm;
 mod i8042;
 mod serial;
 
+pub use acpi_pm::AcpiPm;
 pub use i8042::I8042;
 pub use serial::Serial;
 

@@ -23,6 +23,8 @@ pub const EXIT_UNREACHABLE: i32 = 3;
 
 /// How long to wait for cabin's answer (its server gives the VMM 30 s).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long after its shutdown timeout `cabin ctl shutdown` waits for cabin to exit.
+const EXIT_GRACE: Duration = Duration::from_secs(10);
 /// Largest answer head accepted.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Largest answer body accepted.
@@ -62,7 +64,7 @@ pub struct Answer {
 
 /// The request for each action: method, path, JSON body.
 fn request_for(action: CtlAction) -> (&'static str, &'static str, Option<String>) {
-    let action_body = |action_type| serde_json::to_string(&Action { action_type }).ok();
+    let action_body = |action_type| serde_json::to_string(&Action::new(action_type)).ok();
     let state_body = |state| serde_json::to_string(&VmStatePatch { state }).ok();
     match action {
         CtlAction::Status => ("GET", "/", None),
@@ -73,6 +75,13 @@ fn request_for(action: CtlAction) -> (&'static str, &'static str, Option<String>
         CtlAction::Config => ("GET", "/vm/config", None),
         CtlAction::Version => ("GET", "/version", None),
         CtlAction::FlushMetrics => ("PUT", "/actions", action_body(ActionType::FlushMetrics)),
+        CtlAction::Shutdown { timeout } => {
+            let action = Action {
+                timeout_s: Some(timeout),
+                ..Action::new(ActionType::Shutdown)
+            };
+            ("PUT", "/actions", serde_json::to_string(&action).ok())
+        }
     }
 }
 
@@ -219,7 +228,10 @@ pub fn run_ctl(args: &CtlArgs) -> i32 {
             if !answer.body.is_empty() {
                 print_json(&answer.body);
             }
-            EXIT_OK
+            match args.action {
+                CtlAction::Shutdown { timeout } => wait_for_exit(&args.api_sock, timeout),
+                _ => EXIT_OK,
+            }
         }
         Ok(answer) => {
             eprintln!("cabin ctl: {}", fault_message(&answer));
@@ -237,6 +249,33 @@ pub fn run_ctl(args: &CtlArgs) -> i32 {
             EXIT_REFUSED
         }
     }
+}
+
+/// After `Shutdown`: waits until the cabin serving `socket` is gone (it stops the
+/// guest itself `timeout` seconds after the power button at the latest). A
+/// connection kept open ends when the process exits; cabin also closes idle
+/// connections, so each end is checked by connecting again.
+fn wait_for_exit(socket: &Path, timeout: u64) -> i32 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(timeout) + EXIT_GRACE;
+    loop {
+        let Ok(mut stream) = UnixStream::connect(socket) else {
+            return EXIT_OK;
+        };
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            break;
+        }
+        // Returns when cabin exits or closes the connection as idle, or at the
+        // deadline; the next round tells which.
+        let mut byte = [0u8; 1];
+        let _ = stream.read(&mut byte);
+    }
+    eprintln!(
+        "cabin ctl: cabin at {} is still running {} s after the shutdown request",
+        socket.display(),
+        (Duration::from_secs(timeout) + EXIT_GRACE).as_secs()
+    );
+    EXIT_REFUSED
 }
 
 /// Prints a JSON body pretty (as a config file would be written), or as it came when it

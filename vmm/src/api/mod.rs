@@ -38,6 +38,12 @@ pub enum ApiRequest {
     CtrlAltDel,
     /// `PUT /actions {"action_type": "FlushMetrics"}`.
     FlushMetrics,
+    /// `PUT /actions {"action_type": "Shutdown", "timeout_s": N}`: press the power
+    /// button, stop the VM after `timeout` unless the guest powered off.
+    Shutdown {
+        /// How long the guest gets.
+        timeout: std::time::Duration,
+    },
     /// `PATCH /drives/{id}`, `PATCH /network-interfaces/{id}`: only on a running VM.
     Update(model::DeviceUpdate),
     /// `PATCH /vm {"state": "Paused"}`.

@@ -32,7 +32,7 @@ pub use observe::{Entropy, Logger, Metrics, Serial};
 pub use patch::{check_drive_patch, check_net_patch, DriveUpdate, NetUpdate};
 
 /// Largest `vcpu_count`: as many processors as cabin's MP table describes.
-pub const MAX_VCPUS: u32 = arch::mptable::MPTABLE_MAX_CPUS as u32;
+pub const MAX_VCPUS: u32 = arch::layout::MAX_SUPPORTED_CPUS as u32;
 /// Longest host interface name (IFNAMSIZ without its NUL).
 pub const HOST_DEV_NAME_MAX_LEN: usize = 15;
 /// The `app_name` of [`InstanceInfo`].
@@ -293,6 +293,45 @@ pub struct Action {
     /// What to do.
     #[serde(deserialize_with = "de_action_type")]
     pub action_type: ActionType,
+    /// `Shutdown` only (a cabin extension): seconds the guest gets to power off
+    /// after the power button before cabin stops it; [`SHUTDOWN_TIMEOUT_S`] if absent.
+    #[serde(
+        default,
+        deserialize_with = "de_timeout_s",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout_s: Option<u64>,
+}
+
+/// Seconds a guest gets to power off after `Shutdown` presses its power button.
+pub const SHUTDOWN_TIMEOUT_S: u64 = 30;
+/// Longest `timeout_s` accepted (a day).
+pub const MAX_SHUTDOWN_TIMEOUT_S: u64 = 86_400;
+
+impl Action {
+    /// An action without options.
+    pub fn new(action_type: ActionType) -> Self {
+        Action {
+            action_type,
+            timeout_s: None,
+        }
+    }
+
+    /// The `Shutdown` timeout, or why `timeout_s` is wrong.
+    pub fn shutdown_timeout(&self) -> Result<std::time::Duration, String> {
+        match (self.action_type, self.timeout_s) {
+            (ActionType::Shutdown, None) => Ok(std::time::Duration::from_secs(SHUTDOWN_TIMEOUT_S)),
+            (ActionType::Shutdown, Some(s)) if (1..=MAX_SHUTDOWN_TIMEOUT_S).contains(&s) => {
+                Ok(std::time::Duration::from_secs(s))
+            }
+            (ActionType::Shutdown, Some(s)) => Err(format!(
+                "timeout_s: {s} is out of range: give 1 to {MAX_SHUTDOWN_TIMEOUT_S} seconds"
+            )),
+            (other, _) => Err(format!(
+                "timeout_s: only the Shutdown action takes a timeout, not {other:?}"
+            )),
+        }
+    }
 }
 
 /// The actions of `PUT /actions` cabin implements.
@@ -304,6 +343,9 @@ pub enum ActionType {
     SendCtrlAltDel,
     /// Write a metrics line now.
     FlushMetrics,
+    /// Press the guest's ACPI power button, and stop the VM if the guest has not
+    /// powered off after `timeout_s` (a cabin extension).
+    Shutdown,
 }
 
 /// `PATCH /vm`.
@@ -509,6 +551,7 @@ named_fields! {
     de_host_dev_name => "host_dev_name": String;
     de_guest_mac => "guest_mac": Option<String>;
     de_action_type => "action_type": ActionType;
+    de_timeout_s => "timeout_s": Option<u64>;
     de_state => "state": VmStateRequest;
     de_boot_source => "boot-source": Option<BootSource>;
     de_machine_config => "machine-config": Option<MachineConfig>;

@@ -28,6 +28,8 @@ pub enum VmAction {
     Resume,
     /// Inject Ctrl-Alt-Del.
     CtrlAltDel,
+    /// Press the power button.
+    Shutdown,
     /// Change a running VM's device (PATCH /drives, /network-interfaces).
     Update,
     /// The guest or a signal ended the VM.
@@ -45,7 +47,7 @@ impl VmState {
             (S::NotStarted, A::Start) => Ok(S::Running),
             (S::Running, A::Pause) => Ok(S::Paused),
             (S::Paused, A::Resume) => Ok(S::Running),
-            (S::Running, A::CtrlAltDel) => Ok(S::Running),
+            (S::Running, A::CtrlAltDel | A::Shutdown) => Ok(S::Running),
             (S::Running | S::Paused, A::Update) => Ok(self),
             (S::NotStarted | S::Running | S::Paused, A::Exit) => Ok(S::Exited),
             (S::Exited, A::Exit) => Ok(S::Exited),
@@ -65,6 +67,7 @@ impl VmAction {
             VmAction::Pause => "Pausing",
             VmAction::Resume => "Resuming",
             VmAction::CtrlAltDel => "SendCtrlAltDel",
+            VmAction::Shutdown => "Shutdown",
             VmAction::Update => "Changing a device of the running VM",
             VmAction::Exit => "Stopping",
         }

@@ -128,6 +128,32 @@ fn action_unknown_variant_is_named() {
 }
 
 #[test]
+fn shutdown_takes_an_optional_bounded_timeout() {
+    let parse = |body: &str| serde_json::from_str::<Action>(body).unwrap();
+    let secs = |body: &str| parse(body).shutdown_timeout().map(|d| d.as_secs());
+    assert_eq!(
+        secs(r#"{"action_type": "Shutdown"}"#),
+        Ok(SHUTDOWN_TIMEOUT_S)
+    );
+    assert_eq!(
+        secs(r#"{"action_type": "Shutdown", "timeout_s": 5}"#),
+        Ok(5)
+    );
+    let zero = secs(r#"{"action_type": "Shutdown", "timeout_s": 0}"#).unwrap_err();
+    assert!(zero.starts_with("timeout_s: 0 is out of range"), "{zero}");
+    let other = secs(r#"{"action_type": "SendCtrlAltDel", "timeout_s": 5}"#).unwrap_err();
+    assert!(other.contains("only the Shutdown action"), "{other}");
+    let err = serde_json::from_str::<Action>(r#"{"action_type": "Shutdown", "timeout_s": -1}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("timeout_s: invalid value"), "{err}");
+    assert_eq!(
+        serde_json::to_string(&Action::new(ActionType::FlushMetrics)).unwrap(),
+        r#"{"action_type":"FlushMetrics"}"#
+    );
+}
+
+#[test]
 fn vm_state_patch_parses_both_states() {
     let p: VmStatePatch = serde_json::from_str(r#"{"state": "Paused"}"#).unwrap();
     assert_eq!(p.state, VmStateRequest::Paused);

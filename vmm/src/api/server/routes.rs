@@ -203,10 +203,15 @@ pub(super) fn dispatch(route: &Route, body: &[u8]) -> Result<Dispatch, Reply> {
         }
         Route::PutActions => {
             let action: Action = parse_body("PUT /actions", body)?;
+            // A timeout on another action is refused, not ignored.
+            let timeout = action
+                .shutdown_timeout()
+                .map_err(|message| Reply::fault(400, message));
             ask(match action.action_type {
-                ActionType::InstanceStart => ApiRequest::Start,
-                ActionType::SendCtrlAltDel => ApiRequest::CtrlAltDel,
-                ActionType::FlushMetrics => ApiRequest::FlushMetrics,
+                ActionType::InstanceStart if action.timeout_s.is_none() => ApiRequest::Start,
+                ActionType::SendCtrlAltDel if action.timeout_s.is_none() => ApiRequest::CtrlAltDel,
+                ActionType::FlushMetrics if action.timeout_s.is_none() => ApiRequest::FlushMetrics,
+                _ => ApiRequest::Shutdown { timeout: timeout? },
             })
         }
         Route::PatchVm => {
