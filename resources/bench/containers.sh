@@ -24,6 +24,7 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
 # shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+# shellcheck disable=SC2119 # bench_init takes only an optional --no-qemu
 bench_init
 require_artifacts CABIN_VMLINUX CABIN_ROOTFS
 [[ -x /bin/busybox ]] || die "/bin/busybox is missing (busybox-static; resources/deps.sh)"
