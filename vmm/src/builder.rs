@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use arch::layout;
 use devices::bus::Bus;
-use devices::legacy::{AcpiPm, Serial, I8042};
+use devices::legacy::{AcpiPm, PciHostBridge, Serial, I8042};
 use devices::virtio::block::{Block, BlockConfig};
 use devices::virtio::console::Console;
 use devices::virtio::net::Net;
@@ -574,6 +574,13 @@ fn attach_legacy_devices(
         u64::from(layout::ACPI_PM_PORT_LEN),
     )
     .map_err(|e| BuildError::Bus("ACPI power management", e))?;
+
+    pio.insert(
+        Arc::new(Mutex::new(PciHostBridge::new())),
+        u64::from(layout::PCI_CONFIG_PORT),
+        devices::legacy::pci_host::PORT_LEN,
+    )
+    .map_err(|e| BuildError::Bus("PCI host bridge", e))?;
 
     Ok(LegacyDevices {
         serial,
