@@ -4,7 +4,7 @@ use std::fmt;
 use std::io::Write;
 
 use log::Level;
-use vm_superio::serial::NoEvents;
+use vm_superio::serial::SerialEvents;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{Error, EventFdTrigger};
@@ -14,15 +14,36 @@ use crate::ratelimit::log_ratelimited;
 /// What the guest reads from a register it may not access that way.
 const UNHANDLED_READ: u8 = 0xff;
 
-type Uart = vm_superio::Serial<EventFdTrigger, NoEvents, Box<dyn Write + Send>>;
+type Uart = vm_superio::Serial<EventFdTrigger, RxDrained, Box<dyn Write + Send>>;
+
+/// Signals an eventfd each time the guest empties the receive FIFO, so the VMM
+/// knows when to queue the next piece of host input (no polling).
+struct RxDrained(EventFd);
+
+impl SerialEvents for RxDrained {
+    fn buffer_read(&self) {}
+
+    fn out_byte(&self) {}
+
+    fn tx_lost_byte(&self) {}
+
+    fn in_buffer_empty(&self) {
+        if let Err(e) = self.0.write(1) {
+            // Only a counter overflow fails, and then the eventfd is readable anyway.
+            log_ratelimited!(Level::Warn, "Serial: cannot signal input room: {e}");
+        }
+    }
+}
 
 /// A 16550A serial port.
 ///
 /// Guest output goes to a host writer, flushed after every byte so console
 /// output is never held back; host input is queued into the receive FIFO with
 /// [`Serial::enqueue_input`]. Interrupts (receive data available, transmit
-/// holding register empty) are raised by writing to the eventfd given to
-/// [`Serial::new`], which the VMM registers as the irqfd of the port's IRQ.
+/// holding register empty) are raised by writing to the `interrupt` eventfd
+/// given to [`Serial::new`], which the VMM registers as the irqfd of the port's
+/// IRQ. Whenever the guest reads the receive FIFO empty, the `input_room`
+/// eventfd is signalled: the VMM then queues more of the input it holds.
 pub struct Serial {
     uart: Uart,
 }
@@ -40,14 +61,23 @@ impl Serial {
     /// THR/RBR at offset 0 through SCR at offset 7.
     pub const PORT_RANGE_LEN: u64 = 8;
 
-    /// Creates a serial port that signals `interrupt` and writes guest output
-    /// to `out`.
+    /// Creates a serial port that signals `interrupt`, signals `input_room`
+    /// when the guest has emptied the receive FIFO, and writes guest output to
+    /// `out`.
     ///
     /// Nothing can fail today; the `Result` leaves room for setup that can.
-    pub fn new(interrupt: EventFd, out: Box<dyn Write + Send>) -> Result<Self, Error> {
+    pub fn new(
+        interrupt: EventFd,
+        input_room: EventFd,
+        out: Box<dyn Write + Send>,
+    ) -> Result<Self, Error> {
         // `vm_superio::Serial::write` flushes `out` after every byte written to
         // THR, so the writer needs no wrapper for timely console output.
-        let uart = vm_superio::Serial::new(EventFdTrigger::new(interrupt), out);
+        let uart = vm_superio::Serial::with_events(
+            EventFdTrigger::new(interrupt),
+            RxDrained(input_room),
+            out,
+        );
         Ok(Self { uart })
     }
 
@@ -55,16 +85,21 @@ impl Serial {
     ///
     /// Accepts as many leading bytes of `bytes` as the receive FIFO has room
     /// for and returns that count; 0 when the FIFO is full (the caller keeps the
-    /// rest and retries once the guest has drained the FIFO) or when the guest
+    /// rest and offers it again once `input_room` is signalled) or when the guest
     /// has the UART in loopback mode. Raises the receive interrupt if the guest
-    /// enabled it.
-    pub fn enqueue_input(&mut self, bytes: &[u8]) -> Result<usize, Error> {
-        match self.uart.enqueue_raw_bytes(bytes) {
-            Ok(accepted) => Ok(accepted),
-            Err(vm_superio::serial::Error::FullFifo) => Ok(0),
-            Err(vm_superio::serial::Error::Trigger(e)) => Err(Error::SerialInterrupt(e)),
-            Err(vm_superio::serial::Error::IOError(e)) => Err(Error::SerialIo(e)),
-        }
+    /// enabled it; should that fail, the bytes are in the FIFO all the same (the
+    /// count says so) and the failure is logged.
+    pub fn enqueue_input(&mut self, bytes: &[u8]) -> usize {
+        use vm_superio::serial::Error as UartError;
+        let room_before = self.uart.fifo_capacity();
+        let err = match self.uart.enqueue_raw_bytes(bytes) {
+            Ok(accepted) => return accepted,
+            Err(UartError::FullFifo) => return 0,
+            Err(UartError::Trigger(e)) => Error::SerialInterrupt(e),
+            Err(UartError::IOError(e)) => Error::SerialIo(e),
+        };
+        log_ratelimited!(Level::Warn, "Serial input: {err}");
+        room_before.saturating_sub(self.uart.fifo_capacity())
     }
 
     /// Free space in the receive FIFO, in bytes.
@@ -172,10 +207,22 @@ mod tests {
     }
 
     fn serial() -> (Serial, EventFd, SharedBuffer) {
-        let irq = EventFd::new(EFD_NONBLOCK).unwrap();
-        let out = SharedBuffer::default();
-        let serial = Serial::new(irq.try_clone().unwrap(), Box::new(out.clone())).unwrap();
+        let (serial, irq, _room, out) = serial_with_room();
         (serial, irq, out)
+    }
+
+    /// A serial port, its interrupt eventfd, its input-room eventfd and its output.
+    fn serial_with_room() -> (Serial, EventFd, EventFd, SharedBuffer) {
+        let irq = EventFd::new(EFD_NONBLOCK).unwrap();
+        let room = EventFd::new(EFD_NONBLOCK).unwrap();
+        let out = SharedBuffer::default();
+        let serial = Serial::new(
+            irq.try_clone().unwrap(),
+            room.try_clone().unwrap(),
+            Box::new(out.clone()),
+        )
+        .unwrap();
+        (serial, irq, room, out)
     }
 
     fn read_reg(serial: &mut Serial, offset: u64) -> u8 {
@@ -204,7 +251,7 @@ mod tests {
         let (mut serial, _irq, _out) = serial();
         assert_eq!(read_reg(&mut serial, LSR) & LSR_DATA_READY, 0);
 
-        assert_eq!(serial.enqueue_input(b"ok").unwrap(), 2);
+        assert_eq!(serial.enqueue_input(b"ok"), 2);
 
         let mut received = Vec::new();
         while read_reg(&mut serial, LSR) & LSR_DATA_READY != 0 {
@@ -219,7 +266,7 @@ mod tests {
         serial.write(IER, &[IER_RX_DATA]);
         assert!(!was_signalled(&irq));
 
-        serial.enqueue_input(b"x").unwrap();
+        serial.enqueue_input(b"x");
 
         assert!(was_signalled(&irq));
         assert_eq!(read_reg(&mut serial, IIR) & IIR_RX_DATA, IIR_RX_DATA);
@@ -229,7 +276,7 @@ mod tests {
     fn serial_rx_interrupt_disabled_input_not_signalled() {
         let (mut serial, irq, _out) = serial();
 
-        serial.enqueue_input(b"x").unwrap();
+        serial.enqueue_input(b"x");
 
         assert!(!was_signalled(&irq));
     }
@@ -240,13 +287,13 @@ mod tests {
         let capacity = serial.fifo_capacity();
         let input = vec![b'a'; capacity + 10];
 
-        assert_eq!(serial.enqueue_input(&input).unwrap(), capacity);
+        assert_eq!(serial.enqueue_input(&input), capacity);
         assert_eq!(serial.fifo_capacity(), 0);
-        assert_eq!(serial.enqueue_input(b"more").unwrap(), 0);
+        assert_eq!(serial.enqueue_input(b"more"), 0);
 
         read_reg(&mut serial, RBR);
         assert_eq!(serial.fifo_capacity(), 1);
-        assert_eq!(serial.enqueue_input(b"more").unwrap(), 1);
+        assert_eq!(serial.enqueue_input(b"more"), 1);
     }
 
     #[test]
@@ -254,7 +301,7 @@ mod tests {
         let (mut serial, irq, _out) = serial();
         serial.write(IER, &[IER_RX_DATA]);
 
-        assert_eq!(serial.enqueue_input(&[]).unwrap(), 0);
+        assert_eq!(serial.enqueue_input(&[]), 0);
 
         assert!(!was_signalled(&irq));
     }
@@ -264,13 +311,14 @@ mod tests {
         let (mut serial, _irq, _out) = serial();
         serial.write(MCR, &[MCR_LOOPBACK]);
 
-        assert_eq!(serial.enqueue_input(b"x").unwrap(), 0);
+        assert_eq!(serial.enqueue_input(b"x"), 0);
     }
 
     #[test]
     fn serial_broken_output_write_does_not_panic() {
         let irq = EventFd::new(EFD_NONBLOCK).unwrap();
-        let mut serial = Serial::new(irq, Box::new(BrokenWriter)).unwrap();
+        let room = EventFd::new(EFD_NONBLOCK).unwrap();
+        let mut serial = Serial::new(irq, room, Box::new(BrokenWriter)).unwrap();
 
         serial.write(THR, b"x");
 
@@ -318,5 +366,38 @@ mod tests {
                 read_reg(&mut serial, offset);
             }
         }
+    }
+
+    #[test]
+    fn serial_guest_empties_fifo_input_room_signalled() {
+        let (mut serial, _irq, room, _out) = serial_with_room();
+        serial.enqueue_input(b"ab");
+
+        read_reg(&mut serial, RBR);
+        assert!(!was_signalled(&room), "one byte still in the FIFO");
+        read_reg(&mut serial, RBR);
+
+        assert!(was_signalled(&room));
+    }
+
+    #[test]
+    fn serial_full_fifo_input_fed_on_each_room_signal_arrives_intact() {
+        // The VMM's side: keep what the FIFO refused, offer it again on each signal.
+        let (mut serial, _irq, room, _out) = serial_with_room();
+        let input: Vec<u8> = (0..8192u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut offset = serial.enqueue_input(&input);
+        assert!(offset < input.len(), "the FIFO took everything at once");
+        let mut received = Vec::new();
+
+        while received.len() < input.len() {
+            while read_reg(&mut serial, LSR) & LSR_DATA_READY != 0 {
+                received.push(read_reg(&mut serial, RBR));
+            }
+            assert!(was_signalled(&room), "emptied FIFO not signalled");
+            offset += serial.enqueue_input(&input[offset..]);
+        }
+
+        assert_eq!(received, input);
+        assert_eq!(offset, input.len());
     }
 }
