@@ -1,7 +1,9 @@
 //! End-to-end console input: 8 KiB pasted at once into cabin's stdin reach a raw tty
 //! in the guest intact, on the serial console (ttyS0) and on the virtio console
-//! (hvc0). The guest's shell checksums exactly 8 KiB with `md5sum`; the host
-//! compares with its own checksum of what it sent.
+//! (hvc0); and 256 KiB on hvc0 while the guest does not read for a few seconds
+//! (more than the guest's tty, cabin and the device can buffer: cabin stops reading
+//! stdin until the guest reads again, where it used to drop input). The guest's shell checksums exactly the pasted
+//! length with `md5sum`; the host compares with its own checksum of what it sent.
 //!
 //! These need the guest artifacts and native KVM or the nested sandbox; `make e2e`
 //! runs them with `--ignored`.
@@ -17,11 +19,9 @@ use common::{artifact, Cabin};
 
 /// Bounds a hang only; boots in the nested sandbox take seconds.
 const TIMEOUT: Duration = Duration::from_secs(300);
-const PASTE_LEN: usize = 8192;
-
-/// 8 KiB of text as a paste brings it: printable lines of varying length.
-fn paste() -> Vec<u8> {
-    (0..PASTE_LEN)
+/// `len` bytes of text as a paste brings it: printable lines.
+fn paste(len: usize) -> Vec<u8> {
+    (0..len)
         .map(|i| {
             if i % 97 == 96 {
                 b'\n'
@@ -45,9 +45,27 @@ fn host_md5(data: &[u8]) -> String {
     String::from_utf8(output.stdout).unwrap()[..32].to_owned()
 }
 
-/// Boots the interactive initramfs with `extra` arguments, pastes 8 KiB into a raw
-/// tty read by `head -c 8192 | md5sum`, and checks the guest's checksum.
-fn paste_reaches_raw_tty(extra: &[&str], cmdline: &str) {
+/// How the guest takes the paste.
+struct Paste<'a> {
+    /// cabin arguments beyond the kernel and initramfs.
+    extra: &'a [&'a str],
+    cmdline: &'a str,
+    /// Bytes pasted.
+    len: usize,
+    /// Seconds the guest waits, raw tty ready, before it starts reading: a guest
+    /// that is not reading. Not synchronization: the result must not depend on it.
+    stall_secs: u32,
+}
+
+/// Boots the interactive initramfs, pastes `len` bytes into a raw tty read by
+/// `head -c LEN | md5sum`, and checks the guest's checksum.
+fn paste_reaches_raw_tty(paste_spec: Paste<'_>) {
+    let Paste {
+        extra,
+        cmdline,
+        len,
+        stall_secs,
+    } = paste_spec;
     let kernel = artifact("CABIN_VMLINUX");
     let initrd = artifact("CABIN_INITRAMFS");
     let mut args = vec!["run", "--kernel", &kernel, "--initrd", &initrd];
@@ -55,15 +73,15 @@ fn paste_reaches_raw_tty(extra: &[&str], cmdline: &str) {
     args.extend(["--cmdline", cmdline]);
     let mut cabin = Cabin::spawn_interactive(&args);
     cabin.expect_stdout("cabin: guest init ready", TIMEOUT);
-    let input = paste();
+    let input = paste(len);
     let expected = host_md5(&input);
 
     // The markers are computed by the shell, so the echo of the typed line cannot
     // match them: RAW-42 means the tty is raw and `head` is about to read.
-    cabin.type_text(
-        "stty raw -echo; echo RAW-$((6 * 7)); head -c 8192 | md5sum | \
-         sed 's/^/MD5=/'; stty sane; echo PASTE-$((2 * 3))-DONE\n",
-    );
+    cabin.type_text(&format!(
+        "stty raw -echo; echo RAW-$((6 * 7)); sleep {stall_secs}; head -c {len} | md5sum | \
+         sed 's/^/MD5=/'; stty sane; echo PASTE-$((2 * 3))-DONE\n"
+    ));
     cabin.expect_stdout("RAW-42", TIMEOUT);
     cabin.type_text(std::str::from_utf8(&input).unwrap());
     let line = cabin
@@ -92,14 +110,32 @@ fn paste_reaches_raw_tty(extra: &[&str], cmdline: &str) {
 #[test]
 #[ignore = "needs guest artifacts and native KVM or the sandbox: make test"]
 fn serial_console_8k_paste_reaches_raw_tty_intact() {
-    paste_reaches_raw_tty(&[], "console=ttyS0 reboot=k panic=-1 quiet");
+    paste_reaches_raw_tty(Paste {
+        extra: &[],
+        cmdline: "console=ttyS0 reboot=k panic=-1 quiet",
+        len: 8192,
+        stall_secs: 0,
+    });
 }
 
 #[test]
 #[ignore = "needs guest artifacts and native KVM or the sandbox: make test"]
 fn virtio_console_8k_paste_reaches_raw_hvc0_intact() {
-    paste_reaches_raw_tty(
-        &["--console", "virtio"],
-        "console=hvc0 reboot=k panic=-1 quiet",
-    );
+    paste_reaches_raw_tty(Paste {
+        extra: &["--console", "virtio"],
+        cmdline: "console=hvc0 reboot=k panic=-1 quiet",
+        len: 8192,
+        stall_secs: 0,
+    });
+}
+
+#[test]
+#[ignore = "needs guest artifacts and native KVM or the sandbox: make test"]
+fn virtio_console_256k_paste_to_a_stalled_guest_reaches_raw_hvc0_intact() {
+    paste_reaches_raw_tty(Paste {
+        extra: &["--console", "virtio"],
+        cmdline: "console=hvc0 reboot=k panic=-1 quiet",
+        len: 256 * 1024,
+        stall_secs: 3,
+    });
 }
