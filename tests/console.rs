@@ -2,7 +2,8 @@
 //! in the guest intact, on the serial console (ttyS0) and on the virtio console
 //! (hvc0); and 256 KiB on hvc0 while the guest does not read for a few seconds
 //! (more than the guest's tty, cabin and the device can buffer: cabin stops reading
-//! stdin until the guest reads again, where it used to drop input). The guest's shell checksums exactly the pasted
+//! stdin until the guest reads again, where it used to drop input). A script piped
+//! into cabin before the guest boots, stdin closed at once, runs intact on both. The guest's shell checksums exactly the pasted
 //! length with `md5sum`; the host compares with its own checksum of what it sent.
 //!
 //! These need the guest artifacts and native KVM or the nested sandbox; `make e2e`
@@ -138,4 +139,42 @@ fn virtio_console_256k_paste_to_a_stalled_guest_reaches_raw_hvc0_intact() {
         len: 256 * 1024,
         stall_secs: 3,
     });
+}
+
+/// Writes a short script into cabin's stdin at once, before the guest boots, then
+/// closes it, as `printf '...' | cabin run` does; the guest's shell must run it.
+fn piped_script_runs(extra: &[&str], cmdline: &str) {
+    let kernel = artifact("CABIN_VMLINUX");
+    let initrd = artifact("CABIN_INITRAMFS");
+    let mut args = vec!["run", "--kernel", &kernel, "--initrd", &initrd];
+    args.extend_from_slice(extra);
+    args.extend(["--cmdline", cmdline]);
+    let mut cabin = Cabin::spawn_interactive(&args);
+
+    cabin.type_text("echo piped-$((6 * 7))\nreboot -f\n");
+    cabin.close_stdin();
+    let status = cabin.wait_exit(TIMEOUT);
+
+    let stdout = cabin.stdout.text();
+    assert!(
+        stdout.contains("piped-42"),
+        "the piped script did not run intact\n--- stdout ---\n{stdout}\n--- stderr ---\n{}",
+        cabin.stderr.text()
+    );
+    assert_eq!(status.code(), Some(0), "{}", cabin.stderr.text());
+}
+
+#[test]
+#[ignore = "needs guest artifacts and native KVM or the sandbox: make test"]
+fn serial_console_script_piped_before_boot_runs_intact() {
+    piped_script_runs(&[], "console=ttyS0 reboot=k panic=-1 quiet");
+}
+
+#[test]
+#[ignore = "needs guest artifacts and native KVM or the sandbox: make test"]
+fn virtio_console_script_piped_before_boot_runs_intact() {
+    piped_script_runs(
+        &["--console", "virtio"],
+        "console=hvc0 reboot=k panic=-1 quiet",
+    );
 }

@@ -332,13 +332,19 @@ pub mod asm {
         code
     }
 
-    /// Reads `count` bytes from COM1's receive FIFO, polling LSR and spinning
-    /// `delay` (at least 1) iterations after each byte (a slow reader), and writes
-    /// each one back to COM1: the console output is exactly the input.
+    /// Sets COM1 up as a listening driver does (OUT2 in MCR, the receive interrupt
+    /// in IER: cabin holds input back until then), and reads `count` bytes from
+    /// the receive FIFO, polling LSR (interrupts stay off: IF is clear) and
+    /// spinning `delay` (at least 1) iterations after each byte (a slow reader).
+    /// Writes each one back to COM1: the console output is exactly the input.
     pub fn echo_serial_input(count: u32, delay: u32) -> Vec<u8> {
         assert!(delay >= 1);
-        // mov ecx, count
-        let mut code = vec![0xb9];
+        // mov dx, 0x3fc (MCR); mov al, 8 (OUT2); out dx, al;
+        // mov dx, 0x3f9 (IER); mov al, 1 (RX data); out dx, al; mov ecx, count
+        let mut code = vec![
+            0x66, 0xba, 0xfc, 0x03, 0xb0, 0x08, 0xee, 0x66, 0xba, 0xf9, 0x03, 0xb0, 0x01, 0xee,
+            0xb9,
+        ];
         code.extend_from_slice(&count.to_le_bytes());
         // next: mov dx, 0x3fd (LSR); poll: in al, dx; test al, 1 (data ready); jz poll
         let mut body = vec![0x66, 0xba, 0xfd, 0x03, 0xec, 0xa8, 0x01, 0x74, 0xfb];

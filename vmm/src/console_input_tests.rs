@@ -13,6 +13,10 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::*;
 
 const RBR: u64 = 0;
+const IER: u64 = 1;
+const IER_RX_DATA: u8 = 0x01;
+const MCR: u64 = 4;
+const MCR_OUT2: u8 = 0x08;
 const LSR: u64 = 5;
 const LSR_DATA_READY: u8 = 0x01;
 /// Bounds one wait of the event loop; only a hang reaches it.
@@ -96,7 +100,11 @@ struct Setup {
 fn setup(stdin_fd: RawFd) -> Setup {
     let irq = EventFd::new(EFD_NONBLOCK).unwrap();
     let room = EventFd::new(EFD_NONBLOCK).unwrap();
-    let serial = Serial::new(irq, room.try_clone().unwrap(), Box::new(io::sink())).unwrap();
+    let mut serial = Serial::new(irq, room.try_clone().unwrap(), Box::new(io::sink())).unwrap();
+    // The guest's driver listens (which signals room: start from a quiet eventfd).
+    serial.write(MCR, &[MCR_OUT2]);
+    serial.write(IER, &[IER_RX_DATA]);
+    let _ = room.read();
     let serial = Arc::new(Mutex::new(serial));
     let input = ConsoleInput::new(ConsoleDevice::Serial(serial.clone()), room, stdin_fd);
     let harness = Arc::new(Mutex::new(Harness(input)));
@@ -211,17 +219,34 @@ fn dev_null_as_stdin_gives_no_input_and_no_events() {
 }
 
 #[test]
+fn input_before_the_guest_listens_waits_until_it_enables_rx_interrupts() {
+    let (reader, mut writer) = io::pipe().unwrap();
+    let mut setup = setup(reader.as_raw_fd());
+    lock(&setup.serial).write(IER, &[0]);
+    writer.write_all(b"early").unwrap();
+
+    assert!(setup.manager.run_with_timeout(WAIT_MS).unwrap() > 0);
+    let mut nothing = Vec::new();
+    setup.guest_drains_fifo(&mut nothing);
+    assert!(nothing.is_empty());
+    assert_eq!(setup.input().0.pending_len(), 5);
+    lock(&setup.serial).write(IER, &[IER_RX_DATA]);
+    let received = setup.receive(5);
+
+    assert_eq!(received, b"early");
+}
+
+#[test]
 fn input_refused_by_loopback_serial_waits_until_room_signalled() {
     let (reader, mut writer) = io::pipe().unwrap();
     let mut setup = setup(reader.as_raw_fd());
-    const MCR: u64 = 4;
     const MCR_LOOPBACK: u8 = 0x10;
     lock(&setup.serial).write(MCR, &[MCR_LOOPBACK]);
     writer.write_all(b"kept").unwrap();
 
     assert!(setup.manager.run_with_timeout(WAIT_MS).unwrap() > 0);
     assert_eq!(setup.input().0.pending_len(), 4);
-    lock(&setup.serial).write(MCR, &[0]);
+    lock(&setup.serial).write(MCR, &[MCR_OUT2]);
     // The guest's next read of the empty FIFO signals room.
     let mut ignored = [0u8];
     lock(&setup.serial).read(RBR, &mut ignored);

@@ -13,12 +13,36 @@ use crate::ratelimit::log_ratelimited;
 
 /// What the guest reads from a register it may not access that way.
 const UNHANDLED_READ: u8 = 0xff;
+/// Interrupt enable register (with DLAB clear).
+const IER: u8 = 1;
+/// Line control register.
+const LCR: u8 = 3;
+/// Modem control register.
+const MCR: u8 = 4;
+/// IER: receive data available interrupt.
+const IER_RX_DATA: u8 = 0x01;
+/// LCR: divisor latch access (offsets 0 and 1 are the baud divisor while set).
+const LCR_DLAB: u8 = 0x80;
+/// MCR: OUT2, which on a PC gates the UART's interrupt line to the interrupt
+/// controller; a driver that takes interrupts sets it.
+const MCR_OUT2: u8 = 0x08;
+/// MCR: loopback mode.
+const MCR_LOOPBACK: u8 = 0x10;
 
 type Uart = vm_superio::Serial<EventFdTrigger, RxDrained, Box<dyn Write + Send>>;
 
 /// Signals an eventfd each time the guest empties the receive FIFO, so the VMM
 /// knows when to queue the next piece of host input (no polling).
 struct RxDrained(EventFd);
+
+impl RxDrained {
+    fn signal(&self) {
+        if let Err(e) = self.0.write(1) {
+            // Only a counter overflow fails, and then the eventfd is readable anyway.
+            log_ratelimited!(Level::Warn, "Serial: cannot signal input room: {e}");
+        }
+    }
+}
 
 impl SerialEvents for RxDrained {
     fn buffer_read(&self) {}
@@ -28,10 +52,7 @@ impl SerialEvents for RxDrained {
     fn tx_lost_byte(&self) {}
 
     fn in_buffer_empty(&self) {
-        if let Err(e) = self.0.write(1) {
-            // Only a counter overflow fails, and then the eventfd is readable anyway.
-            log_ratelimited!(Level::Warn, "Serial: cannot signal input room: {e}");
-        }
+        self.signal();
     }
 }
 
@@ -44,6 +65,13 @@ impl SerialEvents for RxDrained {
 /// given to [`Serial::new`], which the VMM registers as the irqfd of the port's
 /// IRQ. Whenever the guest reads the receive FIFO empty, the `input_room`
 /// eventfd is signalled: the VMM then queues more of the input it holds.
+///
+/// Input is only taken while a driver listens: the receive interrupt enabled in
+/// IER and OUT2 set in MCR (outside loopback), as Linux leaves the port once a
+/// program opened ttyS0. Before that Linux probes the port and reads RBR to clear
+/// it, which would eat bytes queued early (a pipe as cabin's stdin has its bytes
+/// ready at once). When a driver starts listening, `input_room` is signalled too.
+/// A guest that only polls LSR, without setting those bits, gets no input.
 pub struct Serial {
     uart: Uart,
 }
@@ -91,6 +119,9 @@ impl Serial {
     /// count says so) and the failure is logged.
     pub fn enqueue_input(&mut self, bytes: &[u8]) -> usize {
         use vm_superio::serial::Error as UartError;
+        if !self.rx_interrupt_enabled() {
+            return 0;
+        }
         let room_before = self.uart.fifo_capacity();
         let err = match self.uart.enqueue_raw_bytes(bytes) {
             Ok(accepted) => return accepted,
@@ -100,6 +131,15 @@ impl Serial {
         };
         log_ratelimited!(Level::Warn, "Serial input: {err}");
         room_before.saturating_sub(self.uart.fifo_capacity())
+    }
+
+    /// Whether a driver listens now (see [`Serial`]). Reading LCR, MCR and IER
+    /// has no side effect.
+    fn rx_interrupt_enabled(&mut self) -> bool {
+        let mcr = self.uart.read(MCR);
+        mcr & (MCR_OUT2 | MCR_LOOPBACK) == MCR_OUT2
+            && self.uart.read(LCR) & LCR_DLAB == 0
+            && self.uart.read(IER) & IER_RX_DATA != 0
     }
 
     /// Free space in the receive FIFO, in bytes.
@@ -141,10 +181,16 @@ impl BusDevice for Serial {
             );
             return;
         };
+        let gates_rx = matches!(reg, IER | LCR | MCR);
+        let rx_was_enabled = gates_rx && self.rx_interrupt_enabled();
         if let Err(e) = self.uart.write(reg, data[0]) {
             // The byte is lost (output writer failed) or the interrupt was not
             // raised; neither is the guest's fault, and neither may stop it.
             log_ratelimited!(Level::Warn, "Serial write to register {reg}: {e}");
+        }
+        if gates_rx && !rx_was_enabled && self.rx_interrupt_enabled() {
+            // A driver listens (again): input held back can come now.
+            self.uart.events().signal();
         }
     }
 }
@@ -160,17 +206,15 @@ mod tests {
 
     const THR: u64 = 0;
     const RBR: u64 = 0;
-    const IER: u64 = 1;
+    const IER: u64 = super::IER as u64;
     const IIR: u64 = 2;
-    const LCR: u64 = 3;
-    const MCR: u64 = 4;
+    const LCR: u64 = super::LCR as u64;
+    const MCR: u64 = super::MCR as u64;
     const LSR: u64 = 5;
     const SCR: u64 = 7;
-    const IER_RX_DATA: u8 = 0x01;
     const IIR_RX_DATA: u8 = 0x04;
     const LSR_DATA_READY: u8 = 0x01;
     const LSR_THR_EMPTY: u8 = 0x20;
-    const MCR_LOOPBACK: u8 = 0x10;
 
     /// A writer whose bytes the test can inspect after handing it away.
     #[derive(Clone, Default)]
@@ -206,6 +250,7 @@ mod tests {
         }
     }
 
+    /// A serial port whose guest driver enabled the receive interrupt.
     fn serial() -> (Serial, EventFd, SharedBuffer) {
         let (serial, irq, _room, out) = serial_with_room();
         (serial, irq, out)
@@ -216,12 +261,18 @@ mod tests {
         let irq = EventFd::new(EFD_NONBLOCK).unwrap();
         let room = EventFd::new(EFD_NONBLOCK).unwrap();
         let out = SharedBuffer::default();
-        let serial = Serial::new(
+        let mut serial = Serial::new(
             irq.try_clone().unwrap(),
             room.try_clone().unwrap(),
             Box::new(out.clone()),
         )
         .unwrap();
+        // What Linux does when a program opens the port.
+        serial.write(MCR, &[MCR_OUT2]);
+        serial.write(IER, &[IER_RX_DATA]);
+        // Enabling signals both; start each test from quiet eventfds.
+        let _ = irq.read();
+        let _ = room.read();
         (serial, irq, room, out)
     }
 
@@ -263,8 +314,6 @@ mod tests {
     #[test]
     fn serial_rx_interrupt_enabled_input_signals_eventfd() {
         let (mut serial, irq, _out) = serial();
-        serial.write(IER, &[IER_RX_DATA]);
-        assert!(!was_signalled(&irq));
 
         serial.enqueue_input(b"x");
 
@@ -273,12 +322,56 @@ mod tests {
     }
 
     #[test]
-    fn serial_rx_interrupt_disabled_input_not_signalled() {
+    fn serial_rx_interrupt_disabled_input_held_back() {
         let (mut serial, irq, _out) = serial();
+        serial.write(IER, &[0]);
+        let _ = irq.read();
 
-        serial.enqueue_input(b"x");
+        assert_eq!(serial.enqueue_input(b"x"), 0);
 
         assert!(!was_signalled(&irq));
+        assert_eq!(read_reg(&mut serial, LSR) & LSR_DATA_READY, 0);
+    }
+
+    #[test]
+    fn serial_driver_enabling_rx_interrupt_signals_input_room() {
+        let (mut serial, _irq, room, _out) = serial_with_room();
+        serial.write(IER, &[0]);
+        assert!(!was_signalled(&room));
+
+        serial.write(IER, &[IER_RX_DATA]);
+        assert!(was_signalled(&room));
+        serial.write(IER, &[IER_RX_DATA | 0x02]);
+
+        assert!(!was_signalled(&room), "already enabled: no new signal");
+    }
+
+    #[test]
+    fn serial_rx_interrupt_without_out2_input_held_back() {
+        // Linux's probe writes 0x0f to IER to see that it exists, OUT2 clear.
+        let (mut serial, _irq, room, _out) = serial_with_room();
+        serial.write(IER, &[0]);
+        serial.write(MCR, &[0]);
+
+        serial.write(IER, &[0x0f]);
+
+        assert!(!was_signalled(&room));
+        assert_eq!(serial.enqueue_input(b"x"), 0);
+        serial.write(MCR, &[MCR_OUT2]);
+        assert!(was_signalled(&room));
+        assert_eq!(serial.enqueue_input(b"x"), 1);
+    }
+
+    #[test]
+    fn serial_ier_write_with_dlab_set_is_the_divisor_not_rx_enable() {
+        let (mut serial, _irq, room, _out) = serial_with_room();
+        serial.write(IER, &[0]);
+        serial.write(LCR, &[LCR_DLAB]);
+
+        serial.write(IER, &[IER_RX_DATA]);
+
+        assert!(!was_signalled(&room));
+        assert_eq!(serial.enqueue_input(b"x"), 0);
     }
 
     #[test]
@@ -299,7 +392,6 @@ mod tests {
     #[test]
     fn serial_empty_input_accepts_nothing() {
         let (mut serial, irq, _out) = serial();
-        serial.write(IER, &[IER_RX_DATA]);
 
         assert_eq!(serial.enqueue_input(&[]), 0);
 

@@ -45,6 +45,12 @@ pub struct Console {
     /// Queues and memory while the driver is running; `None` before activation and
     /// after reset.
     active: Option<Active>,
+    /// The driver has sent something on the transmitq since activation: its console
+    /// is open. Input waits until then, because Linux discards receive data that
+    /// arrives while the port is not yet connected (between posting its first
+    /// receive buffers and registering the console), and a pipe as cabin's stdin
+    /// has its bytes ready from the start.
+    listening: bool,
     /// Guest output bytes dropped because the host writer failed.
     dropped_output: u64,
 }
@@ -55,6 +61,7 @@ impl fmt::Debug for Console {
             .field("pending", &self.pending.len())
             .field("input_refused", &self.input_refused)
             .field("active", &self.active.is_some())
+            .field("listening", &self.listening)
             .field("dropped_output", &self.dropped_output)
             .finish_non_exhaustive()
     }
@@ -70,15 +77,16 @@ impl Console {
             input_room,
             input_refused: false,
             active: None,
+            listening: false,
             dropped_output: 0,
         }
     }
 
     /// Host input (stdin) for the guest. It is buffered in the device (at most
     /// [`INPUT_BUFFER_CAPACITY`] bytes) and delivered into receiveq buffers as soon
-    /// as the guest provides them: right away if the device is active and buffers
-    /// are available, otherwise when the driver posts buffers and notifies the
-    /// receiveq (`process_queue(RX_QUEUE)`). Returns how many leading bytes were
+    /// as the guest provides them and its console is open (it has transmitted once):
+    /// right away if so, otherwise when the driver posts buffers and notifies the
+    /// receiveq (`process_queue(RX_QUEUE)`) or first transmits. Returns how many leading bytes were
     /// taken; the caller keeps the rest and offers it again once `input_room` is
     /// signalled. Nothing is ever dropped.
     pub fn enqueue_input(&mut self, bytes: &[u8]) -> usize {
@@ -113,6 +121,9 @@ impl Console {
 
     /// Fills the guest's receive buffers with pending input until either runs out.
     fn deliver_input(&mut self) {
+        if !self.listening {
+            return;
+        }
         let Some(Active { mem, rx, irq, .. }) = self.active.as_mut() else {
             return;
         };
@@ -167,6 +178,10 @@ impl Console {
         }
         if used_any {
             signal_used(tx, mem, irq, TX_QUEUE);
+            if !self.listening {
+                self.listening = true;
+                self.deliver_input();
+            }
         }
     }
 }
@@ -360,6 +375,7 @@ impl VirtioDevice for Console {
     }
 
     fn reset(&mut self) {
+        self.listening = false;
         if self.active.take().is_some() {
             debug!("virtio-console: reset");
         }

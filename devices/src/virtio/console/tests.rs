@@ -26,6 +26,8 @@ const RX_RING: u64 = 0x0;
 const TX_RING: u64 = 0x1_0000;
 /// Start of the area for buffers.
 const BUF: u64 = 0x10_0000;
+/// Where [`Driver::open`] puts the transmit buffer that opens the console.
+const OPEN_BUF: u64 = 0x38_0000;
 /// Queue size used by the mock driver.
 const QSIZE: u16 = 16;
 
@@ -129,6 +131,14 @@ impl<'a> Driver<'a> {
 
     fn activate(&self, console: &mut Console) {
         console.activate(self.params()).unwrap();
+    }
+
+    /// Activates the console and opens it as Linux does before input can flow:
+    /// the driver transmits once (a prompt, at [`OPEN_BUF`]).
+    fn open(&mut self, console: &mut Console) {
+        self.activate(console);
+        self.send(OPEN_BUF, b"$ ");
+        console.process_queue(TX_QUEUE);
     }
 
     /// Posts one chain on `queue` made of `bufs`, in order.
@@ -411,14 +421,14 @@ fn process_queue_nonexistent_index_ignored() {
 }
 
 #[test]
-fn rx_input_before_activation_delivered_after_activation() {
+fn rx_input_before_activation_delivered_once_console_open() {
     let mem = memory();
     let mut driver = Driver::new(&mem);
     let (mut console, _) = console();
     assert_eq!(console.enqueue_input(b"ls\n"), 3);
     driver.post(RX_QUEUE, &[wo(BUF, 64)]);
 
-    driver.activate(&mut console);
+    driver.open(&mut console);
 
     assert_eq!(driver.used(RX_QUEUE), vec![(0, 3)]);
     assert_eq!(driver.read(BUF, 3), b"ls\n");
@@ -434,7 +444,7 @@ fn rx_input_with_buffers_available_delivered_immediately() {
     let mut driver = Driver::new(&mem);
     let (mut console, _) = console();
     driver.post(RX_QUEUE, &[wo(BUF, 64)]);
-    driver.activate(&mut console);
+    driver.open(&mut console);
 
     assert_eq!(console.enqueue_input(b"x"), 1);
 
@@ -450,7 +460,7 @@ fn rx_input_larger_than_one_buffer_split_over_several() {
     driver.post(RX_QUEUE, &[wo(BUF, 4)]);
     driver.post(RX_QUEUE, &[wo(BUF + 0x100, 2), wo(BUF + 0x200, 3)]);
     driver.post(RX_QUEUE, &[wo(BUF + 0x300, 64)]);
-    driver.activate(&mut console);
+    driver.open(&mut console);
 
     console.enqueue_input(b"0123456789ab");
 
@@ -466,7 +476,7 @@ fn rx_no_buffers_input_pending_until_next_process_queue() {
     let mem = memory();
     let mut driver = Driver::new(&mem);
     let (mut console, _) = console();
-    driver.activate(&mut console);
+    driver.open(&mut console);
 
     assert_eq!(console.enqueue_input(b"wait"), 4);
     assert!(driver.used(RX_QUEUE).is_empty());
@@ -485,7 +495,7 @@ fn rx_device_readable_descriptor_skipped_and_chain_returned_empty() {
     mem.write_slice(b"keep", GuestAddress(BUF)).unwrap();
     driver.post(RX_QUEUE, &[ro(BUF, 4)]);
     driver.post(RX_QUEUE, &[ro(BUF, 4), wo(BUF + 0x100, 8)]);
-    driver.activate(&mut console);
+    driver.open(&mut console);
 
     console.enqueue_input(b"in");
 
@@ -502,7 +512,7 @@ fn rx_descriptor_past_memory_end_counts_only_written_bytes() {
     driver.post(RX_QUEUE, &[wo(MEM_SIZE - 4, 16), wo(BUF, 16)]);
     driver.post(RX_QUEUE, &[wo(MEM_SIZE + 0x1000, 16)]);
     driver.post(RX_QUEUE, &[wo(BUF + 0x100, 16)]);
-    driver.activate(&mut console);
+    driver.open(&mut console);
 
     console.enqueue_input(b"abcdefghij");
 
@@ -528,7 +538,7 @@ fn rx_input_over_capacity_refused_kept_by_caller_then_room_signalled() {
     assert!(room.read().is_err(), "no room was made yet");
     let cap = u32::try_from(INPUT_BUFFER_CAPACITY).unwrap();
     driver.post(RX_QUEUE, &[wo(BUF, cap + 1)]);
-    driver.activate(&mut console);
+    driver.open(&mut console);
     assert_eq!(driver.used(RX_QUEUE), vec![(0, cap)]);
     assert_eq!(room.read().unwrap(), 1);
     assert_eq!(console.enqueue_input(&input[accepted..]), 100);
@@ -547,7 +557,7 @@ fn rx_input_over_capacity_with_buffers_accepted_up_to_guest_room() {
     let (mut console, _) = console();
     let big = u32::try_from(INPUT_BUFFER_CAPACITY).unwrap();
     driver.post(RX_QUEUE, &[wo(BUF, big)]);
-    driver.activate(&mut console);
+    driver.open(&mut console);
     let input = vec![b'z'; INPUT_BUFFER_CAPACITY * 2 + 7];
 
     let accepted = console.enqueue_input(&input);
@@ -563,7 +573,7 @@ fn rx_guest_posting_small_buffers_slowly_gets_every_byte_in_order() {
     let mem = memory();
     let mut driver = Driver::new(&mem);
     let (mut console, room, _) = console_with_room();
-    driver.activate(&mut console);
+    driver.open(&mut console);
     let input: Vec<u8> = (0..3 * INPUT_BUFFER_CAPACITY + 5)
         .map(|i| (i * 7 % 251) as u8)
         .collect();
@@ -587,6 +597,43 @@ fn rx_guest_posting_small_buffers_slowly_gets_every_byte_in_order() {
 
     assert_eq!(offset, input.len());
     assert_eq!(received, input);
+}
+
+#[test]
+fn rx_input_held_until_driver_first_transmits() {
+    let mem = memory();
+    let mut driver = Driver::new(&mem);
+    let (mut console, _) = console();
+    driver.post(RX_QUEUE, &[wo(BUF, 64)]);
+    driver.activate(&mut console);
+
+    let accepted = console.enqueue_input(b"early");
+    console.process_queue(RX_QUEUE);
+    assert_eq!(accepted, 5);
+    assert!(driver.used(RX_QUEUE).is_empty(), "console not open yet");
+    driver.send(OPEN_BUF, b"$ ");
+    console.process_queue(TX_QUEUE);
+
+    assert_eq!(driver.used(RX_QUEUE), vec![(0, 5)]);
+    assert_eq!(driver.read(BUF, 5), b"early");
+}
+
+#[test]
+fn reset_closes_the_console_until_the_next_driver_transmits() {
+    let mem = memory();
+    let mut driver = Driver::new(&mem);
+    let (mut console, _) = console();
+    driver.open(&mut console);
+    console.reset();
+    console.enqueue_input(b"later");
+    let mem2 = memory();
+    let mut driver2 = Driver::new(&mem2);
+    driver2.post(RX_QUEUE, &[wo(BUF, 64)]);
+
+    driver2.activate(&mut console);
+    console.process_queue(RX_QUEUE);
+
+    assert!(driver2.used(RX_QUEUE).is_empty());
 }
 
 #[test]
@@ -622,7 +669,7 @@ fn reset_then_reactivate_delivers_input_kept_pending() {
     let mut driver2 = Driver::new(&mem2);
     driver2.post(RX_QUEUE, &[wo(BUF, 64)]);
 
-    driver2.activate(&mut console);
+    driver2.open(&mut console);
 
     assert_eq!(driver2.used(RX_QUEUE), vec![(0, 5)]);
     assert_eq!(driver2.read(BUF, 5), b"later");
