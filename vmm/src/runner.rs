@@ -24,8 +24,9 @@ use vmm_sys_util::timerfd::TimerFd;
 use crate::api::model::{ConfigChange, DeviceUpdate};
 use crate::api::state::VmAction;
 use crate::api::{model, ApiMessage, ApiRequest, ApiResponse, VmState};
-use crate::builder::{build_vm, BuildError, BuiltVm, ConsoleInput};
+use crate::builder::{build_vm, BuildError, BuiltVm};
 use crate::config::VmConfig;
+use crate::console_input::ConsoleInput;
 use crate::error_chain;
 use crate::logger::{self, LoggerError};
 use crate::metrics::{MetricsError, MetricsSink, METRICS_PERIOD};
@@ -377,15 +378,12 @@ struct Controller {
     vm: Option<RunningVm>,
     /// A VM started before the event loop existed, whose fds `init` must add.
     vm_fds_pending: bool,
-    stdin: RawFd,
-    stdin_open: bool,
     exit_evt: EventFd,
     vcpu_events: Receiver<VcpuStopped>,
     vcpu_events_tx: Sender<VcpuStopped>,
     /// One socket per stop signal, written by signal-hook's handler.
     signals: Vec<(i32, UnixStream)>,
     outcome: Option<StopReason>,
-    dropped_input: bool,
     /// Where metrics lines go, once configured.
     metrics: Option<MetricsSink>,
     /// Fires every [`METRICS_PERIOD`] once metrics are configured (created up
@@ -430,15 +428,12 @@ impl Controller {
             seccomp,
             vm: None,
             vm_fds_pending: false,
-            stdin: io::stdin().as_raw_fd(),
-            stdin_open: false,
             exit_evt: EventFd::new(EFD_NONBLOCK)
                 .map_err(|e| RunError::Setup("the exit eventfd", e))?,
             vcpu_events,
             vcpu_events_tx,
             signals,
             outcome: None,
-            dropped_input: false,
             metrics,
             metrics_timer,
             shutdown_timer,
@@ -557,7 +552,7 @@ impl Controller {
     /// Adds the running VM's descriptors to the event loop.
     fn watch_vm(&mut self, ops: &mut EventOps) {
         self.vm_fds_pending = false;
-        let Some(vm) = &self.vm else { return };
+        let Some(vm) = &mut self.vm else { return };
         let mut ok = ops.add(Events::new(&vm.reset_evt, EventSet::IN)).is_ok();
         ok &= ops.add(Events::new(&vm.poweroff_evt, EventSet::IN)).is_ok();
         for q in &vm.queue_evts {
@@ -566,15 +561,10 @@ impl Controller {
         for d in &vm.device_evts {
             ok &= ops.add(Events::new_raw(d.fd, EventSet::IN)).is_ok();
         }
+        ok &= vm.console_input.watch(ops);
         if !ok {
             warn!("cannot watch the VM's events; stopping");
             self.finish(StopReason::Signal(libc::SIGABRT));
-        }
-        // stdin may be closed, /dev/null or a regular file (epoll refuses those):
-        // then the guest simply gets no input.
-        self.stdin_open = ops.add(Events::new_raw(self.stdin, EventSet::IN)).is_ok();
-        if !self.stdin_open {
-            debug!("stdin cannot be watched; guest console input disabled");
         }
     }
 
@@ -617,44 +607,6 @@ impl Controller {
             );
         }
         Ok(ApiResponse::Done)
-    }
-
-    fn forward_stdin(&mut self, ops: &mut EventOps) {
-        let mut buf = [0u8; 64];
-        // SAFETY: reads at most buf.len() bytes from fd 0 into a buffer we own.
-        let n = unsafe { libc::read(self.stdin, buf.as_mut_ptr().cast(), buf.len()) };
-        match n {
-            n if n > 0 => {
-                let bytes = &buf[..n as usize];
-                let Some(vm) = &self.vm else { return };
-                let taken = vm.console_input.enqueue(bytes);
-                if taken < bytes.len() && !self.dropped_input {
-                    warn!(
-                        "guest is not reading its console: dropped {} input bytes",
-                        bytes.len() - taken
-                    );
-                    self.dropped_input = true;
-                }
-            }
-            0 => self.close_stdin(ops),
-            _ => {
-                let err = io::Error::last_os_error();
-                if !matches!(
-                    err.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) {
-                    debug!("stdin: {err}");
-                    self.close_stdin(ops);
-                }
-            }
-        }
-    }
-
-    fn close_stdin(&mut self, ops: &mut EventOps) {
-        if self.stdin_open {
-            self.stdin_open = false;
-            let _ = ops.remove(Events::new_raw(self.stdin, EventSet::IN));
-        }
     }
 
     /// Serves every waiting API request.
@@ -840,16 +792,11 @@ impl MutEventSubscriber for Controller {
             self.finish(StopReason::Signal(sig));
             return;
         }
-        if fd == self.stdin {
-            if events.event_set().contains(EventSet::IN) {
-                self.forward_stdin(ops);
-            } else {
-                self.close_stdin(ops);
-            }
-            return;
-        }
         let paused = self.state == VmState::Paused;
         let Some(vm) = self.vm.as_mut() else { return };
+        if vm.console_input.process(fd, events.event_set(), ops) {
+            return;
+        }
         if fd == vm.reset_evt.as_raw_fd() {
             let _ = vm.reset_evt.read();
             self.finish(StopReason::GuestReset);
