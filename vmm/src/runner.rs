@@ -3,20 +3,15 @@
 //! watches stdin, guest resets, vCPU exits, virtqueue notifications and signals.
 
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::os::unix::thread::JoinHandleExt;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use devices::legacy::{AcpiPm, I8042};
-use devices::virtio::mmio::MmioTransport;
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
 use log::{debug, info, warn};
 use thiserror::Error;
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::timerfd::TimerFd;
@@ -24,15 +19,18 @@ use vmm_sys_util::timerfd::TimerFd;
 use crate::api::model::{ConfigChange, DeviceUpdate};
 use crate::api::state::VmAction;
 use crate::api::{model, ApiMessage, ApiRequest, ApiResponse, VmState};
-use crate::builder::{build_vm, BuildError, BuiltVm};
+use crate::builder::{build_vm, BuildError};
 use crate::config::VmConfig;
-use crate::console_input::ConsoleInput;
 use crate::error_chain;
 use crate::logger::{self, LoggerError};
 use crate::metrics::{MetricsError, MetricsSink, METRICS_PERIOD};
 use crate::seccomp::{Filters, SeccompError, ThreadKind};
 use crate::stdio::RawTerminal;
-use crate::vcpu::{self, StopReason, VcpuControl, VcpuStopped, VcpuThread};
+use crate::vcpu::{self, StopReason, VcpuStopped};
+
+mod running;
+
+use running::RunningVm;
 
 /// Signals that stop the VM in an orderly way.
 pub const STOP_SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
@@ -180,191 +178,6 @@ impl Drop for Signals {
             signal_hook::low_level::unregister(id);
         }
     }
-}
-
-/// One queue notification eventfd the event loop watches.
-struct QueueEvent {
-    evt: EventFd,
-    transport: Arc<Mutex<MmioTransport>>,
-    queue: usize,
-}
-
-/// A host descriptor a device asked the event loop to watch (e.g. a TAP).
-struct DeviceEvent {
-    fd: RawFd,
-    token: u32,
-    transport: Arc<Mutex<MmioTransport>>,
-}
-
-fn device_events(vm: &BuiltVm) -> Vec<DeviceEvent> {
-    let mut events = Vec::new();
-    for slot in &vm.devices.slots {
-        let device = lock(&slot.transport).device();
-        let fds = lock(&device).event_fds();
-        for (fd, token) in fds {
-            events.push(DeviceEvent {
-                fd,
-                token,
-                transport: slot.transport.clone(),
-            });
-        }
-    }
-    events
-}
-
-/// A VM whose vCPU threads are running (or paused).
-struct RunningVm {
-    console_input: ConsoleInput,
-    queue_evts: Vec<QueueEvent>,
-    device_evts: Vec<DeviceEvent>,
-    /// Queue notifications that arrived while paused, processed on resume.
-    deferred: Vec<usize>,
-    /// Device events that arrived while paused, processed on resume.
-    deferred_devices: Vec<usize>,
-    reset_evt: EventFd,
-    poweroff_evt: EventFd,
-    i8042: Arc<Mutex<I8042>>,
-    acpi_pm: Arc<Mutex<AcpiPm>>,
-    control: Arc<VcpuControl>,
-    threads: Vec<JoinHandle<()>>,
-    /// Block devices, in `config.disks` order.
-    disks: Vec<Arc<Mutex<devices::virtio::block::Block>>>,
-    /// Network devices, in `config.nets` order.
-    nets: Vec<Arc<Mutex<devices::virtio::net::Net>>>,
-    /// Kept alive while vCPUs run: the memory slots point into it.
-    _mem: GuestMemoryMmap,
-    _vm_fd: kvm_ioctls::VmFd,
-}
-
-impl RunningVm {
-    fn start(
-        vm: BuiltVm,
-        events: &Sender<VcpuStopped>,
-        exit_evt: &EventFd,
-        seccomp: Option<&Filters>,
-    ) -> Result<Self, RunError> {
-        let queue_evts = queue_events(&vm)?;
-        let device_evts = device_events(&vm);
-        let control = Arc::new(VcpuControl::default());
-        let mut running = RunningVm {
-            console_input: vm.console_input,
-            queue_evts,
-            device_evts,
-            deferred: Vec::new(),
-            deferred_devices: Vec::new(),
-            reset_evt: vm.legacy.reset_evt,
-            poweroff_evt: vm.legacy.poweroff_evt,
-            i8042: vm.legacy.i8042,
-            acpi_pm: vm.legacy.acpi_pm,
-            control: control.clone(),
-            threads: Vec::new(),
-            disks: vm.disks,
-            nets: vm.nets,
-            _mem: vm.mem,
-            _vm_fd: vm.vm_fd,
-        };
-        let vcpu_count = vm.vcpus.len();
-        for (index, fd) in vm.vcpus.into_iter().enumerate() {
-            let index = u32::try_from(index).unwrap_or(u32::MAX);
-            let thread = VcpuThread {
-                index,
-                fd,
-                pio: vm.pio.clone(),
-                mmio: vm.mmio.clone(),
-                control: control.clone(),
-                vcpu_count,
-                events: events.clone(),
-                exit_evt: exit_evt
-                    .try_clone()
-                    .map_err(|e| RunError::Setup("the exit eventfd", e))?,
-                seccomp: seccomp.map(|f| f.program(ThreadKind::Vcpu)),
-            };
-            let spawned = thread::Builder::new()
-                .name(format!("vcpu{index}"))
-                .spawn(move || thread.run());
-            match spawned {
-                Ok(handle) => running.threads.push(handle),
-                Err(e) => {
-                    running.stop_vcpus();
-                    return Err(RunError::Thread(index, e));
-                }
-            }
-        }
-        Ok(running)
-    }
-
-    fn kick_vcpus(&self) {
-        for handle in &self.threads {
-            // SAFETY: the pthread_t belongs to a thread we spawned and have not joined,
-            // so it is valid; the kick signal's handler only sets immediate_exit on
-            // that thread's own kvm_run page.
-            unsafe { libc::pthread_kill(handle.as_pthread_t(), vcpu::kick_signal()) };
-        }
-    }
-
-    /// Parks every vCPU outside KVM_RUN.
-    fn pause(&mut self) -> Result<(), String> {
-        self.control.request_pause();
-        self.kick_vcpus();
-        if self.control.wait_parked(self.threads.len(), PAUSE_TIMEOUT) {
-            Ok(())
-        } else {
-            self.control.resume();
-            Err(format!("vCPUs did not park within {PAUSE_TIMEOUT:?}"))
-        }
-    }
-
-    fn resume(&mut self, ops: &mut EventOps) {
-        self.control.resume();
-        for index in std::mem::take(&mut self.deferred) {
-            if let Some(q) = self.queue_evts.get(index) {
-                lock(&q.transport).process_queue(q.queue);
-            }
-        }
-        for index in std::mem::take(&mut self.deferred_devices) {
-            if let Some(d) = self.device_evts.get(index) {
-                d.process();
-                if ops.add(Events::new_raw(d.fd, EventSet::IN)).is_err() {
-                    warn!("cannot watch a device again after resume");
-                }
-            }
-        }
-    }
-
-    /// Asks every vCPU to leave KVM_RUN and waits for its thread.
-    fn stop_vcpus(&mut self) {
-        self.control.request_stop();
-        self.kick_vcpus();
-        for handle in self.threads.drain(..) {
-            if handle.join().is_err() {
-                warn!("a vCPU thread panicked");
-            }
-        }
-    }
-}
-
-impl DeviceEvent {
-    fn process(&self) {
-        let device = lock(&self.transport).device();
-        lock(&device).process_event(self.token);
-    }
-}
-
-fn queue_events(vm: &BuiltVm) -> Result<Vec<QueueEvent>, RunError> {
-    let mut events = Vec::new();
-    for slot in &vm.devices.slots {
-        let transport = lock(&slot.transport);
-        for (queue, evt) in transport.queue_evts().iter().enumerate() {
-            events.push(QueueEvent {
-                evt: evt
-                    .try_clone()
-                    .map_err(|e| RunError::Setup("queue notifications", e))?,
-                transport: slot.transport.clone(),
-                queue,
-            });
-        }
-    }
-    Ok(events)
 }
 
 /// The event-loop side of cabin: lifecycle state, the VM once started, and every
