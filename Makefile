@@ -69,13 +69,13 @@ lint:
 unit:
 	$(CARGO) test --workspace
 
-# End-to-end tests with real guest kernels (tests/{boot,disk,distro,lifecycle,net,firecracker_client,acpi}.rs):
+# End-to-end tests with real guest kernels (tests/{boot,disk,distro,lifecycle,net,firecracker_client,console,acpi}.rs):
 # natively where `cabin check` says guests boot here, else in the nested sandbox
 # (with the checkout shared at its own path, wherever it is: /tmp is a tmpfs there).
 # The nested sandbox (QEMU TCG emulating AMD SVM) occasionally crashes or locks up
 # by itself; run reports that as status 125, distinct from any test result, and the
 # whole run is retried in a fresh sandbox, at most three times (each bounded to 15 min).
-E2E_TESTS := boot disk distro lifecycle net firecracker_client acpi
+E2E_TESTS := boot disk distro lifecycle net firecracker_client console acpi
 e2e: artifacts
 	$(CARGO) build --release
 	bins=$$($(CARGO) test -p vmm $(foreach t,$(E2E_TESTS),--test $(t)) --no-run --message-format=json 2>/dev/null \

@@ -187,13 +187,14 @@ fn virtio_console_echoes_a_typed_line() {
 
 #[test]
 #[ignore = "needs the Debian image and native KVM or the sandbox: make test"]
-fn debian_image_reaches_multi_user_target() {
+fn debian_image_reaches_multi_user_target_and_shuts_down_on_the_power_button() {
     let dir = scratch_dir("debian");
     let image = dir.join("debian.ext4");
     std::fs::copy(artifact("CABIN_DEBIAN_ROOTFS"), &image).unwrap();
     let kernel = artifact("CABIN_VMLINUX");
     let disk = format!("path={}", image.display());
-    let cabin = Cabin::spawn(&[
+    let sock = dir.join("api.sock");
+    let mut cabin = Cabin::spawn(&[
         "run",
         "--kernel",
         &kernel,
@@ -205,7 +206,30 @@ fn debian_image_reaches_multi_user_target() {
         "2",
         "--cmdline",
         "console=ttyS0 reboot=k panic=-1 quiet root=/dev/vda rw",
+        "--api-sock",
+        sock.to_str().unwrap(),
     ]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !sock.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no API socket\n{}",
+            cabin.stderr.text()
+        );
+        std::thread::sleep(Duration::from_millis(10)); // polling for the socket file, bounded by the deadline
+    }
+    let ctl = |args: &[&str]| {
+        let out = Command::new(common::cabin_bin())
+            .args(["ctl", "--api-sock"])
+            .arg(&sock)
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), stderr)
+    };
+    let (code, stderr) = ctl(&["start"]);
+    assert_eq!(code, Some(0), "{stderr}");
     let state = cabin
         .stdout
         .wait_for_line("CABIN-DEBIAN-STATE=", DEBIAN_TIMEOUT)
@@ -215,4 +239,12 @@ fn debian_image_reaches_multi_user_target() {
         state == "running" || state == "degraded",
         "systemd state {state:?}\n{stdout}"
     );
+    // The power button: systemd stops its units and powers the machine off.
+    let (code, stderr) = ctl(&["shutdown", "--timeout", "600"]);
+    assert_eq!(code, Some(0), "cabin ctl shutdown: {stderr}");
+    let status = cabin.wait_exit(BOOT_TIMEOUT);
+    let stdout = cabin.stdout.text();
+    assert_eq!(status.code(), Some(0), "{stdout}\n{}", cabin.stderr.text());
+    assert!(stdout.contains("reboot: Power down"), "{stdout}");
+    assert!(cabin.stderr.text().contains("the guest powered off"));
 }

@@ -6,6 +6,7 @@
 #[path = "common/mod.rs"]
 mod common;
 
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::{asm, run_cabin, scratch_dir, tiny_elf, write_file, Cabin};
@@ -100,6 +101,75 @@ fn tiny_guest_triple_fault_exits_nonzero_with_reason_and_rip() {
         "{stderr}"
     );
     assert!(stderr.contains("RIP 0x"), "{stderr}");
+}
+
+/// 8 KiB of printable text, no line structure a tty could interpret.
+fn paste_text() -> Vec<u8> {
+    (0..8192u32).map(|i| b'!' + (i * 37 % 94) as u8).collect()
+}
+
+/// A tiny guest that echoes `len` bytes of COM1 input, slowly, then prints a marker
+/// and resets.
+fn echo_guest(dir: &std::path::Path, len: usize) -> String {
+    let len = u32::try_from(len).unwrap();
+    let code = [
+        asm::echo_serial_input(len, 50),
+        asm::print_then_reset("\necho done\n"),
+    ]
+    .concat();
+    write_file(dir, "echo.elf", &tiny_elf(&code))
+}
+
+#[test]
+fn tiny_guest_reading_slowly_gets_8k_piped_at_once_intact() {
+    let dir = scratch_dir("smoke-paste");
+    let kernel = echo_guest(&dir, 8192);
+    let input = paste_text();
+    let mut cabin = Cabin::spawn_interactive(&["run", "--kernel", &kernel, "--memory", "32"]);
+
+    // All at once, then end of file while most of it still waits in cabin.
+    cabin.type_text(std::str::from_utf8(&input).unwrap());
+    cabin.close_stdin();
+    let status = cabin.wait_exit(TIMEOUT);
+
+    let stdout = cabin.stdout.text();
+    let expected = format!("{}\necho done\n", std::str::from_utf8(&input).unwrap());
+    assert!(
+        stdout == expected,
+        "echoed {} of {} bytes (first difference at {:?}); stderr: {}",
+        stdout.len().saturating_sub(11),
+        input.len(),
+        stdout
+            .bytes()
+            .zip(expected.bytes())
+            .position(|(a, b)| a != b),
+        cabin.stderr.text()
+    );
+    assert_eq!(status.code(), Some(0), "stderr: {}", cabin.stderr.text());
+    assert_eq!(cabin.stderr.text(), "");
+}
+
+#[test]
+fn tiny_guest_gets_a_regular_file_as_stdin_intact() {
+    let dir = scratch_dir("smoke-file-stdin");
+    let kernel = echo_guest(&dir, 8192);
+    let input = paste_text();
+    let path = write_file(&dir, "input.txt", &input);
+    let file = std::fs::File::open(path).unwrap();
+
+    let mut cabin = Cabin::spawn_with_stdin(
+        &["run", "--kernel", &kernel, "--memory", "32"],
+        Stdio::from(file),
+    );
+    let status = cabin.wait_exit(TIMEOUT);
+
+    let expected = format!("{}\necho done\n", std::str::from_utf8(&input).unwrap());
+    assert!(
+        cabin.stdout.text() == expected,
+        "stdout differs; stderr: {}",
+        cabin.stderr.text()
+    );
+    assert_eq!(status.code(), Some(0), "stderr: {}", cabin.stderr.text());
 }
 
 /// A config file for a tiny guest, with extra top-level sections.

@@ -141,6 +141,10 @@ pub const ACPI_PM_PORT: u16 = 0x600;
 /// status and the generic event device's event register.
 pub const ACPI_PM_PORT_LEN: u16 = 3;
 
+/// First I/O port of PCI configuration mechanism #1 (CONFIG_ADDRESS, then
+/// CONFIG_DATA at 0xcfc): an empty bus with only a host bridge.
+pub const PCI_CONFIG_PORT: u16 = 0xcf8;
+
 /// IOAPIC GSI of the ACPI generic event device (GED), which signals the power
 /// button; ISA IRQ 3 (COM2's, unused here).
 pub const ACPI_GED_IRQ: u32 = 3;
@@ -179,3 +183,4 @@ const _: () = assert!(ACPI_GED_IRQ < IRQ_BASE);
 const _: () = assert!(ACPI_GED_IRQ != SERIAL_COM1_IRQ && ACPI_GED_IRQ != I8042_IRQ);
 // The power-management ports clash with neither the serial port nor the i8042.
 const _: () = assert!(ACPI_PM_PORT > SERIAL_COM1_PORT + SERIAL_COM1_PORT_LEN);
+const _: () = assert!(PCI_CONFIG_PORT > ACPI_PM_PORT + ACPI_PM_PORT_LEN);

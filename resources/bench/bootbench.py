@@ -3,6 +3,7 @@
 
 For each VMM this boots the same guest (project kernel + test initramfs,
 1 vCPU, 128 MiB) N times, interleaved (cabin, QEMU, cabin, QEMU, ...), and
+("cabin-noacpi" is cabin with --no-acpi: the cost of its ACPI tables)
 measures for every boot:
 
   boot time     from just before the VMM process is spawned to the moment the
@@ -76,7 +77,7 @@ class BenchError(Exception):
 # --- VMM command lines ------------------------------------------------------
 
 
-def cabin_boot_argv(args, kernel, initrd):
+def cabin_boot_argv(args, kernel, initrd, extra=()):
     return [
         args.cabin, "run",
         "--kernel", kernel,
@@ -84,6 +85,7 @@ def cabin_boot_argv(args, kernel, initrd):
         "--cmdline", CABIN_CMDLINE,
         "--vcpus", str(args.vcpus),
         "--memory", str(args.memory),
+        *extra,
     ]
 
 
@@ -464,7 +466,7 @@ def render_markdown(res):
     env = res["environment"]
     cfg = res["config"]
     names = cfg["vmms"]
-    label = {"cabin": "cabin", "qemu": "QEMU microvm"}
+    label = {"cabin": "cabin", "cabin-noacpi": "cabin --no-acpi", "qemu": "QEMU microvm"}
     lines = ["## Boot benchmark: cabin vs QEMU `-M microvm`", ""]
     if env["kind"] == "nested-sandbox":
         where = (
@@ -493,16 +495,17 @@ def render_markdown(res):
     )
     lines.append("")
     header = ["Metric"] + [label.get(n, n) for n in names]
-    if names == ["cabin", "qemu"]:
-        header.append("cabin/QEMU")
+    ratios = [(a, b) for a, b in (("cabin", "qemu"), ("cabin", "cabin-noacpi"))
+              if a in names and b in names]
+    header += [f"{label[a]}/{label[b]}" for a, b in ratios]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     rows = [(k, lbl, fmt) for k, lbl, _, fmt in BOOT_METRICS] + [VERSION_METRIC]
     for key, lbl, fmt in rows:
         sums = [res["summary"][n].get(key) for n in names]
         row = [lbl] + [cell(s, fmt) for s in sums]
-        if names == ["cabin", "qemu"]:
-            row.append(ratio_cell(sums[0], sums[1]))
+        for a, b in ratios:
+            row.append(ratio_cell(sums[names.index(a)], sums[names.index(b)]))
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     for n in names:
@@ -557,8 +560,9 @@ def parse_args(argv):
                    help="QEMU -M value (default microvm, its default devices)")
     p.add_argument("--qemu-accel", choices=("kvm", "tcg"), default="kvm",
                    help="kvm (default) or tcg: only for testing this script without KVM")
-    p.add_argument("--vmm", default="cabin,qemu",
-                   help="comma-separated VMMs to measure, in interleaving order (default cabin,qemu)")
+    p.add_argument("--vmm", default="cabin,cabin-noacpi,qemu",
+                   help="comma-separated VMMs to measure, in interleaving order: cabin, cabin-noacpi"
+                        " (cabin --no-acpi), qemu (default all three)")
     p.add_argument("--kernel", default=os.environ.get("CABIN_VMLINUX"),
                    help="guest kernel (default $CABIN_VMLINUX)")
     p.add_argument("--initrd", default=os.environ.get("CABIN_TEST_INITRAMFS"),
@@ -576,9 +580,9 @@ def parse_args(argv):
     if a.quick:
         a.runs, a.warmup, a.version_runs = 1, 0, 3
     a.vmms = [v.strip() for v in a.vmm.split(",") if v.strip()]
-    bad = [v for v in a.vmms if v not in ("cabin", "qemu")]
+    bad = [v for v in a.vmms if v not in ("cabin", "cabin-noacpi", "qemu")]
     if bad or not a.vmms or len(set(a.vmms)) != len(a.vmms):
-        p.error(f"--vmm takes cabin and/or qemu, not {a.vmm!r}")
+        p.error(f"--vmm takes cabin, cabin-noacpi and/or qemu, not {a.vmm!r}")
     if a.runs < 1 or a.warmup < 0 or a.version_runs < 0:
         p.error("--runs must be at least 1, --warmup and --version-runs at least 0")
     for name, path in (("--kernel ($CABIN_VMLINUX)", a.kernel),
@@ -594,14 +598,15 @@ def main(argv):
     args = parse_args(argv)
     ram_kb = args.memory * 1024
     for n in args.vmms:
-        binary = args.cabin if n == "cabin" else args.qemu
+        binary = args.qemu if n == "qemu" else args.cabin
         if shutil.which(binary) is None:
             log(f"error: {n} binary {binary} is missing or not executable")
             return 2
 
     stage_dir = None
     kernel, initrd = os.path.abspath(args.kernel), os.path.abspath(args.initrd)
-    binaries = {"cabin": shutil.which(args.cabin), "qemu": shutil.which(args.qemu)}
+    binaries = {"cabin": shutil.which(args.cabin), "cabin-noacpi": shutil.which(args.cabin),
+                "qemu": shutil.which(args.qemu)}
     envs = {n: dict(os.environ) for n in binaries}
     staged_env = {n: {} for n in binaries}
     kernel_run, initrd_run = kernel, initrd
@@ -627,13 +632,14 @@ def main(argv):
             log(f"error: cannot stage the inputs on {stage_dir} (try --no-stage): {e}")
             return 2
         log(f"staged the VMMs and the guest in {stage_dir}")
-    args.cabin, args.qemu = binaries["cabin"], binaries["qemu"]
-
-    boot_argv = {
-        "cabin": cabin_boot_argv(args, kernel_run, initrd_run),
-        "qemu": qemu_boot_argv(args, kernel_run, initrd_run),
-    }
-    version_argv = {"cabin": [args.cabin, "--version"], "qemu": [args.qemu, "--version"]}
+    args.qemu = binaries["qemu"]
+    boot_argv = {}
+    for n in ("cabin", "cabin-noacpi"):
+        args.cabin = binaries[n]
+        boot_argv[n] = cabin_boot_argv(args, kernel_run, initrd_run,
+                                       ["--no-acpi"] if n == "cabin-noacpi" else [])
+    boot_argv["qemu"] = qemu_boot_argv(args, kernel_run, initrd_run)
+    version_argv = {n: [binaries[n], "--version"] for n in binaries}
     vmms = {
         n: {"argv": boot_argv[n], "env": staged_env[n], "version_argv": version_argv[n],
             "version": None, "boots": [], "warmup_boots": [], "version_s": []}
@@ -725,7 +731,8 @@ def main(argv):
             "qemu_machine": args.qemu_machine,
             "memory_mib": args.memory,
             "marker": MARKER.decode(),
-            "cmdline": {"cabin": CABIN_CMDLINE, "qemu": QEMU_CMDLINE},
+            "cmdline": {"cabin": CABIN_CMDLINE, "cabin-noacpi": CABIN_CMDLINE,
+                        "qemu": QEMU_CMDLINE},
         },
         "vmms": vmms,
         "summary": summary,

@@ -143,14 +143,24 @@ impl Cabin {
         Self::spawn_with(Command::new(cabin_bin()).args(args), true)
     }
 
+    /// Starts `cabin ARGS...` with `stdin` as its standard input (a file, say).
+    pub fn spawn_with_stdin(args: &[&str], stdin: Stdio) -> Cabin {
+        Self::spawn_stdin(Command::new(cabin_bin()).args(args), stdin)
+    }
+
     /// Starts a prepared command (to run cabin under another user, say).
     pub fn spawn_with(cmd: &mut Command, interactive: bool) -> Cabin {
+        let stdin = if interactive {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        };
+        Self::spawn_stdin(cmd, stdin)
+    }
+
+    fn spawn_stdin(cmd: &mut Command, stdin: Stdio) -> Cabin {
         let mut child = cmd
-            .stdin(if interactive {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -212,6 +222,11 @@ impl Cabin {
         // SAFETY: kill() with a pid we spawned and have not reaped (the waiter thread
         // reaps it only after it exits).
         unsafe { libc::kill(self.pid as i32, sig) };
+    }
+
+    /// Closes cabin's stdin: end of file for cabin.
+    pub fn close_stdin(&mut self) {
+        drop(self.stdin.take());
     }
 
     /// Writes to cabin's stdin.
@@ -319,6 +334,33 @@ pub mod asm {
         code.extend_from_slice(&delay.to_le_bytes());
         // spin: dec ecx; jnz spin; jmp loop
         code.extend_from_slice(&[0xff, 0xc9, 0x75, 0xfc, 0xeb, 0xf2]);
+        code
+    }
+
+    /// Sets COM1 up as a listening driver does (OUT2 in MCR, the receive interrupt
+    /// in IER: cabin holds input back until then), and reads `count` bytes from
+    /// the receive FIFO, polling LSR (interrupts stay off: IF is clear) and
+    /// spinning `delay` (at least 1) iterations after each byte (a slow reader).
+    /// Writes each one back to COM1: the console output is exactly the input.
+    pub fn echo_serial_input(count: u32, delay: u32) -> Vec<u8> {
+        assert!(delay >= 1);
+        // mov dx, 0x3fc (MCR); mov al, 8 (OUT2); out dx, al;
+        // mov dx, 0x3f9 (IER); mov al, 1 (RX data); out dx, al; mov ecx, count
+        let mut code = vec![
+            0x66, 0xba, 0xfc, 0x03, 0xb0, 0x08, 0xee, 0x66, 0xba, 0xf9, 0x03, 0xb0, 0x01, 0xee,
+            0xb9,
+        ];
+        code.extend_from_slice(&count.to_le_bytes());
+        // next: mov dx, 0x3fd (LSR); poll: in al, dx; test al, 1 (data ready); jz poll
+        let mut body = vec![0x66, 0xba, 0xfd, 0x03, 0xec, 0xa8, 0x01, 0x74, 0xfb];
+        // mov dx, 0x3f8 (RBR/THR); in al, dx; out dx, al; mov ebx, delay
+        body.extend_from_slice(&[0x66, 0xba, 0xf8, 0x03, 0xec, 0xee, 0xbb]);
+        body.extend_from_slice(&delay.to_le_bytes());
+        // spin: dec ebx; jnz spin; dec ecx; jnz next
+        body.extend_from_slice(&[0xff, 0xcb, 0x75, 0xfc, 0xff, 0xc9, 0x75]);
+        let back = i8::try_from(body.len() + 1).unwrap();
+        body.push((-back) as u8);
+        code.extend_from_slice(&body);
         code
     }
 

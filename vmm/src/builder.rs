@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use arch::layout;
 use devices::bus::Bus;
-use devices::legacy::{AcpiPm, Serial, I8042};
+use devices::legacy::{AcpiPm, PciHostBridge, Serial, I8042};
 use devices::virtio::block::{Block, BlockConfig};
 use devices::virtio::console::Console;
 use devices::virtio::net::Net;
@@ -28,6 +28,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use crate::config::{
     host_mem_total_bytes, ConfigError, ConsoleKind, HostLimits, HugePages, VmConfig,
 };
+use crate::console_input::{ConsoleDevice, ConsoleInput};
 use crate::device_manager::{DeviceManager, DeviceManagerError};
 use crate::kvm::{open_kvm, KvmError};
 use crate::loader::{self, LoaderError};
@@ -116,6 +117,8 @@ fn ioctl(name: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> BuildError {
 pub struct LegacyDevices {
     /// COM1.
     pub serial: Arc<Mutex<Serial>>,
+    /// Signalled when the guest has read COM1's receive FIFO empty.
+    pub serial_input_room: EventFd,
     /// Keyboard controller (reset, Ctrl-Alt-Del).
     pub i8042: Arc<Mutex<I8042>>,
     /// Written by the i8042 when the guest resets the machine.
@@ -270,29 +273,6 @@ fn with_root_device(config: &VmConfig) -> String {
     format!("{} root={device} {mode}", config.cmdline)
 }
 
-/// Where host stdin goes: the serial port or the virtio console.
-#[derive(Debug, Clone)]
-pub enum ConsoleInput {
-    /// COM1.
-    Serial(Arc<Mutex<Serial>>),
-    /// virtio console.
-    Virtio(Arc<Mutex<Console>>),
-}
-
-impl ConsoleInput {
-    /// Queues host input for the guest; returns how many bytes were taken.
-    pub fn enqueue(&self, bytes: &[u8]) -> usize {
-        match self {
-            ConsoleInput::Serial(serial) => lock(serial).enqueue_input(bytes).unwrap_or(0),
-            ConsoleInput::Virtio(console) => lock(console).enqueue_input(bytes),
-        }
-    }
-}
-
-fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// The serial port writes to stdout (it is the console, or it shows early boot
 /// messages before the virtio console takes over), or to `serial_out_path`.
 fn serial_output(config: &VmConfig) -> Result<Box<dyn Write + Send>, BuildError> {
@@ -410,11 +390,27 @@ fn attach_console(
     virtio: &mut VirtioContext<'_>,
 ) -> Result<ConsoleInput, BuildError> {
     match config.console {
-        ConsoleKind::Serial => Ok(ConsoleInput::Serial(legacy.serial.clone())),
+        ConsoleKind::Serial => Ok(ConsoleInput::new(
+            ConsoleDevice::Serial(legacy.serial.clone()),
+            legacy
+                .serial_input_room
+                .try_clone()
+                .map_err(BuildError::EventFd)?,
+            libc::STDIN_FILENO,
+        )),
         ConsoleKind::Virtio => {
-            let console = Arc::new(Mutex::new(Console::new(Box::new(ConsoleOut))));
+            let room = EventFd::new(EFD_NONBLOCK).map_err(BuildError::EventFd)?;
+            let console = Console::new(
+                Box::new(ConsoleOut),
+                room.try_clone().map_err(BuildError::EventFd)?,
+            );
+            let console = Arc::new(Mutex::new(console));
             virtio.attach("virtio console".into(), console.clone())?;
-            Ok(ConsoleInput::Virtio(console))
+            Ok(ConsoleInput::new(
+                ConsoleDevice::Virtio(console),
+                room,
+                libc::STDIN_FILENO,
+            ))
         }
     }
 }
@@ -533,9 +529,14 @@ fn attach_legacy_devices(
     vm_fd
         .register_irqfd(&serial_irq, layout::SERIAL_COM1_IRQ)
         .map_err(ioctl("KVM_IRQFD (serial)"))?;
-    let serial = Arc::new(Mutex::new(
-        Serial::new(serial_irq, console).map_err(|e| BuildError::Device("serial", e))?,
-    ));
+    let serial_input_room = new_evt()?;
+    let serial = Serial::new(
+        serial_irq,
+        serial_input_room.try_clone().map_err(BuildError::EventFd)?,
+        console,
+    )
+    .map_err(|e| BuildError::Device("serial", e))?;
+    let serial = Arc::new(Mutex::new(serial));
     pio.insert(
         serial.clone(),
         u64::from(layout::SERIAL_COM1_PORT),
@@ -575,8 +576,16 @@ fn attach_legacy_devices(
     )
     .map_err(|e| BuildError::Bus("ACPI power management", e))?;
 
+    pio.insert(
+        Arc::new(Mutex::new(PciHostBridge::new())),
+        u64::from(layout::PCI_CONFIG_PORT),
+        devices::legacy::pci_host::PORT_LEN,
+    )
+    .map_err(|e| BuildError::Bus("PCI host bridge", e))?;
+
     Ok(LegacyDevices {
         serial,
+        serial_input_room,
         i8042,
         reset_evt,
         acpi_pm,

@@ -4,6 +4,7 @@ pub mod api;
 pub mod builder;
 pub mod cli;
 pub mod config;
+pub mod console_input;
 pub mod device_manager;
 pub mod kvm;
 pub mod loader;

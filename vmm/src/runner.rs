@@ -3,20 +3,15 @@
 //! watches stdin, guest resets, vCPU exits, virtqueue notifications and signals.
 
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::os::unix::thread::JoinHandleExt;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use devices::legacy::{AcpiPm, I8042};
-use devices::virtio::mmio::MmioTransport;
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
 use log::{debug, info, warn};
 use thiserror::Error;
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::timerfd::TimerFd;
@@ -24,14 +19,18 @@ use vmm_sys_util::timerfd::TimerFd;
 use crate::api::model::{ConfigChange, DeviceUpdate};
 use crate::api::state::VmAction;
 use crate::api::{model, ApiMessage, ApiRequest, ApiResponse, VmState};
-use crate::builder::{build_vm, BuildError, BuiltVm, ConsoleInput};
+use crate::builder::{build_vm, BuildError};
 use crate::config::VmConfig;
 use crate::error_chain;
 use crate::logger::{self, LoggerError};
 use crate::metrics::{MetricsError, MetricsSink, METRICS_PERIOD};
 use crate::seccomp::{Filters, SeccompError, ThreadKind};
 use crate::stdio::RawTerminal;
-use crate::vcpu::{self, StopReason, VcpuControl, VcpuStopped, VcpuThread};
+use crate::vcpu::{self, StopReason, VcpuStopped};
+
+mod running;
+
+use running::RunningVm;
 
 /// Signals that stop the VM in an orderly way.
 pub const STOP_SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
@@ -181,191 +180,6 @@ impl Drop for Signals {
     }
 }
 
-/// One queue notification eventfd the event loop watches.
-struct QueueEvent {
-    evt: EventFd,
-    transport: Arc<Mutex<MmioTransport>>,
-    queue: usize,
-}
-
-/// A host descriptor a device asked the event loop to watch (e.g. a TAP).
-struct DeviceEvent {
-    fd: RawFd,
-    token: u32,
-    transport: Arc<Mutex<MmioTransport>>,
-}
-
-fn device_events(vm: &BuiltVm) -> Vec<DeviceEvent> {
-    let mut events = Vec::new();
-    for slot in &vm.devices.slots {
-        let device = lock(&slot.transport).device();
-        let fds = lock(&device).event_fds();
-        for (fd, token) in fds {
-            events.push(DeviceEvent {
-                fd,
-                token,
-                transport: slot.transport.clone(),
-            });
-        }
-    }
-    events
-}
-
-/// A VM whose vCPU threads are running (or paused).
-struct RunningVm {
-    console_input: ConsoleInput,
-    queue_evts: Vec<QueueEvent>,
-    device_evts: Vec<DeviceEvent>,
-    /// Queue notifications that arrived while paused, processed on resume.
-    deferred: Vec<usize>,
-    /// Device events that arrived while paused, processed on resume.
-    deferred_devices: Vec<usize>,
-    reset_evt: EventFd,
-    poweroff_evt: EventFd,
-    i8042: Arc<Mutex<I8042>>,
-    acpi_pm: Arc<Mutex<AcpiPm>>,
-    control: Arc<VcpuControl>,
-    threads: Vec<JoinHandle<()>>,
-    /// Block devices, in `config.disks` order.
-    disks: Vec<Arc<Mutex<devices::virtio::block::Block>>>,
-    /// Network devices, in `config.nets` order.
-    nets: Vec<Arc<Mutex<devices::virtio::net::Net>>>,
-    /// Kept alive while vCPUs run: the memory slots point into it.
-    _mem: GuestMemoryMmap,
-    _vm_fd: kvm_ioctls::VmFd,
-}
-
-impl RunningVm {
-    fn start(
-        vm: BuiltVm,
-        events: &Sender<VcpuStopped>,
-        exit_evt: &EventFd,
-        seccomp: Option<&Filters>,
-    ) -> Result<Self, RunError> {
-        let queue_evts = queue_events(&vm)?;
-        let device_evts = device_events(&vm);
-        let control = Arc::new(VcpuControl::default());
-        let mut running = RunningVm {
-            console_input: vm.console_input,
-            queue_evts,
-            device_evts,
-            deferred: Vec::new(),
-            deferred_devices: Vec::new(),
-            reset_evt: vm.legacy.reset_evt,
-            poweroff_evt: vm.legacy.poweroff_evt,
-            i8042: vm.legacy.i8042,
-            acpi_pm: vm.legacy.acpi_pm,
-            control: control.clone(),
-            threads: Vec::new(),
-            disks: vm.disks,
-            nets: vm.nets,
-            _mem: vm.mem,
-            _vm_fd: vm.vm_fd,
-        };
-        let vcpu_count = vm.vcpus.len();
-        for (index, fd) in vm.vcpus.into_iter().enumerate() {
-            let index = u32::try_from(index).unwrap_or(u32::MAX);
-            let thread = VcpuThread {
-                index,
-                fd,
-                pio: vm.pio.clone(),
-                mmio: vm.mmio.clone(),
-                control: control.clone(),
-                vcpu_count,
-                events: events.clone(),
-                exit_evt: exit_evt
-                    .try_clone()
-                    .map_err(|e| RunError::Setup("the exit eventfd", e))?,
-                seccomp: seccomp.map(|f| f.program(ThreadKind::Vcpu)),
-            };
-            let spawned = thread::Builder::new()
-                .name(format!("vcpu{index}"))
-                .spawn(move || thread.run());
-            match spawned {
-                Ok(handle) => running.threads.push(handle),
-                Err(e) => {
-                    running.stop_vcpus();
-                    return Err(RunError::Thread(index, e));
-                }
-            }
-        }
-        Ok(running)
-    }
-
-    fn kick_vcpus(&self) {
-        for handle in &self.threads {
-            // SAFETY: the pthread_t belongs to a thread we spawned and have not joined,
-            // so it is valid; the kick signal's handler only sets immediate_exit on
-            // that thread's own kvm_run page.
-            unsafe { libc::pthread_kill(handle.as_pthread_t(), vcpu::kick_signal()) };
-        }
-    }
-
-    /// Parks every vCPU outside KVM_RUN.
-    fn pause(&mut self) -> Result<(), String> {
-        self.control.request_pause();
-        self.kick_vcpus();
-        if self.control.wait_parked(self.threads.len(), PAUSE_TIMEOUT) {
-            Ok(())
-        } else {
-            self.control.resume();
-            Err(format!("vCPUs did not park within {PAUSE_TIMEOUT:?}"))
-        }
-    }
-
-    fn resume(&mut self, ops: &mut EventOps) {
-        self.control.resume();
-        for index in std::mem::take(&mut self.deferred) {
-            if let Some(q) = self.queue_evts.get(index) {
-                lock(&q.transport).process_queue(q.queue);
-            }
-        }
-        for index in std::mem::take(&mut self.deferred_devices) {
-            if let Some(d) = self.device_evts.get(index) {
-                d.process();
-                if ops.add(Events::new_raw(d.fd, EventSet::IN)).is_err() {
-                    warn!("cannot watch a device again after resume");
-                }
-            }
-        }
-    }
-
-    /// Asks every vCPU to leave KVM_RUN and waits for its thread.
-    fn stop_vcpus(&mut self) {
-        self.control.request_stop();
-        self.kick_vcpus();
-        for handle in self.threads.drain(..) {
-            if handle.join().is_err() {
-                warn!("a vCPU thread panicked");
-            }
-        }
-    }
-}
-
-impl DeviceEvent {
-    fn process(&self) {
-        let device = lock(&self.transport).device();
-        lock(&device).process_event(self.token);
-    }
-}
-
-fn queue_events(vm: &BuiltVm) -> Result<Vec<QueueEvent>, RunError> {
-    let mut events = Vec::new();
-    for slot in &vm.devices.slots {
-        let transport = lock(&slot.transport);
-        for (queue, evt) in transport.queue_evts().iter().enumerate() {
-            events.push(QueueEvent {
-                evt: evt
-                    .try_clone()
-                    .map_err(|e| RunError::Setup("queue notifications", e))?,
-                transport: slot.transport.clone(),
-                queue,
-            });
-        }
-    }
-    Ok(events)
-}
-
 /// The event-loop side of cabin: lifecycle state, the VM once started, and every
 /// file descriptor the VMM thread waits on.
 struct Controller {
@@ -377,15 +191,12 @@ struct Controller {
     vm: Option<RunningVm>,
     /// A VM started before the event loop existed, whose fds `init` must add.
     vm_fds_pending: bool,
-    stdin: RawFd,
-    stdin_open: bool,
     exit_evt: EventFd,
     vcpu_events: Receiver<VcpuStopped>,
     vcpu_events_tx: Sender<VcpuStopped>,
     /// One socket per stop signal, written by signal-hook's handler.
     signals: Vec<(i32, UnixStream)>,
     outcome: Option<StopReason>,
-    dropped_input: bool,
     /// Where metrics lines go, once configured.
     metrics: Option<MetricsSink>,
     /// Fires every [`METRICS_PERIOD`] once metrics are configured (created up
@@ -430,15 +241,12 @@ impl Controller {
             seccomp,
             vm: None,
             vm_fds_pending: false,
-            stdin: io::stdin().as_raw_fd(),
-            stdin_open: false,
             exit_evt: EventFd::new(EFD_NONBLOCK)
                 .map_err(|e| RunError::Setup("the exit eventfd", e))?,
             vcpu_events,
             vcpu_events_tx,
             signals,
             outcome: None,
-            dropped_input: false,
             metrics,
             metrics_timer,
             shutdown_timer,
@@ -557,7 +365,7 @@ impl Controller {
     /// Adds the running VM's descriptors to the event loop.
     fn watch_vm(&mut self, ops: &mut EventOps) {
         self.vm_fds_pending = false;
-        let Some(vm) = &self.vm else { return };
+        let Some(vm) = &mut self.vm else { return };
         let mut ok = ops.add(Events::new(&vm.reset_evt, EventSet::IN)).is_ok();
         ok &= ops.add(Events::new(&vm.poweroff_evt, EventSet::IN)).is_ok();
         for q in &vm.queue_evts {
@@ -566,15 +374,10 @@ impl Controller {
         for d in &vm.device_evts {
             ok &= ops.add(Events::new_raw(d.fd, EventSet::IN)).is_ok();
         }
+        ok &= vm.console_input.watch(ops);
         if !ok {
             warn!("cannot watch the VM's events; stopping");
             self.finish(StopReason::Signal(libc::SIGABRT));
-        }
-        // stdin may be closed, /dev/null or a regular file (epoll refuses those):
-        // then the guest simply gets no input.
-        self.stdin_open = ops.add(Events::new_raw(self.stdin, EventSet::IN)).is_ok();
-        if !self.stdin_open {
-            debug!("stdin cannot be watched; guest console input disabled");
         }
     }
 
@@ -617,44 +420,6 @@ impl Controller {
             );
         }
         Ok(ApiResponse::Done)
-    }
-
-    fn forward_stdin(&mut self, ops: &mut EventOps) {
-        let mut buf = [0u8; 64];
-        // SAFETY: reads at most buf.len() bytes from fd 0 into a buffer we own.
-        let n = unsafe { libc::read(self.stdin, buf.as_mut_ptr().cast(), buf.len()) };
-        match n {
-            n if n > 0 => {
-                let bytes = &buf[..n as usize];
-                let Some(vm) = &self.vm else { return };
-                let taken = vm.console_input.enqueue(bytes);
-                if taken < bytes.len() && !self.dropped_input {
-                    warn!(
-                        "guest is not reading its console: dropped {} input bytes",
-                        bytes.len() - taken
-                    );
-                    self.dropped_input = true;
-                }
-            }
-            0 => self.close_stdin(ops),
-            _ => {
-                let err = io::Error::last_os_error();
-                if !matches!(
-                    err.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) {
-                    debug!("stdin: {err}");
-                    self.close_stdin(ops);
-                }
-            }
-        }
-    }
-
-    fn close_stdin(&mut self, ops: &mut EventOps) {
-        if self.stdin_open {
-            self.stdin_open = false;
-            let _ = ops.remove(Events::new_raw(self.stdin, EventSet::IN));
-        }
     }
 
     /// Serves every waiting API request.
@@ -840,16 +605,11 @@ impl MutEventSubscriber for Controller {
             self.finish(StopReason::Signal(sig));
             return;
         }
-        if fd == self.stdin {
-            if events.event_set().contains(EventSet::IN) {
-                self.forward_stdin(ops);
-            } else {
-                self.close_stdin(ops);
-            }
-            return;
-        }
         let paused = self.state == VmState::Paused;
         let Some(vm) = self.vm.as_mut() else { return };
+        if vm.console_input.process(fd, events.event_set(), ops) {
+            return;
+        }
         if fd == vm.reset_evt.as_raw_fd() {
             let _ = vm.reset_evt.read();
             self.finish(StopReason::GuestReset);

@@ -10,8 +10,9 @@
 //!   `--api-sock` happens on InstanceStart, not at process start.
 //!
 //! A system call outside the list raises SIGSYS (`SeccompAction::Trap`); the handler
-//! installed by [`install_sigsys_handler`] prints one line naming the call and the
-//! thread, and ends cabin with [`EXIT_SECCOMP`]. `cabin run --no-seccomp` turns all
+//! installed by [`install_sigsys_handler`] puts the terminal back out of raw mode,
+//! prints one line naming the call and the thread, and ends cabin with
+//! [`EXIT_SECCOMP`]. `cabin run --no-seccomp` turns all
 //! filters off, to confirm that a failure is a missing entry.
 //!
 //! Syscall numbers are x86_64's (cabin's only architecture).
@@ -184,6 +185,25 @@ fn arg_in(arg: u8, values: &[u64]) -> RuleResult<Vec<SeccompRule>> {
         .collect()
 }
 
+/// ioctl(0, TCGETS or TCSETS, ..): what tcsetattr(STDIN_FILENO, TCSANOW, ..) makes
+/// (glibc reads the settings back after setting them).
+fn stdin_termios() -> RuleResult<Vec<SeccompRule>> {
+    [libc::TCGETS, libc::TCSETS]
+        .into_iter()
+        .map(|request| {
+            let fd = SeccompCondition::new(
+                0,
+                SeccompCmpArgLen::Dword,
+                SeccompCmpOp::Eq,
+                libc::STDIN_FILENO as u64,
+            )?;
+            let request =
+                SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, request)?;
+            SeccompRule::new(vec![fd, request])
+        })
+        .collect()
+}
+
 /// Every call of the syscall passes.
 fn any() -> Vec<SeccompRule> {
     Vec::new()
@@ -236,6 +256,9 @@ fn common_rules() -> RuleResult<Vec<(i64, Vec<SeccompRule>)>> {
         (libc::SYS_sendto, arg_in(3, &[libc::MSG_DONTWAIT as u64])?),
         // The SIGSYS handler names the thread (PR_GET_NAME only).
         (libc::SYS_prctl, arg_in(0, &[libc::PR_GET_NAME as u64])?),
+        // The SIGSYS handler puts the terminal back before _exit (tcsetattr
+        // TCSANOW on stdin: TCSETS, then TCGETS, on fd 0 only).
+        (libc::SYS_ioctl, stdin_termios()?),
         // glibc blocks signals around pthread_create, pthread_kill and thread exit;
         // abort() (panic=abort) unblocks SIGABRT before raising it.
         (libc::SYS_rt_sigprocmask, any()),
@@ -351,8 +374,8 @@ pub fn install_sigsys_handler() -> Result<(), SeccompError> {
     // SAFETY: `action.sa_mask` is a valid sigset_t owned by this frame.
     unsafe { libc::sigemptyset(&mut action.sa_mask) };
     // SAFETY: `action` is fully initialized and outlives the call; the handler it
-    // names only makes async-signal-safe calls (write, prctl, _exit) and one atomic
-    // add.
+    // names only makes async-signal-safe calls (write, prctl, tcsetattr, _exit), one
+    // atomic add and one atomic load.
     let rc = unsafe { libc::sigaction(libc::SIGSYS, &action, std::ptr::null_mut()) };
     if rc != 0 {
         return Err(SeccompError::Handler(io::Error::last_os_error()));
@@ -412,6 +435,8 @@ extern "C" fn handle_sigsys(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut 
     push(b" (thread ");
     push(&name[..name_len]);
     push(b"); run with --no-seccomp to confirm and report it\n");
+    // Raw mode would otherwise outlive cabin: Drop does not run on _exit.
+    crate::stdio::restore_terminal_in_signal_handler();
     // SAFETY: writes `len` initialized bytes of `line` to fd 2; write is
     // async-signal-safe and allowed by every filter.
     unsafe { libc::write(libc::STDERR_FILENO, line.as_ptr().cast(), len) };
@@ -512,6 +537,87 @@ mod tests {
         // SAFETY: getppid has no arguments and no memory effects.
         unsafe { libc::getppid() };
         unreachable!("getppid was not blocked");
+    }
+
+    const TTY_CHILD_ENV: &str = "CABIN_SECCOMP_TTY_TEST_CHILD";
+
+    /// The settings of the terminal on `fd`.
+    fn termios_of(fd: libc::c_int) -> libc::termios {
+        // SAFETY: termios is plain old data; all-zero is a valid value to overwrite.
+        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: `t` is a valid termios for tcgetattr to fill; a bad fd is an error.
+        assert_eq!(unsafe { libc::tcgetattr(fd, &mut t) }, 0, "tcgetattr({fd})");
+        t
+    }
+
+    /// In the child, with a pseudo-terminal as stdin: raw mode, the vCPU filter,
+    /// then a call the filter does not allow.
+    #[test]
+    fn seccomp_child_blocked_call_in_raw_mode() {
+        if std::env::var_os(TTY_CHILD_ENV).is_none() {
+            return;
+        }
+        install_sigsys_handler().unwrap();
+        let _terminal = crate::stdio::RawTerminal::new().unwrap();
+        let raw = termios_of(libc::STDIN_FILENO).c_lflag & libc::ICANON == 0;
+        eprintln!("child raw mode: {raw}");
+        Filters::compile()
+            .unwrap()
+            .program(ThreadKind::Vcpu)
+            .apply()
+            .unwrap();
+        // SAFETY: getppid has no arguments and no memory effects.
+        unsafe { libc::getppid() };
+        unreachable!("getppid was not blocked");
+    }
+
+    #[test]
+    fn blocked_call_in_raw_mode_restores_the_terminal() {
+        let (mut master, mut slave) = (-1, -1);
+        // SAFETY: openpty writes two descriptors into the two ints; the name,
+        // settings and window size pointers may be null.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0, "openpty: {}", io::Error::last_os_error());
+        // SAFETY: openpty just opened both descriptors; nothing else owns them.
+        let (_master, slave) = unsafe {
+            use std::os::fd::FromRawFd;
+            (
+                std::os::fd::OwnedFd::from_raw_fd(master),
+                std::os::fd::OwnedFd::from_raw_fd(slave),
+            )
+        };
+        use std::os::fd::AsRawFd;
+        let before = termios_of(slave.as_raw_fd());
+        assert_ne!(before.c_lflag & libc::ICANON, 0, "a new pty is canonical");
+
+        let output = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "seccomp::tests::seccomp_child_blocked_call_in_raw_mode",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(TTY_CHILD_ENV, "1")
+            .stdin(slave.try_clone().unwrap())
+            .output()
+            .unwrap();
+
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(EXIT_SECCOMP), "stderr: {stderr}");
+        assert!(stderr.contains("child raw mode: true"), "stderr: {stderr}");
+        let after = termios_of(slave.as_raw_fd());
+        assert_eq!(after.c_lflag, before.c_lflag);
+        assert_eq!(after.c_iflag, before.c_iflag);
+        assert_eq!(after.c_oflag, before.c_oflag);
+        assert_eq!(after.c_cc, before.c_cc);
     }
 
     #[test]

@@ -1,8 +1,13 @@
 //! The host terminal: raw mode while a guest runs, and guest console output.
 
 use std::io::{self, Write};
+use std::sync::OnceLock;
 
 use vmm_sys_util::terminal::Terminal;
+
+/// The terminal settings found at start, for [`restore_terminal_in_signal_handler`].
+/// Set once, before raw mode and before any seccomp filter; afterwards only read.
+static SAVED_TERMIOS: OnceLock<libc::termios> = OnceLock::new();
 
 /// Puts stdin in raw mode while alive when it is a terminal; restores the exact
 /// previous settings when dropped, on every path out of the VMM.
@@ -31,6 +36,8 @@ impl RawTerminal {
         if unsafe { libc::tcgetattr(libc::STDIN_FILENO, &mut saved) } != 0 {
             return Err(io::Error::last_os_error());
         }
+        // A second RawTerminal (none today) would find raw mode; keep the first.
+        let _ = SAVED_TERMIOS.set(saved);
         io::stdin()
             .lock()
             .set_raw_mode()
@@ -45,6 +52,19 @@ impl Drop for RawTerminal {
             // SAFETY: `saved` was filled by tcgetattr on the same descriptor.
             unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, saved) };
         }
+    }
+}
+
+/// Puts the terminal back as the first [`RawTerminal`] found it, for a handler
+/// about to end the process (the SIGSYS handler of seccomp), where `Drop` never
+/// runs. Async-signal-safe: an atomic load and tcsetattr, no lock, no allocation.
+/// Does nothing if stdin was never put in raw mode.
+pub fn restore_terminal_in_signal_handler() {
+    if let Some(saved) = SAVED_TERMIOS.get() {
+        // SAFETY: `saved` is a termios tcgetattr filled for stdin, never written
+        // after OnceLock::set published it; tcsetattr only reads it, is
+        // async-signal-safe, and every seccomp filter allows it (TCSETS on fd 0).
+        unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, saved) };
     }
 }
 

@@ -1,6 +1,7 @@
 //! Legacy PC devices on port I/O: the 16550A serial port and the i8042
 //! keyboard controller, both built on `vm-superio`, and the ACPI
-//! power-management device (sleep control and the power button's event).
+//! power-management device (sleep control and the power button's event), and an
+//! empty PCI bus (configuration mechanism #1 with only a host bridge).
 
 use std::io;
 
@@ -9,10 +10,12 @@ use vmm_sys_util::eventfd::EventFd;
 
 pub mod acpi_pm;
 mod i8042;
+pub mod pci_host;
 mod serial;
 
 pub use acpi_pm::AcpiPm;
 pub use i8042::I8042;
+pub use pci_host::PciHostBridge;
 pub use serial::Serial;
 
 /// Errors from the legacy devices.

@@ -4,7 +4,7 @@ use std::fmt;
 use std::io::Write;
 
 use log::Level;
-use vm_superio::serial::NoEvents;
+use vm_superio::serial::SerialEvents;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{Error, EventFdTrigger};
@@ -13,16 +13,65 @@ use crate::ratelimit::log_ratelimited;
 
 /// What the guest reads from a register it may not access that way.
 const UNHANDLED_READ: u8 = 0xff;
+/// Interrupt enable register (with DLAB clear).
+const IER: u8 = 1;
+/// Line control register.
+const LCR: u8 = 3;
+/// Modem control register.
+const MCR: u8 = 4;
+/// IER: receive data available interrupt.
+const IER_RX_DATA: u8 = 0x01;
+/// LCR: divisor latch access (offsets 0 and 1 are the baud divisor while set).
+const LCR_DLAB: u8 = 0x80;
+/// MCR: OUT2, which on a PC gates the UART's interrupt line to the interrupt
+/// controller; a driver that takes interrupts sets it.
+const MCR_OUT2: u8 = 0x08;
+/// MCR: loopback mode.
+const MCR_LOOPBACK: u8 = 0x10;
 
-type Uart = vm_superio::Serial<EventFdTrigger, NoEvents, Box<dyn Write + Send>>;
+type Uart = vm_superio::Serial<EventFdTrigger, RxDrained, Box<dyn Write + Send>>;
+
+/// Signals an eventfd each time the guest empties the receive FIFO, so the VMM
+/// knows when to queue the next piece of host input (no polling).
+struct RxDrained(EventFd);
+
+impl RxDrained {
+    fn signal(&self) {
+        if let Err(e) = self.0.write(1) {
+            // Only a counter overflow fails, and then the eventfd is readable anyway.
+            log_ratelimited!(Level::Warn, "Serial: cannot signal input room: {e}");
+        }
+    }
+}
+
+impl SerialEvents for RxDrained {
+    fn buffer_read(&self) {}
+
+    fn out_byte(&self) {}
+
+    fn tx_lost_byte(&self) {}
+
+    fn in_buffer_empty(&self) {
+        self.signal();
+    }
+}
 
 /// A 16550A serial port.
 ///
 /// Guest output goes to a host writer, flushed after every byte so console
 /// output is never held back; host input is queued into the receive FIFO with
 /// [`Serial::enqueue_input`]. Interrupts (receive data available, transmit
-/// holding register empty) are raised by writing to the eventfd given to
-/// [`Serial::new`], which the VMM registers as the irqfd of the port's IRQ.
+/// holding register empty) are raised by writing to the `interrupt` eventfd
+/// given to [`Serial::new`], which the VMM registers as the irqfd of the port's
+/// IRQ. Whenever the guest reads the receive FIFO empty, the `input_room`
+/// eventfd is signalled: the VMM then queues more of the input it holds.
+///
+/// Input is only taken while a driver listens: the receive interrupt enabled in
+/// IER and OUT2 set in MCR (outside loopback), as Linux leaves the port once a
+/// program opened ttyS0. Before that Linux probes the port and reads RBR to clear
+/// it, which would eat bytes queued early (a pipe as cabin's stdin has its bytes
+/// ready at once). When a driver starts listening, `input_room` is signalled too.
+/// A guest that only polls LSR, without setting those bits, gets no input.
 pub struct Serial {
     uart: Uart,
 }
@@ -40,14 +89,23 @@ impl Serial {
     /// THR/RBR at offset 0 through SCR at offset 7.
     pub const PORT_RANGE_LEN: u64 = 8;
 
-    /// Creates a serial port that signals `interrupt` and writes guest output
-    /// to `out`.
+    /// Creates a serial port that signals `interrupt`, signals `input_room`
+    /// when the guest has emptied the receive FIFO, and writes guest output to
+    /// `out`.
     ///
     /// Nothing can fail today; the `Result` leaves room for setup that can.
-    pub fn new(interrupt: EventFd, out: Box<dyn Write + Send>) -> Result<Self, Error> {
+    pub fn new(
+        interrupt: EventFd,
+        input_room: EventFd,
+        out: Box<dyn Write + Send>,
+    ) -> Result<Self, Error> {
         // `vm_superio::Serial::write` flushes `out` after every byte written to
         // THR, so the writer needs no wrapper for timely console output.
-        let uart = vm_superio::Serial::new(EventFdTrigger::new(interrupt), out);
+        let uart = vm_superio::Serial::with_events(
+            EventFdTrigger::new(interrupt),
+            RxDrained(input_room),
+            out,
+        );
         Ok(Self { uart })
     }
 
@@ -55,16 +113,33 @@ impl Serial {
     ///
     /// Accepts as many leading bytes of `bytes` as the receive FIFO has room
     /// for and returns that count; 0 when the FIFO is full (the caller keeps the
-    /// rest and retries once the guest has drained the FIFO) or when the guest
+    /// rest and offers it again once `input_room` is signalled) or when the guest
     /// has the UART in loopback mode. Raises the receive interrupt if the guest
-    /// enabled it.
-    pub fn enqueue_input(&mut self, bytes: &[u8]) -> Result<usize, Error> {
-        match self.uart.enqueue_raw_bytes(bytes) {
-            Ok(accepted) => Ok(accepted),
-            Err(vm_superio::serial::Error::FullFifo) => Ok(0),
-            Err(vm_superio::serial::Error::Trigger(e)) => Err(Error::SerialInterrupt(e)),
-            Err(vm_superio::serial::Error::IOError(e)) => Err(Error::SerialIo(e)),
+    /// enabled it; should that fail, the bytes are in the FIFO all the same (the
+    /// count says so) and the failure is logged.
+    pub fn enqueue_input(&mut self, bytes: &[u8]) -> usize {
+        use vm_superio::serial::Error as UartError;
+        if !self.rx_interrupt_enabled() {
+            return 0;
         }
+        let room_before = self.uart.fifo_capacity();
+        let err = match self.uart.enqueue_raw_bytes(bytes) {
+            Ok(accepted) => return accepted,
+            Err(UartError::FullFifo) => return 0,
+            Err(UartError::Trigger(e)) => Error::SerialInterrupt(e),
+            Err(UartError::IOError(e)) => Error::SerialIo(e),
+        };
+        log_ratelimited!(Level::Warn, "Serial input: {err}");
+        room_before.saturating_sub(self.uart.fifo_capacity())
+    }
+
+    /// Whether a driver listens now (see [`Serial`]). Reading LCR, MCR and IER
+    /// has no side effect.
+    fn rx_interrupt_enabled(&mut self) -> bool {
+        let mcr = self.uart.read(MCR);
+        mcr & (MCR_OUT2 | MCR_LOOPBACK) == MCR_OUT2
+            && self.uart.read(LCR) & LCR_DLAB == 0
+            && self.uart.read(IER) & IER_RX_DATA != 0
     }
 
     /// Free space in the receive FIFO, in bytes.
@@ -106,10 +181,16 @@ impl BusDevice for Serial {
             );
             return;
         };
+        let gates_rx = matches!(reg, IER | LCR | MCR);
+        let rx_was_enabled = gates_rx && self.rx_interrupt_enabled();
         if let Err(e) = self.uart.write(reg, data[0]) {
             // The byte is lost (output writer failed) or the interrupt was not
             // raised; neither is the guest's fault, and neither may stop it.
             log_ratelimited!(Level::Warn, "Serial write to register {reg}: {e}");
+        }
+        if gates_rx && !rx_was_enabled && self.rx_interrupt_enabled() {
+            // A driver listens (again): input held back can come now.
+            self.uart.events().signal();
         }
     }
 }
@@ -125,17 +206,15 @@ mod tests {
 
     const THR: u64 = 0;
     const RBR: u64 = 0;
-    const IER: u64 = 1;
+    const IER: u64 = super::IER as u64;
     const IIR: u64 = 2;
-    const LCR: u64 = 3;
-    const MCR: u64 = 4;
+    const LCR: u64 = super::LCR as u64;
+    const MCR: u64 = super::MCR as u64;
     const LSR: u64 = 5;
     const SCR: u64 = 7;
-    const IER_RX_DATA: u8 = 0x01;
     const IIR_RX_DATA: u8 = 0x04;
     const LSR_DATA_READY: u8 = 0x01;
     const LSR_THR_EMPTY: u8 = 0x20;
-    const MCR_LOOPBACK: u8 = 0x10;
 
     /// A writer whose bytes the test can inspect after handing it away.
     #[derive(Clone, Default)]
@@ -171,11 +250,30 @@ mod tests {
         }
     }
 
+    /// A serial port whose guest driver enabled the receive interrupt.
     fn serial() -> (Serial, EventFd, SharedBuffer) {
-        let irq = EventFd::new(EFD_NONBLOCK).unwrap();
-        let out = SharedBuffer::default();
-        let serial = Serial::new(irq.try_clone().unwrap(), Box::new(out.clone())).unwrap();
+        let (serial, irq, _room, out) = serial_with_room();
         (serial, irq, out)
+    }
+
+    /// A serial port, its interrupt eventfd, its input-room eventfd and its output.
+    fn serial_with_room() -> (Serial, EventFd, EventFd, SharedBuffer) {
+        let irq = EventFd::new(EFD_NONBLOCK).unwrap();
+        let room = EventFd::new(EFD_NONBLOCK).unwrap();
+        let out = SharedBuffer::default();
+        let mut serial = Serial::new(
+            irq.try_clone().unwrap(),
+            room.try_clone().unwrap(),
+            Box::new(out.clone()),
+        )
+        .unwrap();
+        // What Linux does when a program opens the port.
+        serial.write(MCR, &[MCR_OUT2]);
+        serial.write(IER, &[IER_RX_DATA]);
+        // Enabling signals both; start each test from quiet eventfds.
+        let _ = irq.read();
+        let _ = room.read();
+        (serial, irq, room, out)
     }
 
     fn read_reg(serial: &mut Serial, offset: u64) -> u8 {
@@ -204,7 +302,7 @@ mod tests {
         let (mut serial, _irq, _out) = serial();
         assert_eq!(read_reg(&mut serial, LSR) & LSR_DATA_READY, 0);
 
-        assert_eq!(serial.enqueue_input(b"ok").unwrap(), 2);
+        assert_eq!(serial.enqueue_input(b"ok"), 2);
 
         let mut received = Vec::new();
         while read_reg(&mut serial, LSR) & LSR_DATA_READY != 0 {
@@ -216,22 +314,64 @@ mod tests {
     #[test]
     fn serial_rx_interrupt_enabled_input_signals_eventfd() {
         let (mut serial, irq, _out) = serial();
-        serial.write(IER, &[IER_RX_DATA]);
-        assert!(!was_signalled(&irq));
 
-        serial.enqueue_input(b"x").unwrap();
+        serial.enqueue_input(b"x");
 
         assert!(was_signalled(&irq));
         assert_eq!(read_reg(&mut serial, IIR) & IIR_RX_DATA, IIR_RX_DATA);
     }
 
     #[test]
-    fn serial_rx_interrupt_disabled_input_not_signalled() {
+    fn serial_rx_interrupt_disabled_input_held_back() {
         let (mut serial, irq, _out) = serial();
+        serial.write(IER, &[0]);
+        let _ = irq.read();
 
-        serial.enqueue_input(b"x").unwrap();
+        assert_eq!(serial.enqueue_input(b"x"), 0);
 
         assert!(!was_signalled(&irq));
+        assert_eq!(read_reg(&mut serial, LSR) & LSR_DATA_READY, 0);
+    }
+
+    #[test]
+    fn serial_driver_enabling_rx_interrupt_signals_input_room() {
+        let (mut serial, _irq, room, _out) = serial_with_room();
+        serial.write(IER, &[0]);
+        assert!(!was_signalled(&room));
+
+        serial.write(IER, &[IER_RX_DATA]);
+        assert!(was_signalled(&room));
+        serial.write(IER, &[IER_RX_DATA | 0x02]);
+
+        assert!(!was_signalled(&room), "already enabled: no new signal");
+    }
+
+    #[test]
+    fn serial_rx_interrupt_without_out2_input_held_back() {
+        // Linux's probe writes 0x0f to IER to see that it exists, OUT2 clear.
+        let (mut serial, _irq, room, _out) = serial_with_room();
+        serial.write(IER, &[0]);
+        serial.write(MCR, &[0]);
+
+        serial.write(IER, &[0x0f]);
+
+        assert!(!was_signalled(&room));
+        assert_eq!(serial.enqueue_input(b"x"), 0);
+        serial.write(MCR, &[MCR_OUT2]);
+        assert!(was_signalled(&room));
+        assert_eq!(serial.enqueue_input(b"x"), 1);
+    }
+
+    #[test]
+    fn serial_ier_write_with_dlab_set_is_the_divisor_not_rx_enable() {
+        let (mut serial, _irq, room, _out) = serial_with_room();
+        serial.write(IER, &[0]);
+        serial.write(LCR, &[LCR_DLAB]);
+
+        serial.write(IER, &[IER_RX_DATA]);
+
+        assert!(!was_signalled(&room));
+        assert_eq!(serial.enqueue_input(b"x"), 0);
     }
 
     #[test]
@@ -240,21 +380,20 @@ mod tests {
         let capacity = serial.fifo_capacity();
         let input = vec![b'a'; capacity + 10];
 
-        assert_eq!(serial.enqueue_input(&input).unwrap(), capacity);
+        assert_eq!(serial.enqueue_input(&input), capacity);
         assert_eq!(serial.fifo_capacity(), 0);
-        assert_eq!(serial.enqueue_input(b"more").unwrap(), 0);
+        assert_eq!(serial.enqueue_input(b"more"), 0);
 
         read_reg(&mut serial, RBR);
         assert_eq!(serial.fifo_capacity(), 1);
-        assert_eq!(serial.enqueue_input(b"more").unwrap(), 1);
+        assert_eq!(serial.enqueue_input(b"more"), 1);
     }
 
     #[test]
     fn serial_empty_input_accepts_nothing() {
         let (mut serial, irq, _out) = serial();
-        serial.write(IER, &[IER_RX_DATA]);
 
-        assert_eq!(serial.enqueue_input(&[]).unwrap(), 0);
+        assert_eq!(serial.enqueue_input(&[]), 0);
 
         assert!(!was_signalled(&irq));
     }
@@ -264,13 +403,14 @@ mod tests {
         let (mut serial, _irq, _out) = serial();
         serial.write(MCR, &[MCR_LOOPBACK]);
 
-        assert_eq!(serial.enqueue_input(b"x").unwrap(), 0);
+        assert_eq!(serial.enqueue_input(b"x"), 0);
     }
 
     #[test]
     fn serial_broken_output_write_does_not_panic() {
         let irq = EventFd::new(EFD_NONBLOCK).unwrap();
-        let mut serial = Serial::new(irq, Box::new(BrokenWriter)).unwrap();
+        let room = EventFd::new(EFD_NONBLOCK).unwrap();
+        let mut serial = Serial::new(irq, room, Box::new(BrokenWriter)).unwrap();
 
         serial.write(THR, b"x");
 
@@ -318,5 +458,38 @@ mod tests {
                 read_reg(&mut serial, offset);
             }
         }
+    }
+
+    #[test]
+    fn serial_guest_empties_fifo_input_room_signalled() {
+        let (mut serial, _irq, room, _out) = serial_with_room();
+        serial.enqueue_input(b"ab");
+
+        read_reg(&mut serial, RBR);
+        assert!(!was_signalled(&room), "one byte still in the FIFO");
+        read_reg(&mut serial, RBR);
+
+        assert!(was_signalled(&room));
+    }
+
+    #[test]
+    fn serial_full_fifo_input_fed_on_each_room_signal_arrives_intact() {
+        // The VMM's side: keep what the FIFO refused, offer it again on each signal.
+        let (mut serial, _irq, room, _out) = serial_with_room();
+        let input: Vec<u8> = (0..8192u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut offset = serial.enqueue_input(&input);
+        assert!(offset < input.len(), "the FIFO took everything at once");
+        let mut received = Vec::new();
+
+        while received.len() < input.len() {
+            while read_reg(&mut serial, LSR) & LSR_DATA_READY != 0 {
+                received.push(read_reg(&mut serial, RBR));
+            }
+            assert!(was_signalled(&room), "emptied FIFO not signalled");
+            offset += serial.enqueue_input(&input[offset..]);
+        }
+
+        assert_eq!(received, input);
+        assert_eq!(offset, input.len());
     }
 }

@@ -7,6 +7,7 @@ use std::io::Write;
 use log::{debug, warn, Level};
 use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::{Bytes, GuestMemoryError, GuestMemoryMmap};
+use vmm_sys_util::eventfd::EventFd;
 
 use super::{
     ConsoleError, ErrorChain, CONFIG_SPACE_SIZE, CONSOLE_COLS, CONSOLE_ROWS, INPUT_BUFFER_CAPACITY,
@@ -37,11 +38,19 @@ pub struct Console {
     /// Host input not yet delivered, at most [`INPUT_BUFFER_CAPACITY`] bytes. Kept
     /// across reset: like input typed before activation, it goes to the next driver.
     pending: VecDeque<u8>,
+    /// Signalled when input was refused for lack of room and room has been made.
+    input_room: EventFd,
+    /// [`Console::enqueue_input`] refused bytes since `input_room` was last signalled.
+    input_refused: bool,
     /// Queues and memory while the driver is running; `None` before activation and
     /// after reset.
     active: Option<Active>,
-    /// Host input bytes dropped because `pending` was full.
-    dropped_input: u64,
+    /// The driver has sent something on the transmitq since activation: its console
+    /// is open. Input waits until then, because Linux discards receive data that
+    /// arrives while the port is not yet connected (between posting its first
+    /// receive buffers and registering the console), and a pipe as cabin's stdin
+    /// has its bytes ready from the start.
+    listening: bool,
     /// Guest output bytes dropped because the host writer failed.
     dropped_output: u64,
 }
@@ -50,30 +59,36 @@ impl fmt::Debug for Console {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Console")
             .field("pending", &self.pending.len())
+            .field("input_refused", &self.input_refused)
             .field("active", &self.active.is_some())
-            .field("dropped_input", &self.dropped_input)
+            .field("listening", &self.listening)
             .field("dropped_output", &self.dropped_output)
             .finish_non_exhaustive()
     }
 }
 
 impl Console {
-    /// A console whose guest output goes to `out`.
-    pub fn new(out: Box<dyn Write + Send>) -> Console {
+    /// A console whose guest output goes to `out`; `input_room` is signalled when
+    /// input [`Console::enqueue_input`] refused can be offered again.
+    pub fn new(out: Box<dyn Write + Send>, input_room: EventFd) -> Console {
         Console {
             out,
             pending: VecDeque::new(),
+            input_room,
+            input_refused: false,
             active: None,
-            dropped_input: 0,
+            listening: false,
             dropped_output: 0,
         }
     }
 
     /// Host input (stdin) for the guest. It is buffered in the device (at most
-    /// [`INPUT_BUFFER_CAPACITY`] bytes; the excess is dropped, counted and logged
-    /// once) and delivered into receiveq buffers as soon as the guest provides them:
-    /// right away if the device is active and buffers are available, otherwise on the
-    /// next `process_queue(RX_QUEUE)`. Returns how many bytes were accepted.
+    /// [`INPUT_BUFFER_CAPACITY`] bytes) and delivered into receiveq buffers as soon
+    /// as the guest provides them and its console is open (it has transmitted once):
+    /// right away if so, otherwise when the driver posts buffers and notifies the
+    /// receiveq (`process_queue(RX_QUEUE)`) or first transmits. Returns how many leading bytes were
+    /// taken; the caller keeps the rest and offers it again once `input_room` is
+    /// signalled. Nothing is ever dropped.
     pub fn enqueue_input(&mut self, bytes: &[u8]) -> usize {
         let mut accepted = 0;
         loop {
@@ -88,22 +103,15 @@ impl Console {
                 break;
             }
         }
-        let dropped = bytes.len() - accepted;
-        if dropped > 0 {
-            if self.dropped_input == 0 {
-                warn!(
-                    "virtio-console: input buffer full ({INPUT_BUFFER_CAPACITY} bytes), \
-                     dropping host input; further drops are counted, not logged"
-                );
-            }
-            self.dropped_input = self.dropped_input.saturating_add(dropped as u64);
+        if accepted < bytes.len() {
+            self.input_refused = true;
         }
         accepted
     }
 
-    /// Host input bytes dropped so far because the guest did not read them in time.
-    pub fn dropped_input_bytes(&self) -> u64 {
-        self.dropped_input
+    /// Host input bytes held in the device, waiting for receive buffers.
+    pub fn pending_input_bytes(&self) -> usize {
+        self.pending.len()
     }
 
     /// Guest output bytes dropped so far because the host writer failed.
@@ -113,10 +121,14 @@ impl Console {
 
     /// Fills the guest's receive buffers with pending input until either runs out.
     fn deliver_input(&mut self) {
+        if !self.listening {
+            return;
+        }
         let Some(Active { mem, rx, irq, .. }) = self.active.as_mut() else {
             return;
         };
         let mut used_any = false;
+        let before = self.pending.len();
         while !self.pending.is_empty() {
             let Some(chain) = rx.pop_descriptor_chain(&*mem) else {
                 break;
@@ -128,6 +140,13 @@ impl Console {
         }
         if used_any {
             signal_used(rx, mem, irq, RX_QUEUE);
+        }
+        if self.input_refused && self.pending.len() < before {
+            self.input_refused = false;
+            if let Err(e) = self.input_room.write(1) {
+                // Only a counter overflow fails, and then the eventfd is readable anyway.
+                log_ratelimited!(Level::Warn, "virtio-console: cannot signal input room: {e}");
+            }
         }
     }
 
@@ -159,6 +178,10 @@ impl Console {
         }
         if used_any {
             signal_used(tx, mem, irq, TX_QUEUE);
+            if !self.listening {
+                self.listening = true;
+                self.deliver_input();
+            }
         }
     }
 }
@@ -352,6 +375,7 @@ impl VirtioDevice for Console {
     }
 
     fn reset(&mut self) {
+        self.listening = false;
         if self.active.take().is_some() {
             debug!("virtio-console: reset");
         }

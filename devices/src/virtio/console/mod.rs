@@ -11,7 +11,9 @@
 //! its configuration space so the guest's tty has a sane window size.
 //!
 //! Host input arrives with [`Console::enqueue_input`] and waits in a bounded buffer
-//! until the driver posts receive buffers. Guest output goes to a host writer.
+//! until the driver posts receive buffers; what does not fit stays with the caller,
+//! which the device tells through an eventfd when it has room again. Guest output
+//! goes to a host writer.
 
 mod device;
 #[cfg(test)]
@@ -45,9 +47,10 @@ pub const CONSOLE_ROWS: u16 = 25;
 /// EMERG_WRITE). The two last fields read as 0.
 pub const CONFIG_SPACE_SIZE: usize = 12;
 
-/// Most host input bytes held for the guest; what arrives beyond this while the
-/// guest is not reading is dropped (and counted).
-pub const INPUT_BUFFER_CAPACITY: usize = 64 * 1024;
+/// Most host input bytes the device holds for the guest. Beyond this
+/// [`Console::enqueue_input`] takes nothing: the caller keeps the rest (cabin's VMM
+/// holds a larger buffer and stops reading stdin when that is full).
+pub const INPUT_BUFFER_CAPACITY: usize = 4 * 1024;
 /// Most bytes taken from one transmit chain; the rest of the chain is dropped. The
 /// Linux driver sends at most a few pages per chain, so only a hostile or broken
 /// guest reaches this.

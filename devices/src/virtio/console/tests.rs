@@ -26,6 +26,8 @@ const RX_RING: u64 = 0x0;
 const TX_RING: u64 = 0x1_0000;
 /// Start of the area for buffers.
 const BUF: u64 = 0x10_0000;
+/// Where [`Driver::open`] puts the transmit buffer that opens the console.
+const OPEN_BUF: u64 = 0x38_0000;
 /// Queue size used by the mock driver.
 const QSIZE: u16 = 16;
 
@@ -131,6 +133,14 @@ impl<'a> Driver<'a> {
         console.activate(self.params()).unwrap();
     }
 
+    /// Activates the console and opens it as Linux does before input can flow:
+    /// the driver transmits once (a prompt, at [`OPEN_BUF`]).
+    fn open(&mut self, console: &mut Console) {
+        self.activate(console);
+        self.send(OPEN_BUF, b"$ ");
+        console.process_queue(TX_QUEUE);
+    }
+
     /// Posts one chain on `queue` made of `bufs`, in order.
     fn post(&mut self, queue: usize, bufs: &[Buf]) {
         let (mock, next) = match queue {
@@ -186,8 +196,16 @@ impl<'a> Driver<'a> {
 }
 
 fn console() -> (Console, SharedBuf) {
+    let (console, _room, out) = console_with_room();
+    (console, out)
+}
+
+/// A console, the eventfd it signals when it has room for input again, its output.
+fn console_with_room() -> (Console, EventFd, SharedBuf) {
     let out = SharedBuf::default();
-    (Console::new(Box::new(out.clone())), out)
+    let room = EventFd::new(EFD_NONBLOCK).unwrap();
+    let console = Console::new(Box::new(out.clone()), room.try_clone().unwrap());
+    (console, room, out)
 }
 
 #[test]
@@ -365,7 +383,7 @@ fn tx_chain_over_cap_truncated_at_cap() {
 fn tx_output_error_drops_data_and_returns_chains() {
     let mem = memory();
     let mut driver = Driver::new(&mem);
-    let mut console = Console::new(Box::new(BrokenWriter));
+    let mut console = Console::new(Box::new(BrokenWriter), EventFd::new(EFD_NONBLOCK).unwrap());
     driver.activate(&mut console);
     driver.send(BUF, b"lost");
     driver.send(BUF + 0x100, b"also lost");
@@ -403,14 +421,14 @@ fn process_queue_nonexistent_index_ignored() {
 }
 
 #[test]
-fn rx_input_before_activation_delivered_after_activation() {
+fn rx_input_before_activation_delivered_once_console_open() {
     let mem = memory();
     let mut driver = Driver::new(&mem);
     let (mut console, _) = console();
     assert_eq!(console.enqueue_input(b"ls\n"), 3);
     driver.post(RX_QUEUE, &[wo(BUF, 64)]);
 
-    driver.activate(&mut console);
+    driver.open(&mut console);
 
     assert_eq!(driver.used(RX_QUEUE), vec![(0, 3)]);
     assert_eq!(driver.read(BUF, 3), b"ls\n");
@@ -426,7 +444,7 @@ fn rx_input_with_buffers_available_delivered_immediately() {
     let mut driver = Driver::new(&mem);
     let (mut console, _) = console();
     driver.post(RX_QUEUE, &[wo(BUF, 64)]);
-    driver.activate(&mut console);
+    driver.open(&mut console);
 
     assert_eq!(console.enqueue_input(b"x"), 1);
 
@@ -442,7 +460,7 @@ fn rx_input_larger_than_one_buffer_split_over_several() {
     driver.post(RX_QUEUE, &[wo(BUF, 4)]);
     driver.post(RX_QUEUE, &[wo(BUF + 0x100, 2), wo(BUF + 0x200, 3)]);
     driver.post(RX_QUEUE, &[wo(BUF + 0x300, 64)]);
-    driver.activate(&mut console);
+    driver.open(&mut console);
 
     console.enqueue_input(b"0123456789ab");
 
@@ -458,7 +476,7 @@ fn rx_no_buffers_input_pending_until_next_process_queue() {
     let mem = memory();
     let mut driver = Driver::new(&mem);
     let (mut console, _) = console();
-    driver.activate(&mut console);
+    driver.open(&mut console);
 
     assert_eq!(console.enqueue_input(b"wait"), 4);
     assert!(driver.used(RX_QUEUE).is_empty());
@@ -477,7 +495,7 @@ fn rx_device_readable_descriptor_skipped_and_chain_returned_empty() {
     mem.write_slice(b"keep", GuestAddress(BUF)).unwrap();
     driver.post(RX_QUEUE, &[ro(BUF, 4)]);
     driver.post(RX_QUEUE, &[ro(BUF, 4), wo(BUF + 0x100, 8)]);
-    driver.activate(&mut console);
+    driver.open(&mut console);
 
     console.enqueue_input(b"in");
 
@@ -494,7 +512,7 @@ fn rx_descriptor_past_memory_end_counts_only_written_bytes() {
     driver.post(RX_QUEUE, &[wo(MEM_SIZE - 4, 16), wo(BUF, 16)]);
     driver.post(RX_QUEUE, &[wo(MEM_SIZE + 0x1000, 16)]);
     driver.post(RX_QUEUE, &[wo(BUF + 0x100, 16)]);
-    driver.activate(&mut console);
+    driver.open(&mut console);
 
     console.enqueue_input(b"abcdefghij");
 
@@ -504,10 +522,10 @@ fn rx_descriptor_past_memory_end_counts_only_written_bytes() {
 }
 
 #[test]
-fn rx_input_over_capacity_excess_dropped() {
+fn rx_input_over_capacity_refused_kept_by_caller_then_room_signalled() {
     let mem = memory();
     let mut driver = Driver::new(&mem);
-    let (mut console, _) = console();
+    let (mut console, room, _) = console_with_room();
     let input: Vec<u8> = (0..INPUT_BUFFER_CAPACITY + 100)
         .map(|i| (i % 251) as u8)
         .collect();
@@ -517,15 +535,19 @@ fn rx_input_over_capacity_excess_dropped() {
 
     assert_eq!(accepted, INPUT_BUFFER_CAPACITY);
     assert_eq!(accepted_when_full, 0);
-    assert_eq!(console.dropped_input_bytes(), 104);
+    assert!(room.read().is_err(), "no room was made yet");
     let cap = u32::try_from(INPUT_BUFFER_CAPACITY).unwrap();
     driver.post(RX_QUEUE, &[wo(BUF, cap + 1)]);
-    driver.activate(&mut console);
+    driver.open(&mut console);
     assert_eq!(driver.used(RX_QUEUE), vec![(0, cap)]);
-    assert_eq!(
-        driver.read(BUF, INPUT_BUFFER_CAPACITY),
-        &input[..INPUT_BUFFER_CAPACITY]
-    );
+    assert_eq!(room.read().unwrap(), 1);
+    assert_eq!(console.enqueue_input(&input[accepted..]), 100);
+    driver.post(RX_QUEUE, &[wo(BUF + 0x10_0000, 200)]);
+    console.process_queue(RX_QUEUE);
+    assert_eq!(driver.used(RX_QUEUE), vec![(0, cap), (1, 100)]);
+    let mut delivered = driver.read(BUF, INPUT_BUFFER_CAPACITY);
+    delivered.extend(driver.read(BUF + 0x10_0000, 100));
+    assert_eq!(delivered, input);
 }
 
 #[test]
@@ -535,14 +557,83 @@ fn rx_input_over_capacity_with_buffers_accepted_up_to_guest_room() {
     let (mut console, _) = console();
     let big = u32::try_from(INPUT_BUFFER_CAPACITY).unwrap();
     driver.post(RX_QUEUE, &[wo(BUF, big)]);
-    driver.activate(&mut console);
+    driver.open(&mut console);
     let input = vec![b'z'; INPUT_BUFFER_CAPACITY * 2 + 7];
 
     let accepted = console.enqueue_input(&input);
 
     assert_eq!(accepted, INPUT_BUFFER_CAPACITY * 2);
     assert_eq!(driver.used(RX_QUEUE), vec![(0, big)]);
-    assert_eq!(console.dropped_input_bytes(), 7);
+    assert_eq!(console.pending_input_bytes(), INPUT_BUFFER_CAPACITY);
+}
+
+#[test]
+fn rx_guest_posting_small_buffers_slowly_gets_every_byte_in_order() {
+    // The VMM's side: keep what the device refused, offer it again on each signal.
+    let mem = memory();
+    let mut driver = Driver::new(&mem);
+    let (mut console, room, _) = console_with_room();
+    driver.open(&mut console);
+    let input: Vec<u8> = (0..3 * INPUT_BUFFER_CAPACITY + 5)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    let mut offset = console.enqueue_input(&input);
+    let mut received = Vec::new();
+    let mut posted = 0u16;
+    assert!(input.len() <= 1024 * usize::from(QSIZE));
+
+    while received.len() < input.len() {
+        // One 1 KiB buffer at a time, reused: the guest read the previous one.
+        driver.post(RX_QUEUE, &[wo(BUF, 1024)]);
+        console.process_queue(RX_QUEUE);
+        let (_, len) = driver.used(RX_QUEUE)[usize::from(posted)];
+        received.extend(driver.read(BUF, usize::try_from(len).unwrap()));
+        posted += 1;
+        assert!(posted < QSIZE, "no progress");
+        if room.read().is_ok() {
+            offset += console.enqueue_input(&input[offset..]);
+        }
+    }
+
+    assert_eq!(offset, input.len());
+    assert_eq!(received, input);
+}
+
+#[test]
+fn rx_input_held_until_driver_first_transmits() {
+    let mem = memory();
+    let mut driver = Driver::new(&mem);
+    let (mut console, _) = console();
+    driver.post(RX_QUEUE, &[wo(BUF, 64)]);
+    driver.activate(&mut console);
+
+    let accepted = console.enqueue_input(b"early");
+    console.process_queue(RX_QUEUE);
+    assert_eq!(accepted, 5);
+    assert!(driver.used(RX_QUEUE).is_empty(), "console not open yet");
+    driver.send(OPEN_BUF, b"$ ");
+    console.process_queue(TX_QUEUE);
+
+    assert_eq!(driver.used(RX_QUEUE), vec![(0, 5)]);
+    assert_eq!(driver.read(BUF, 5), b"early");
+}
+
+#[test]
+fn reset_closes_the_console_until_the_next_driver_transmits() {
+    let mem = memory();
+    let mut driver = Driver::new(&mem);
+    let (mut console, _) = console();
+    driver.open(&mut console);
+    console.reset();
+    console.enqueue_input(b"later");
+    let mem2 = memory();
+    let mut driver2 = Driver::new(&mem2);
+    driver2.post(RX_QUEUE, &[wo(BUF, 64)]);
+
+    driver2.activate(&mut console);
+    console.process_queue(RX_QUEUE);
+
+    assert!(driver2.used(RX_QUEUE).is_empty());
 }
 
 #[test]
@@ -578,7 +669,7 @@ fn reset_then_reactivate_delivers_input_kept_pending() {
     let mut driver2 = Driver::new(&mem2);
     driver2.post(RX_QUEUE, &[wo(BUF, 64)]);
 
-    driver2.activate(&mut console);
+    driver2.open(&mut console);
 
     assert_eq!(driver2.used(RX_QUEUE), vec![(0, 5)]);
     assert_eq!(driver2.read(BUF, 5), b"later");
