@@ -6,14 +6,18 @@
 //! That kernel has virtio-mmio only as a module and no `virtio_mmio.device=`
 //! support, so it finds the disk only through cabin's ACPI tables; the image
 //! carries the kernel's modules, so udev loads the rest (the ACPI power button
-//! among them). The guest boots to systemd's multi-user target, `systemctl
-//! poweroff` on the serial console's autologin shell powers it off through ACPI,
-//! and cabin, with its seccomp filters on, exits 0. Run through `make test`
-//! (native KVM or the sandbox), with `--ignored`.
+//! among them). The guest boots to systemd's multi-user target and powers off
+//! through ACPI, from `systemctl poweroff` on the serial console's autologin
+//! shell or from the power button (`cabin ctl shutdown`, which the `button`
+//! module reports and systemd-logind acts on); cabin, with its seccomp filters
+//! on, exits 0. Run through `make test` (native KVM or the sandbox), with
+//! `--ignored`.
 
 #[path = "common/mod.rs"]
 mod common;
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use common::{artifact, scratch_dir, Cabin};
@@ -26,12 +30,37 @@ const CMDLINE: &str = "console=ttyS0 panic=-1 quiet root=/dev/vda rw";
 /// bash's prompt for root in Debian's default `/root/.bashrc` (`\h:\w\$ `).
 const PROMPT: &str = "cabin-debian:~# ";
 
+/// A private, writable copy of the Debian image in `dir`.
+fn debian_copy(dir: &Path) -> PathBuf {
+    let image = dir.join("debian.ext4");
+    std::fs::copy(artifact("CABIN_DEBIAN_ROOTFS"), &image).unwrap();
+    image
+}
+
+/// Waits for the image's boot marker and checks systemd's state.
+fn expect_multi_user(cabin: &Cabin) {
+    let state = cabin
+        .stdout
+        .wait_for_line("CABIN-DEBIAN-STATE=", BOOT_TIMEOUT)
+        .unwrap_or_else(|| {
+            panic!(
+                "systemd did not finish booting\n{}\n{}",
+                cabin.stdout.text(),
+                cabin.stderr.text()
+            )
+        });
+    assert!(
+        state == "running" || state == "degraded",
+        "systemd state {state:?}\n{}",
+        cabin.stdout.text()
+    );
+}
+
 #[test]
 #[ignore = "needs the Debian image and kernel and native KVM or the sandbox: make test"]
 fn debian_kernel_boots_to_multi_user_and_powers_off_with_status_0() {
     let dir = scratch_dir("distro");
-    let image = dir.join("debian.ext4");
-    std::fs::copy(artifact("CABIN_DEBIAN_ROOTFS"), &image).unwrap();
+    let image = debian_copy(&dir);
     let kernel = artifact("CABIN_DEBIAN_VMLINUZ");
     let initrd = artifact("CABIN_DEBIAN_INITRD");
     let disk = format!("path={}", image.display());
@@ -51,21 +80,7 @@ fn debian_kernel_boots_to_multi_user_and_powers_off_with_status_0() {
         CMDLINE,
     ]);
 
-    let state = cabin
-        .stdout
-        .wait_for_line("CABIN-DEBIAN-STATE=", BOOT_TIMEOUT)
-        .unwrap_or_else(|| {
-            panic!(
-                "systemd did not finish booting\n{}\n{}",
-                cabin.stdout.text(),
-                cabin.stderr.text()
-            )
-        });
-    assert!(
-        state == "running" || state == "degraded",
-        "systemd state {state:?}\n{}",
-        cabin.stdout.text()
-    );
+    expect_multi_user(&cabin);
     cabin.expect_stdout(PROMPT, BOOT_TIMEOUT);
     cabin.type_text("systemctl poweroff\n");
     let status = cabin.wait_exit(POWEROFF_TIMEOUT);
@@ -75,6 +90,67 @@ fn debian_kernel_boots_to_multi_user_and_powers_off_with_status_0() {
         Some(0),
         "a guest poweroff must end cabin with 0\n{}\n{}",
         cabin.stdout.text(),
+        cabin.stderr.text()
+    );
+}
+
+#[test]
+#[ignore = "needs the Debian image and kernel and native KVM or the sandbox: make test"]
+fn debian_kernel_powers_off_on_the_power_button_with_status_0() {
+    let dir = scratch_dir("distro-button");
+    let image = debian_copy(&dir);
+    let sock = dir.join("api.sock");
+    // A config file boots at once; the API socket is bound before the guest starts,
+    // so it exists by the time the guest reports the multi-user target.
+    let config = serde_json::json!({
+        "boot-source": {
+            "kernel_image_path": artifact("CABIN_DEBIAN_VMLINUZ"),
+            "initrd_path": artifact("CABIN_DEBIAN_INITRD"),
+            "boot_args": CMDLINE,
+        },
+        "machine-config": { "vcpu_count": 2, "mem_size_mib": 512 },
+        "drives": [{
+            "drive_id": "rootfs",
+            "path_on_host": image,
+            "is_root_device": true,
+            "is_read_only": false,
+        }],
+    });
+    let config_path = dir.join("vm.json");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let mut cabin = Cabin::spawn(&[
+        "run",
+        "--config-file",
+        config_path.to_str().unwrap(),
+        "--api-sock",
+        sock.to_str().unwrap(),
+    ]);
+    expect_multi_user(&cabin);
+
+    let out = Command::new(common::cabin_bin())
+        .args(["ctl", "--api-sock"])
+        .arg(&sock)
+        .args(["shutdown", "--timeout", "600"])
+        .output()
+        .unwrap();
+    let status = cabin.wait_exit(POWEROFF_TIMEOUT);
+
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "cabin ctl shutdown: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the power button must power the guest off cleanly\n{}\n{}",
+        cabin.stdout.text(),
+        cabin.stderr.text()
+    );
+    assert!(
+        cabin.stderr.text().contains("the guest powered off"),
+        "{}",
         cabin.stderr.text()
     );
 }
