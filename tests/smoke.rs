@@ -270,7 +270,6 @@ fn shutdown_presses_the_power_button_then_stops_a_guest_that_ignores_it() {
     let code = asm::tick_forever(b'.', 1_000_000);
     let kernel = write_file(&dir, "tiny.elf", &tiny_elf(&code));
     let sock = dir.join("api.sock");
-    let sock_arg = sock.to_str().unwrap();
     let mut cabin = Cabin::spawn(&[
         "run",
         "--kernel",
@@ -278,20 +277,10 @@ fn shutdown_presses_the_power_button_then_stops_a_guest_that_ignores_it() {
         "--memory",
         "32",
         "--api-sock",
-        sock_arg,
+        sock.to_str().unwrap(),
     ]);
-    let ctl = |args: &[&str]| {
-        std::process::Command::new(common::cabin_bin())
-            .args(["ctl", "--api-sock", sock_arg])
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    while !sock.exists() {
-        assert!(std::time::Instant::now() < deadline, "no API socket");
-        std::thread::sleep(Duration::from_millis(10)); // polling for the socket file, bounded by the deadline
-    }
+    common::wait_for_socket(&sock, &cabin);
+    let ctl = |args: &[&str]| common::ctl(&sock, args);
     assert!(ctl(&["start"]).status.success());
     cabin.expect_stdout(".", TIMEOUT);
 
