@@ -8,21 +8,15 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{artifact, cabin_bin, run_cabin, scratch_dir, Cabin};
+use common::{artifact, run_cabin, scratch_dir, Cabin};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 const QUIET: &str = "console=ttyS0 reboot=k panic=-1 quiet";
 
 fn ctl(sock: &Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(cabin_bin())
-        .args(["ctl", "--api-sock"])
-        .arg(sock)
-        .args(args)
-        .output()
-        .unwrap();
+    let out = common::ctl(sock, args);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -33,30 +27,10 @@ fn ctl(sock: &Path, args: &[&str]) -> (i32, String) {
 /// with `cabin ctl start`; returns once its shell is ready.
 fn interactive_guest_with_api(dir: &Path, extra: &[&str]) -> (Cabin, std::path::PathBuf) {
     let sock = dir.join("api.sock");
-    let kernel = artifact("CABIN_VMLINUX");
-    let initrd = artifact("CABIN_INITRAMFS");
-    let mut args = vec![
-        "run",
-        "--kernel",
-        &kernel,
-        "--initrd",
-        &initrd,
-        "--cmdline",
-        QUIET,
-        "--api-sock",
-        sock.to_str().unwrap(),
-    ];
+    let mut args = vec!["--api-sock", sock.to_str().unwrap()];
     args.extend(extra);
-    let cabin = Cabin::spawn_interactive(&args);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !sock.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "no API socket\n{}",
-            cabin.stderr.text()
-        );
-        std::thread::sleep(Duration::from_millis(10)); // polling for the socket file, bounded by the deadline
-    }
+    let cabin = common::spawn_interactive_initramfs(&args);
+    common::wait_for_socket(&sock, &cabin);
     let (code, stderr) = ctl(&sock, &["start"]);
     assert_eq!(code, 0, "{stderr}");
     cabin.expect_stdout("cabin: guest init ready", BOOT_TIMEOUT);
@@ -66,17 +40,7 @@ fn interactive_guest_with_api(dir: &Path, extra: &[&str]) -> (Cabin, std::path::
 #[test]
 #[ignore = "needs guest artifacts and native KVM or the sandbox: make test"]
 fn guest_poweroff_ends_cabin_with_zero_and_says_so() {
-    let kernel = artifact("CABIN_VMLINUX");
-    let initrd = artifact("CABIN_INITRAMFS");
-    let mut cabin = Cabin::spawn_interactive(&[
-        "run",
-        "--kernel",
-        &kernel,
-        "--initrd",
-        &initrd,
-        "--cmdline",
-        QUIET,
-    ]);
+    let mut cabin = common::spawn_interactive_initramfs(&[]);
     cabin.expect_stdout("cabin: guest init ready", BOOT_TIMEOUT);
     cabin.type_text("poweroff -f\n");
     let status = cabin.wait_exit(BOOT_TIMEOUT);

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{artifact, run_cabin, Cabin};
+use common::{artifact, run_cabin};
 
 /// Boots inside the nested sandbox take seconds; leave plenty of room for a loaded CI
 /// machine. The timeout only bounds a hang, it is not a performance assertion.
@@ -148,17 +148,7 @@ fn guest_panic_with_panic_minus_one_ends_cabin_with_zero() {
 #[test]
 #[ignore = "needs guest artifacts and native KVM or the sandbox: make test"]
 fn interactive_shell_answers_typed_commands_and_reboots() {
-    let kernel = artifact("CABIN_VMLINUX");
-    let initrd = artifact("CABIN_INITRAMFS");
-    let mut cabin = Cabin::spawn_interactive(&[
-        "run",
-        "--kernel",
-        &kernel,
-        "--initrd",
-        &initrd,
-        "--cmdline",
-        QUIET,
-    ]);
+    let mut cabin = common::spawn_interactive_initramfs(&[]);
     cabin.expect_stdout("cabin: guest init ready", BOOT_TIMEOUT);
     // The sum is computed by the guest's shell: the echo of the typed line alone
     // cannot produce it.

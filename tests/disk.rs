@@ -209,22 +209,9 @@ fn debian_image_reaches_multi_user_target_and_shuts_down_on_the_power_button() {
         "--api-sock",
         sock.to_str().unwrap(),
     ]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !sock.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no API socket\n{}",
-            cabin.stderr.text()
-        );
-        std::thread::sleep(Duration::from_millis(10)); // polling for the socket file, bounded by the deadline
-    }
+    common::wait_for_socket(&sock, &cabin);
     let ctl = |args: &[&str]| {
-        let out = Command::new(common::cabin_bin())
-            .args(["ctl", "--api-sock"])
-            .arg(&sock)
-            .args(args)
-            .output()
-            .unwrap();
+        let out = common::ctl(&sock, args);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         (out.status.code(), stderr)
     };

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{artifact, cabin_bin, rootfs_copy, scratch_dir, script_cmdline, Cabin};
 
@@ -84,15 +84,7 @@ fn api_configure_start_pause_resume_ctrl_alt_del() {
     let sock = dir.join("api.sock");
     let image = rootfs_copy(&dir);
     let mut cabin = Cabin::spawn(&["run", "--api-sock", sock.to_str().unwrap()]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !sock.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "no API socket\n{}",
-            cabin.stderr.text()
-        );
-        std::thread::sleep(Duration::from_millis(10)); // polling for the socket file, bounded by the deadline
-    }
+    common::wait_for_socket(&sock, &cabin);
     assert_eq!(state(&sock), "Not started");
 
     // Pause before start is refused with the state named.
@@ -213,15 +205,7 @@ fn sigterm_stops_a_running_guest_and_removes_the_socket() {
         "--api-sock",
         sock.to_str().unwrap(),
     ]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !sock.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "no API socket\n{}",
-            cabin.stderr.text()
-        );
-        std::thread::sleep(Duration::from_millis(10)); // polling for the socket file, bounded by the deadline
-    }
+    common::wait_for_socket(&sock, &cabin);
     // Options on the command line pre-fill the configuration; start boots it.
     assert_eq!(ctl(&sock, "start").0, 0);
     cabin.expect_stdout("TICK-1", BOOT_TIMEOUT);

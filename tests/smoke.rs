@@ -261,3 +261,41 @@ fn huge_pages_boot_or_say_how_to_reserve_them() {
         );
     }
 }
+
+#[test]
+fn shutdown_presses_the_power_button_then_stops_a_guest_that_ignores_it() {
+    // A tiny guest has no ACPI code: it never notices the button, so cabin stops it
+    // when the timeout ends, with seccomp on (the VMM thread arms its timer).
+    let dir = scratch_dir("smoke-shutdown");
+    let code = asm::tick_forever(b'.', 1_000_000);
+    let kernel = write_file(&dir, "tiny.elf", &tiny_elf(&code));
+    let sock = dir.join("api.sock");
+    let mut cabin = Cabin::spawn(&[
+        "run",
+        "--kernel",
+        &kernel,
+        "--memory",
+        "32",
+        "--api-sock",
+        sock.to_str().unwrap(),
+    ]);
+    common::wait_for_socket(&sock, &cabin);
+    let ctl = |args: &[&str]| common::ctl(&sock, args);
+    assert!(ctl(&["start"]).status.success());
+    cabin.expect_stdout(".", TIMEOUT);
+
+    let shutdown = ctl(&["shutdown", "--timeout", "1"]);
+
+    // cabin ctl returns once cabin has exited.
+    assert!(
+        shutdown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shutdown.stderr)
+    );
+    let status = cabin.wait_exit(TIMEOUT);
+    assert_eq!(status.code(), Some(4), "{}", cabin.stderr.text());
+    assert_eq!(
+        cabin.stderr.text(),
+        "cabin: the guest did not power off within 1 s of the power button; stopped it\n"
+    );
+}

@@ -16,6 +16,50 @@ pub fn cabin_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_cabin"))
 }
 
+/// Waits for the API socket a just-started `cabin` creates; panics with what it
+/// printed when it does not appear within 30 s.
+pub fn wait_for_socket(sock: &Path, cabin: &Cabin) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !sock.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no API socket at {}\n{}",
+            sock.display(),
+            cabin.stderr.text()
+        );
+        thread::sleep(Duration::from_millis(10)); // polling for the socket file, bounded by the deadline
+    }
+}
+
+/// Runs `cabin ctl --api-sock SOCK ARGS...` to completion.
+pub fn ctl(sock: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(cabin_bin())
+        .args(["ctl", "--api-sock"])
+        .arg(sock)
+        .args(args)
+        .output()
+        .expect("cannot run cabin ctl")
+}
+
+/// Starts the project kernel with the interactive busybox initramfs (a shell on
+/// the serial console, `quiet`), stdin piped, `extra` options appended; the guest
+/// prints `cabin: guest init ready` once its shell starts.
+pub fn spawn_interactive_initramfs(extra: &[&str]) -> Cabin {
+    let kernel = artifact("CABIN_VMLINUX");
+    let initrd = artifact("CABIN_INITRAMFS");
+    let mut args = vec![
+        "run",
+        "--kernel",
+        &kernel,
+        "--initrd",
+        &initrd,
+        "--cmdline",
+        "console=ttyS0 reboot=k panic=-1 quiet",
+    ];
+    args.extend(extra);
+    Cabin::spawn_interactive(&args)
+}
+
 /// A fresh scratch directory for one test.
 pub fn scratch_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("cabin-test-{}-{name}", std::process::id()));
