@@ -17,10 +17,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use common::{artifact, scratch_dir, Cabin};
+use common::{artifact, ctl, scratch_dir, Cabin};
 
 /// Bounds a hang only: under the nested sandbox this boot takes about a minute.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(900);
@@ -127,12 +126,7 @@ fn debian_kernel_powers_off_on_the_power_button_with_status_0() {
     ]);
     expect_multi_user(&cabin);
 
-    let out = Command::new(common::cabin_bin())
-        .args(["ctl", "--api-sock"])
-        .arg(&sock)
-        .args(["shutdown", "--timeout", "600"])
-        .output()
-        .unwrap();
+    let out = ctl(&sock, &["shutdown", "--timeout", "600"]);
     let status = cabin.wait_exit(POWEROFF_TIMEOUT);
 
     assert_eq!(
