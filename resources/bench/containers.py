@@ -662,7 +662,8 @@ def parse_args(argv):
     p.add_argument("--timeout", type=float, default=300.0, help="seconds one launch may take")
     p.add_argument("--cabin", default=os.path.join(repo, "target", "release", "cabin"))
     p.add_argument("--qemu", default=shutil.which("qemu-system-x86_64") or "qemu-system-x86_64")
-    p.add_argument("--qemu-machine", default="microvm,rtc=off,acpi=off")
+    # ACPI on: the project kernel finds virtio-mmio devices in the DSDT only.
+    p.add_argument("--qemu-machine", default="microvm,acpi=on,rtc=off")
     p.add_argument("--crun", default=shutil.which("crun") or "crun")
     p.add_argument("--kernel", default=os.environ.get("CABIN_VMLINUX"))
     p.add_argument("--rootfs", default=os.environ.get("CABIN_ROOTFS"))

@@ -1172,10 +1172,9 @@ def parse_args(argv):
                    help="also run the host-side disk script with O_DIRECT on a file here")
     p.add_argument("--cabin", default=os.path.join(repo, "target", "release", "cabin"))
     p.add_argument("--qemu", default=shutil.which("qemu-system-x86_64") or "qemu-system-x86_64")
-    p.add_argument("--qemu-machine", default="microvm,rtc=off,acpi=off",
-                   help="QEMU -M value (default microvm,rtc=off,acpi=off: without ACPI QEMU lists"
-                        " its virtio-mmio devices on the kernel command line, which this guest"
-                        " kernel, built without ACPI, needs)")
+    p.add_argument("--qemu-machine", default="microvm,acpi=on,rtc=off",
+                   help="QEMU -M value (default microvm,acpi=on,rtc=off: the guest kernel finds"
+                        " virtio-mmio devices in the ACPI DSDT only, as with cabin)")
     p.add_argument("--kernel", default=os.environ.get("CABIN_VMLINUX"))
     p.add_argument("--rootfs", default=os.environ.get("CABIN_ROOTFS"))
     p.add_argument("--debian-image", default=os.environ.get("CABIN_DEBIAN_ROOTFS"))
