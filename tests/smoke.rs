@@ -103,6 +103,33 @@ fn tiny_guest_triple_fault_exits_nonzero_with_reason_and_rip() {
     assert!(stderr.contains("RIP 0x"), "{stderr}");
 }
 
+#[test]
+fn tiny_guest_that_faults_right_after_its_reset_still_ends_with_status_0() {
+    // Linux tries other ways to reboot when the first does not take at once, down
+    // to a jump into the (absent) BIOS or a deliberate triple fault: the reset it
+    // asked for first must win, however late the VMM thread reads it.
+    let dir = scratch_dir("smoke-reset-fault");
+    let code = [
+        asm::serial_print("resetting\n"),
+        asm::i8042_reset(),
+        asm::triple_fault(),
+    ]
+    .concat();
+    let kernel = write_file(&dir, "tiny.elf", &tiny_elf(&code));
+
+    for vcpus in ["1", "2"] {
+        let (status, stdout, stderr) = run_cabin(
+            &[
+                "run", "--kernel", &kernel, "--memory", "32", "--vcpus", vcpus,
+            ],
+            TIMEOUT,
+        );
+        assert_eq!(stdout, "resetting\n");
+        assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+        assert_eq!(stderr, "");
+    }
+}
+
 /// 8 KiB of printable text, no line structure a tty could interpret.
 fn paste_text() -> Vec<u8> {
     (0..8192u32).map(|i| b'!' + (i * 37 % 94) as u8).collect()

@@ -2,11 +2,12 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use arch::layout;
 use devices::bus::Bus;
-use devices::legacy::{AcpiPm, PciHostBridge, Serial, I8042};
+use devices::legacy::{AcpiPm, MachineStop, PciHostBridge, Serial, I8042};
 use devices::virtio::block::{Block, BlockConfig};
 use devices::virtio::console::Console;
 use devices::virtio::net::Net;
@@ -127,6 +128,9 @@ pub struct LegacyDevices {
     pub acpi_pm: Arc<Mutex<AcpiPm>>,
     /// Written by the ACPI device when the guest powers the machine off.
     pub poweroff_evt: EventFd,
+    /// Raised with either of the two above, before it is written: vCPUs stop
+    /// entering the guest (see [`MachineStop`]).
+    pub guest_stop: Arc<AtomicBool>,
 }
 
 /// A VM ready to run: memory loaded, devices attached, vCPUs configured.
@@ -544,13 +548,18 @@ fn attach_legacy_devices(
     )
     .map_err(|e| BuildError::Bus("serial", e))?;
 
+    let guest_stop = Arc::new(AtomicBool::new(false));
+    let stop_signal = |evt: &EventFd| -> Result<MachineStop, BuildError> {
+        let evt = evt.try_clone().map_err(BuildError::EventFd)?;
+        Ok(MachineStop::new(evt, guest_stop.clone()))
+    };
     let reset_evt = new_evt()?;
     let kbd_irq = new_evt()?;
     vm_fd
         .register_irqfd(&kbd_irq, layout::I8042_IRQ)
         .map_err(ioctl("KVM_IRQFD (i8042)"))?;
     let i8042 = Arc::new(Mutex::new(
-        I8042::new(reset_evt.try_clone().map_err(BuildError::EventFd)?, kbd_irq)
+        I8042::new(stop_signal(&reset_evt)?, kbd_irq)
             .map_err(|e| BuildError::Device("i8042", e))?,
     ));
     pio.insert(
@@ -566,7 +575,7 @@ fn attach_legacy_devices(
         .register_irqfd(&ged_irq, layout::ACPI_GED_IRQ)
         .map_err(ioctl("KVM_IRQFD (ACPI GED)"))?;
     let acpi_pm = Arc::new(Mutex::new(AcpiPm::new(
-        poweroff_evt.try_clone().map_err(BuildError::EventFd)?,
+        stop_signal(&poweroff_evt)?,
         ged_irq,
     )));
     pio.insert(
@@ -590,6 +599,7 @@ fn attach_legacy_devices(
         reset_evt,
         acpi_pm,
         poweroff_evt,
+        guest_stop,
     })
 }
 

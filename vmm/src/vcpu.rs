@@ -2,6 +2,7 @@
 
 use std::cell::Cell;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -296,9 +297,21 @@ struct ControlState {
 pub struct VcpuControl {
     state: Mutex<ControlState>,
     changed: Condvar,
+    /// Raised by a device when the guest resets or powers off the machine: the vCPU
+    /// that did it leaves before it runs another guest instruction, and the others
+    /// at their next exit; the VMM then ends the VM.
+    guest_stop: Arc<AtomicBool>,
 }
 
 impl VcpuControl {
+    /// A control whose vCPUs also leave once `guest_stop` is raised.
+    pub fn new(guest_stop: Arc<AtomicBool>) -> Self {
+        Self {
+            guest_stop,
+            ..Self::default()
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, ControlState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -357,6 +370,9 @@ impl VcpuControl {
     /// Called by a vCPU thread before KVM_RUN: parks while paused; returns false
     /// when the vCPU must leave.
     fn may_run(&self) -> bool {
+        if self.guest_stop.load(Ordering::Acquire) {
+            return false;
+        }
         let mut state = self.lock();
         if state.paused && !state.stop {
             state.parked += 1;
@@ -644,6 +660,15 @@ mod tests {
         assert!(control.wait_parked(1, Duration::from_secs(10)));
         control.resume();
         assert!(worker.join().unwrap(), "a resumed vCPU may run");
+    }
+
+    #[test]
+    fn vcpu_control_guest_stop_keeps_vcpus_out_of_the_guest() {
+        let raised = Arc::new(AtomicBool::new(false));
+        let control = VcpuControl::new(raised.clone());
+        assert!(control.may_run());
+        raised.store(true, Ordering::Release);
+        assert!(!control.may_run());
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::io;
 use log::{info, Level};
 use vmm_sys_util::eventfd::EventFd;
 
+use super::MachineStop;
 use crate::bus::BusDevice;
 use crate::ratelimit::log_ratelimited;
 
@@ -38,8 +39,8 @@ const UNHANDLED_READ: u8 = 0xff;
 /// Sleep control, sleep status and the generic event device's register.
 #[derive(Debug)]
 pub struct AcpiPm {
-    /// Written when the guest powers off.
-    poweroff_evt: EventFd,
+    /// Fires when the guest powers off.
+    poweroff: MachineStop,
     /// The GED interrupt (an irqfd).
     ged_irq: EventFd,
     /// Events the guest has not read yet.
@@ -47,10 +48,10 @@ pub struct AcpiPm {
 }
 
 impl AcpiPm {
-    /// A device that writes `poweroff_evt` on S5 and signals `ged_irq` for events.
-    pub fn new(poweroff_evt: EventFd, ged_irq: EventFd) -> Self {
+    /// A device that fires `poweroff` on S5 and signals `ged_irq` for events.
+    pub fn new(poweroff: MachineStop, ged_irq: EventFd) -> Self {
         AcpiPm {
-            poweroff_evt,
+            poweroff,
             ged_irq,
             pending: 0,
         }
@@ -70,7 +71,7 @@ impl AcpiPm {
         let sleep_type = (value >> 2) & 0b111;
         if sleep_type == SLEEP_TYPE_S5 {
             info!("guest powered off through ACPI (S5)");
-            if let Err(e) = self.poweroff_evt.write(1) {
+            if let Err(e) = self.poweroff.signal() {
                 log::warn!("cannot signal the guest's power-off: {e}");
             }
         } else {
@@ -116,6 +117,9 @@ impl BusDevice for AcpiPm {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
     use vmm_sys_util::eventfd::EFD_NONBLOCK;
 
     use super::*;
@@ -124,13 +128,19 @@ mod tests {
         pm: AcpiPm,
         poweroff: EventFd,
         irq: EventFd,
+        raised: Arc<AtomicBool>,
     }
 
     fn harness() -> Harness {
         let poweroff = EventFd::new(EFD_NONBLOCK).unwrap();
         let irq = EventFd::new(EFD_NONBLOCK).unwrap();
+        let raised = Arc::new(AtomicBool::new(false));
         Harness {
-            pm: AcpiPm::new(poweroff.try_clone().unwrap(), irq.try_clone().unwrap()),
+            pm: AcpiPm::new(
+                MachineStop::new(poweroff.try_clone().unwrap(), raised.clone()),
+                irq.try_clone().unwrap(),
+            ),
+            raised,
             poweroff,
             irq,
         }
@@ -147,6 +157,8 @@ mod tests {
         let mut h = harness();
         h.pm.write(SLEEP_CONTROL, &[SLEEP_TYPE_S5 << 2 | SLEEP_ENABLE]);
         assert_eq!(h.poweroff.read().unwrap(), 1);
+        // The vCPU that wrote it must not enter the guest again.
+        assert!(h.raised.load(Ordering::Acquire));
     }
 
     #[test]
@@ -162,6 +174,7 @@ mod tests {
         h.pm.write(GED_EVENTS, &[0xff]);
         h.pm.write(7, &[0x34]);
         assert!(h.poweroff.read().is_err(), "no power-off was signalled");
+        assert!(!h.raised.load(Ordering::Acquire));
     }
 
     #[test]

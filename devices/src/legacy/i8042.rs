@@ -19,7 +19,7 @@ use log::Level;
 use vm_superio::I8042Device;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{Error, EventFdTrigger};
+use super::{Error, EventFdTrigger, MachineStop};
 use crate::bus::BusDevice;
 use crate::ratelimit::log_ratelimited;
 
@@ -120,12 +120,12 @@ const CTRL_ALT_DEL_SET1: [u8; 8] = [
 
 /// The i8042 PS/2 controller at ports 0x60 and 0x64.
 ///
-/// Two eventfds connect it to the VMM: `reset_evt` is written when the guest
-/// resets the CPU through the controller (how Linux reboots with `reboot=k`),
+/// Two signals connect it to the VMM: `reset` fires when the guest resets the CPU
+/// through the controller (how Linux reboots with `reboot=k`),
 /// and `kbd_irq` is the edge for IRQ 1, raised once per keyboard byte that
 /// becomes readable while the guest has the keyboard interrupt enabled.
 pub struct I8042 {
-    reset: I8042Device<EventFdTrigger>,
+    reset: I8042Device<MachineStop>,
     kbd_irq: EventFdTrigger,
     /// Controller command byte.
     ctr: u8,
@@ -160,13 +160,13 @@ impl I8042 {
     /// (offset 4 is port 0x64).
     pub const PORT_RANGE_LEN: u64 = 5;
 
-    /// Creates the controller; `reset_evt` is written on a guest CPU reset,
+    /// Creates the controller; `reset` fires on a guest CPU reset,
     /// `kbd_irq` on each keyboard interrupt (IRQ 1).
     ///
     /// Nothing can fail today; the `Result` leaves room for setup that can.
-    pub fn new(reset_evt: EventFd, kbd_irq: EventFd) -> Result<Self, Error> {
+    pub fn new(reset: MachineStop, kbd_irq: EventFd) -> Result<Self, Error> {
         Ok(Self {
-            reset: I8042Device::new(EventFdTrigger::new(reset_evt)),
+            reset: I8042Device::new(reset),
             kbd_irq: EventFdTrigger::new(kbd_irq),
             ctr: CTR_DEFAULT,
             last_was_command: false,
@@ -422,7 +422,8 @@ mod tests {
         fn new() -> Self {
             let reset = EventFd::new(EFD_NONBLOCK).unwrap();
             let irq = EventFd::new(EFD_NONBLOCK).unwrap();
-            let i8042 = I8042::new(reset.try_clone().unwrap(), irq.try_clone().unwrap()).unwrap();
+            let stop = MachineStop::new(reset.try_clone().unwrap(), Default::default());
+            let i8042 = I8042::new(stop, irq.try_clone().unwrap()).unwrap();
             Self { i8042, reset, irq }
         }
 

@@ -4,6 +4,8 @@
 //! empty PCI bus (configuration mechanism #1 with only a host bridge).
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use vm_superio::Trigger;
 use vmm_sys_util::eventfd::EventFd;
@@ -59,5 +61,40 @@ impl Trigger for EventFdTrigger {
 
     fn trigger(&self) -> io::Result<()> {
         self.0.write(1)
+    }
+}
+
+/// How a device tells the VMM that the guest ended the machine (a CPU reset through
+/// the i8042, power-off through ACPI).
+///
+/// It raises a flag the vCPUs check before every entry into the guest, then writes
+/// the eventfd the VMM waits on. The flag stops the vCPU that asked before it runs
+/// another guest instruction: Linux tries other ways to reboot if the first does
+/// not take at once, and its last resorts (a jump to the BIOS, a triple fault) must
+/// not overtake the request the VMM has not read yet.
+#[derive(Debug)]
+pub struct MachineStop {
+    evt: EventFd,
+    raised: Arc<AtomicBool>,
+}
+
+impl MachineStop {
+    /// A signal that raises `raised` and writes `evt`.
+    pub fn new(evt: EventFd, raised: Arc<AtomicBool>) -> Self {
+        Self { evt, raised }
+    }
+
+    /// Raises the flag, then wakes the VMM.
+    pub fn signal(&self) -> io::Result<()> {
+        self.raised.store(true, Ordering::Release);
+        self.evt.write(1)
+    }
+}
+
+impl Trigger for MachineStop {
+    type E = io::Error;
+
+    fn trigger(&self) -> io::Result<()> {
+        self.signal()
     }
 }

@@ -84,7 +84,7 @@ impl RunningVm {
     ) -> Result<Self, RunError> {
         let queue_evts = queue_events(&vm)?;
         let device_evts = device_events(&vm);
-        let control = Arc::new(VcpuControl::default());
+        let control = Arc::new(VcpuControl::new(vm.legacy.guest_stop.clone()));
         let mut running = RunningVm {
             console_input: vm.console_input,
             queue_evts,
