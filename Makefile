@@ -6,6 +6,7 @@
 #               and lifecycle against QEMU -M microvm
 #               API latency/throughput/RSS (FIRECRACKER=path adds it as a peer) and
 #               rate-limiter accuracy
+#   make soak   100 guests, 30 at once, with disk and network traffic (cabin and QEMU)
 #   make bench-containers [QUICK=1]  the same workloads in a host process, crun,
 #               cabin and QEMU microvm (QUICK=1: one small run, checked; in make test)
 # Heavy artifacts (guest kernel, initramfs, sandbox) are cached in $(CABIN_CACHE),
@@ -20,7 +21,7 @@ RES := resources
 ARTIFACT_ENV = eval "$$($(RES)/paths.sh)"
 CABIN_RELEASE := target/release/cabin
 
-.PHONY: all build deps artifacts kernel initramfs rootfs sandbox run test lint unit e2e bench bench-containers check clean
+.PHONY: all build deps artifacts kernel initramfs rootfs sandbox run test lint unit e2e bench bench-containers soak check clean
 
 all: build
 
@@ -110,6 +111,13 @@ bench: build artifacts
 # small sizes, written to build/bench/containers-quick.*, and every cell checked.
 bench-containers: build artifacts
 	$(RES)/bench/containers.sh $(if $(QUICK),--quick --check)
+
+# 100 guests, at most 30 at once, cabin alternating with QEMU -M microvm, each with
+# disk and network traffic; every failure is reported with the guest's last output
+# (build/soak/soak.md). SOAK_ARGS goes to resources/soak/soak.py (e.g.
+# SOAK_ARGS="--guests 20 --parallel 5 --vmm cabin").
+soak: build artifacts
+	$(RES)/soak/soak.sh $(SOAK_ARGS)
 
 clean:
 	$(CARGO) clean
