@@ -436,7 +436,9 @@ impl MmioTransport {
                 );
             }
         }
-        if self.activated {
+        // A device that marked itself failed gets no more work until the driver
+        // resets it: a notification storm on a broken queue costs nothing.
+        if self.activated && !self.irq.needs_reset() {
             lock(&self.device).process_queue(index);
         }
     }
@@ -478,7 +480,13 @@ impl MmioTransport {
                     }
                 }),
             regs::INTERRUPT_STATUS => self.irq.status(),
-            regs::STATUS => self.status,
+            regs::STATUS => {
+                if self.irq.needs_reset() {
+                    self.status | NEEDS_RESET
+                } else {
+                    self.status
+                }
+            }
             regs::SHM_LEN_LOW | regs::SHM_LEN_HIGH | regs::SHM_BASE_LOW | regs::SHM_BASE_HIGH => {
                 NO_SHM_REGION
             }
@@ -624,6 +632,7 @@ impl MmioTransport {
         self.driver_features_sel = 0;
         self.acked_features = 0;
         self.irq.ack(u32::MAX);
+        self.irq.clear_needs_reset();
     }
 
     /// Checks that the queue registers may be written now.
