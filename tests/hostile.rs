@@ -72,6 +72,11 @@ fn run(name: &str, program: &Program) -> (String, String) {
         "stdout:\n{stdout}\nstderr:\n{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+    // Shown with --nocapture: what cabin logged about the attacks.
+    eprintln!(
+        "--- {name}: cabin's stderr ({} lines) ---\n{stderr}",
+        stderr.lines().count()
+    );
     (stdout, stderr)
 }
 
@@ -172,4 +177,263 @@ fn broken_virtio_blk_queues_mark_the_device_failed_and_a_reset_recovers_it() {
         .count();
     assert_eq!(failures, logged_of(cases.len()), "{stderr}");
     assert_eq!(stderr.lines().count(), failures, "{stderr}");
+}
+
+#[test]
+fn malformed_virtio_blk_requests_fail_alone_with_an_error_status() {
+    let (mut vda, mut vdb) = disks();
+    let mut p = Program::new();
+    vdb.init(&mut p);
+    vda.init(&mut p);
+    let table = vda.scratch();
+    // Each request is wrong but carries a status byte: it fails with that status
+    // and the device goes on serving.
+    type Case = (&'static str, u64, fn(&mut Program, &mut Blk, u64));
+    let cases: [Case; 9] = [
+        ("sector past the end", S_IOERR, |p, d, _| {
+            d.read_request(p, DISK_SECTORS)
+        }),
+        ("sector 2^64 - 1", S_IOERR, |p, d, _| {
+            d.read_request(p, u64::MAX)
+        }),
+        ("zero-length data", S_IOERR, |p, d, _| {
+            request(p, d, T_IN, 0, &[(d.data(), 0, WRITE)])
+        }),
+        ("read into a read-only buffer", S_IOERR, |p, d, _| {
+            request(p, d, T_IN, 0, &[(d.data(), 512, 0)])
+        }),
+        ("write from a device-writable buffer", S_IOERR, |p, d, _| {
+            request(p, d, T_OUT, 0, &[(d.data(), 512, WRITE)])
+        }),
+        ("data of almost 4 GiB", S_IOERR, |p, d, _| {
+            request(p, d, T_IN, 0, &[(d.data(), 0xffff_fe00, WRITE)])
+        }),
+        ("data outside guest RAM", S_IOERR, |p, d, _| {
+            request(p, d, T_IN, 0, &[(RAM_END, 512, WRITE)])
+        }),
+        ("unknown request type", S_UNSUPP, |p, d, _| {
+            request(p, d, 0x7777, 0, &[])
+        }),
+        ("300 segments in an indirect table", S_IOERR, |p, d, t| {
+            // header, 298 one-sector segments, status: longer than the queue.
+            let count = 300u16;
+            for i in 0..count {
+                let (addr, len, flags) = match i {
+                    0 => (d.header(), 16, NEXT),
+                    i if i == count - 1 => (d.status_byte(), 1, WRITE),
+                    _ => (d.data(), 512, NEXT | WRITE),
+                };
+                desc_at(p, t + 16 * u64::from(i), addr, len, flags, i + 1);
+            }
+            d.header_for(p, T_IN, 0);
+            p.write(d.status_byte(), 1, 0xff);
+            d.desc(p, 0, t, 16 * u32::from(count), INDIRECT, 0);
+            d.submit(p, 0);
+        }),
+    ];
+    for (name, status, attack) in &cases {
+        p.print(&format!("case {name}\n"));
+        attack(&mut p, &mut vda, table);
+        vda.expect_used(&mut p, name);
+        vda.expect_status_byte(&mut p, *status, name);
+        vda.expect_status(&mut p, 0xff, RUNNING, name);
+        vda.good_read(&mut p, 5, &format!("after {name}"));
+    }
+    finish(&mut p, &mut vdb);
+
+    let (stdout, stderr) = run("hostile-bad-requests", &p);
+
+    let expected: String = cases
+        .iter()
+        .map(|(name, _, _)| format!("case {name}\n"))
+        .chain(std::iter::once("still alive\n".to_owned()))
+        .collect();
+    assert_eq!(stdout, expected, "stderr:\n{stderr}");
+    assert!(!stderr.contains(NEEDS_RESET_LOG), "{stderr}");
+    // One rate-limited warning per rejected request, nothing else.
+    assert_eq!(
+        stderr.lines().count(),
+        stderr.lines().filter(|l| l.contains("virtio-blk")).count(),
+        "{stderr}"
+    );
+    assert!(stderr.lines().count() <= cases.len(), "{stderr}");
+}
+
+/// Lays out and submits a request of `request_type` at `sector` with `data`
+/// descriptors (addr, len, flags) between the header and a writable status byte.
+fn request(p: &mut Program, d: &mut Blk, request_type: u32, sector: u64, data: &[(u64, u32, u16)]) {
+    d.header_for(p, request_type, sector);
+    p.write(d.status_byte(), 1, 0xff);
+    d.desc(p, 0, d.header(), 16, NEXT, 1);
+    let mut i = 1u16;
+    for &(addr, len, flags) in data {
+        d.desc(p, i, addr, len, flags | NEXT, i + 1);
+        i += 1;
+    }
+    d.desc(p, i, d.status_byte(), 1, WRITE, 0);
+    d.submit(p, 0);
+}
+
+#[test]
+fn virtio_queue_setup_attacks_are_refused_with_needs_reset() {
+    let (mut vda, mut vdb) = disks();
+    let mut p = Program::new();
+    vdb.init(&mut p);
+    let (desc, avail, used) = (vda.desc_table(), vda.avail(), vda.used());
+    // (name, size, desc, avail, used): each must leave QueueReady at 0, and
+    // DRIVER_OK then fails the device.
+    let cases: [(&str, u64, u64, u64, u64); 12] = [
+        ("queue size 0", 0, desc, avail, used),
+        ("odd queue size", 3, desc, avail, used),
+        ("queue size not a power of two", 100, desc, avail, used),
+        ("queue size over the maximum", 512, desc, avail, used),
+        ("queue size over 16 bits", 0x1_0100, desc, avail, used),
+        (
+            "descriptor table past guest RAM",
+            256,
+            RAM_END - 0x800,
+            avail,
+            used,
+        ),
+        ("avail ring at 4 GiB", 256, desc, 1 << 32, used),
+        (
+            "used ring at the top of the address space",
+            256,
+            desc,
+            avail,
+            u64::MAX - 0xfff,
+        ),
+        ("misaligned descriptor table", 256, desc + 8, avail, used),
+        ("misaligned avail ring", 256, desc, avail + 1, used),
+        ("misaligned used ring", 256, desc, avail, used + 2),
+        (
+            "rings in the MMIO gap",
+            256,
+            0xd000_0000,
+            0xd000_0000,
+            0xd000_0000,
+        ),
+    ];
+    for (name, size, d, a, u) in cases {
+        p.print(&format!("case {name}\n"));
+        vda.negotiate(&mut p);
+        vda.queue_config(&mut p, size, d, a, u);
+        vda.reg(&mut p, reg::QUEUE_READY, 1);
+        p.expect(
+            vda.base + reg::QUEUE_READY,
+            4,
+            u64::MAX,
+            0,
+            1,
+            &format!("FAIL {name}: queue ready\n"),
+        );
+        vda.reg(&mut p, reg::STATUS, RUNNING);
+        vda.expect_status(&mut p, 0xff, RUNNING | NEEDS_RESET, name);
+    }
+
+    p.print("case overlapping rings\n");
+    vda.negotiate(&mut p);
+    vda.queue_config(&mut p, 256, desc, desc, desc);
+    vda.reg(&mut p, reg::QUEUE_READY, 1);
+    vda.reg(&mut p, reg::STATUS, RUNNING);
+    vda.notify(&mut p);
+    p.write(desc + 2, 2, 7);
+    vda.notify(&mut p);
+
+    p.print("case status regressions\n");
+    vda.init(&mut p);
+    for status in [
+        ACKNOWLEDGE,
+        ACKNOWLEDGE | DRIVER,
+        0x7,
+        0xff,
+        NEEDS_RESET,
+        0xffff_ffff,
+    ] {
+        vda.reg(&mut p, reg::STATUS, status);
+        vda.expect_status(
+            &mut p,
+            0xff,
+            RUNNING,
+            &format!("after writing status {status:#x}"),
+        );
+    }
+    // Queue registers of a running device: ignored.
+    vda.queue_config(&mut p, 8, 0, 0, 0);
+    vda.reg(&mut p, reg::QUEUE_READY, 0);
+    vda.good_read(&mut p, 2, "after writing queue registers while running");
+
+    p.print("case reset with a request in flight\n");
+    vda.read_request(&mut p, 4);
+    vda.reg(&mut p, reg::STATUS, 0);
+    vda.expect_status(&mut p, 0xff, 0, "after reset");
+    vda.init(&mut p);
+    vda.good_read(&mut p, 6, "after a reset with a request in flight");
+
+    p.print("case FAILED set by the driver\n");
+    vda.reg(&mut p, reg::STATUS, RUNNING | FAILED);
+    vda.expect_status(&mut p, 0xff, RUNNING | FAILED, "after FAILED");
+    vda.init(&mut p);
+    vda.good_read(&mut p, 8, "after FAILED and a reset");
+    finish(&mut p, &mut vdb);
+
+    let (stdout, stderr) = run("hostile-queue-setup", &p);
+
+    let expected: String = cases
+        .iter()
+        .map(|c| c.0)
+        .chain([
+            "overlapping rings",
+            "status regressions",
+            "reset with a request in flight",
+            "FAILED set by the driver",
+        ])
+        .map(|name| format!("case {name}\n"))
+        .chain(std::iter::once("still alive\n".to_owned()))
+        .collect();
+    assert_eq!(stdout, expected, "stderr:\n{stderr}");
+    assert!(stderr.lines().all(|l| l.contains("virtio")), "{stderr}");
+}
+
+#[test]
+fn every_width_across_the_virtio_window_leaves_the_devices_usable() {
+    let (mut vda, mut vdb) = disks();
+    let mut p = Program::new();
+    vdb.init(&mut p);
+    vda.init(&mut p);
+    vda.read_request(&mut p, 9);
+    p.print("reads\n");
+    // Reads of every width at every offset, through the config space and on into
+    // the healthy device's window.
+    for width in [1u32, 2, 4, 8] {
+        p.read_n(vda.base, width, 0x1100, 1);
+    }
+    p.print("writes\n");
+    // Writes of every width at every offset of the attacked window: all ones, then
+    // zeros (which resets the device through Status), then small numbers.
+    for value in [u64::MAX, 0, 1, 0x8000] {
+        for width in [1u32, 2, 4, 8] {
+            let count = 0x1000 - width;
+            p.write_n(vda.base, width, value, count, 1);
+        }
+    }
+    p.print("past the last device\n");
+    let past = vdb.base + 0x1000;
+    for width in [1u32, 2, 4, 8] {
+        p.read_n(past, width, 0x1000, 1);
+        p.write_n(past, width, u64::MAX, 0x1000 - width, 1);
+    }
+    vda.init(&mut p);
+    vda.good_read(&mut p, 10, "attacked disk after the register sweeps");
+    finish(&mut p, &mut vdb);
+
+    let (stdout, stderr) = run("hostile-register-window", &p);
+
+    assert_eq!(
+        stdout, "reads\nwrites\npast the last device\nstill alive\n",
+        "stderr:\n{stderr}"
+    );
+    // Tens of thousands of refused writes: a handful of rate-limited lines.
+    let lines = stderr.lines().count();
+    assert!(lines < 100, "{lines} lines:\n{stderr}");
 }

@@ -214,14 +214,14 @@ impl Request {
             error,
             status: None,
         };
+        if walk.unterminated {
+            return Err(no_status(RequestError::Unterminated));
+        }
         let last = match (walk.count, walk.last) {
             (0, _) | (_, None) => return Err(no_status(RequestError::EmptyChain)),
             (1, _) => return Err(no_status(RequestError::MissingStatus)),
             (_, Some(last)) => last,
         };
-        if walk.unterminated {
-            return Err(no_status(RequestError::Unterminated));
-        }
         let status = status_byte(&last, mem).map_err(no_status)?;
 
         Self::parse_with_status(&walk, mem, num_sectors, status).map_err(|error| Rejected {
