@@ -570,3 +570,80 @@ fn every_msr_far_cpuid_leaves_and_stray_mmio_leave_cabin_running() {
     );
     assert_eq!(stderr, "");
 }
+
+#[test]
+fn broken_virtio_console_queues_mark_it_failed_without_a_log_flood() {
+    let (_, mut vdb) = disks();
+    // The console is placed after the two disks.
+    let base = VIRTIO_MMIO_START + 2 * 0x1000;
+    let mut queues = [Vq::new(0, 0x60_0000), Vq::new(1, 0x60_4000)];
+    let mut p = Program::new();
+    vdb.init(&mut p);
+    let expect_failed = |p: &mut Program, what: &str| {
+        p.expect(
+            base + reg::STATUS,
+            4,
+            0xff,
+            RUNNING | NEEDS_RESET,
+            REG_TRIES,
+            &format!("FAIL console: {what}: no NEEDS_RESET\n"),
+        );
+    };
+    let storm = |p: &mut Program| {
+        p.write_n(base + reg::QUEUE_NOTIFY, 4, 1, 2000, 0);
+        p.write_n(base + reg::QUEUE_NOTIFY, 4, 0, 2000, 0);
+    };
+    p.print("case transmit avail index jump\n");
+    init_device(&mut p, base, &mut queues);
+    p.write(queues[1].avail() + 2, 2, 0x8000);
+    storm(&mut p);
+    expect_failed(&mut p, "avail index jump");
+    p.print("case transmit head past the queue\n");
+    init_device(&mut p, base, &mut queues);
+    queues[1].submit(&mut p, base, 0xffff);
+    storm(&mut p);
+    expect_failed(&mut p, "head past the queue");
+    p.print("case transmit after a reset\n");
+    init_device(&mut p, base, &mut queues);
+    let text = b"virtio console ok\n";
+    let tx = &mut queues[1];
+    p.write_bytes(tx.data(), text);
+    tx.desc(&mut p, 0, tx.data(), text.len() as u32, 0, 0);
+    tx.submit(&mut p, base, 0);
+    tx.expect_used(&mut p, "transmit after a reset");
+    finish(&mut p, &mut vdb);
+
+    let dir = scratch_dir("hostile-console");
+    let mut args = args(&dir, &p);
+    args.extend(["--console".to_owned(), "virtio".to_owned()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut cabin = Cabin::spawn(&args);
+    let status = cabin.wait_exit(TIMEOUT);
+    let (stdout, stderr) = (cabin.stdout.text(), cabin.stderr.text());
+    eprintln!(
+        "--- cabin's stderr ({} lines) ---\n{stderr}",
+        stderr.lines().count()
+    );
+
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert_eq!(
+        stdout,
+        "case transmit avail index jump\ncase transmit head past the queue\n\
+         case transmit after a reset\nvirtio console ok\nstill alive\n",
+        "stderr:\n{stderr}"
+    );
+    // One line per failure: no line per notification.
+    assert_eq!(stderr.lines().count(), 2, "{stderr}");
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|l| l.contains(NEEDS_RESET_LOG))
+            .count(),
+        2,
+        "{stderr}"
+    );
+}
