@@ -21,8 +21,9 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use log::Level;
 use thiserror::Error;
-use virtio_queue::Queue;
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -129,6 +130,36 @@ pub fn read_config_space(config: &[u8], offset: u64, data: &mut [u8]) {
     };
     let n = data.len().min(rest.len());
     data[..n].copy_from_slice(&rest[..n]);
+}
+
+/// The next available chain of `queue`, for a device that has not failed. A queue
+/// the driver broke (an avail index more than a queue ahead, a chain head past the
+/// descriptor table) marks the device failed through `irq`, logged once with
+/// `label`, instead of reaching virtio-queue's own unlimited error logging
+/// (`pop_descriptor_chain`, `add_used` of a bad head) at the guest's pace.
+pub(crate) fn next_chain_checked<'m>(
+    queue: &mut Queue,
+    mem: &'m GuestMemoryMmap,
+    irq: &IrqTrigger,
+    label: &str,
+) -> Option<DescriptorChain<&'m GuestMemoryMmap>> {
+    if irq.needs_reset() {
+        return None;
+    }
+    let size = queue.size();
+    let error = match queue.iter(mem).map(|mut chains| chains.next()) {
+        Ok(None) => return None,
+        Ok(Some(chain)) if chain.head_index() < size => return Some(chain),
+        Ok(Some(chain)) => format!("chain head {} past the table", chain.head_index()),
+        Err(e) => format!("avail ring: {e}"),
+    };
+    if irq.fail() {
+        crate::ratelimit::log_ratelimited!(
+            Level::Warn,
+            "{label}: the driver broke a queue ({error}); the device needs a reset"
+        );
+    }
+    None
 }
 
 /// Adds `n` to a device metrics counter (wrapping, as counters do).
