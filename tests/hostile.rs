@@ -723,3 +723,90 @@ fn cabin_memory_stays_bounded_under_the_heaviest_guest() {
     assert!(rss[1] < rss[0] + 4096, "RSS {rss:?} KiB");
     assert!(rss[2] < rss[1] + 1024, "RSS {rss:?} KiB");
 }
+
+#[test]
+fn broken_virtio_rng_queue_marks_it_failed_and_a_reset_recovers_it() {
+    // One disk (the healthy one, first window) and the entropy device after it.
+    let mut vdb = Blk::new("vdb", 0, 0x50_0000);
+    let base = VIRTIO_MMIO_START + 0x1000;
+    let mut queues = [Vq::new(0, 0x60_0000)];
+    let mut p = Program::new();
+    vdb.init(&mut p);
+    let expect_failed = |p: &mut Program, what: &str| {
+        p.expect(
+            base + reg::STATUS,
+            4,
+            0xff,
+            RUNNING | NEEDS_RESET,
+            REG_TRIES,
+            &format!("FAIL rng: {what}: no NEEDS_RESET\n"),
+        );
+    };
+    let storm = |p: &mut Program| {
+        p.write_n(base + reg::QUEUE_NOTIFY, 4, 0, 5000, 0);
+    };
+    p.print("case avail index jump\n");
+    init_device(&mut p, base, &mut queues);
+    p.write(queues[0].avail() + 2, 2, 0x8000);
+    storm(&mut p);
+    expect_failed(&mut p, "avail index jump");
+    p.print("case head past the queue\n");
+    init_device(&mut p, base, &mut queues);
+    queues[0].submit(&mut p, base, 0x100);
+    storm(&mut p);
+    expect_failed(&mut p, "head past the queue");
+    p.print("case entropy after a reset\n");
+    init_device(&mut p, base, &mut queues);
+    let q = &mut queues[0];
+    q.desc(&mut p, 0, q.data(), 64, WRITE, 0);
+    q.submit(&mut p, base, 0);
+    q.expect_used(&mut p, "entropy after a reset");
+    p.expect(
+        q.used() + 8,
+        4,
+        u64::MAX,
+        64,
+        1,
+        "FAIL rng: not 64 bytes of entropy\n",
+    );
+    finish(&mut p, &mut vdb);
+
+    let dir = scratch_dir("hostile-rng");
+    let kernel = write_file(&dir, "guest.elf", &tiny_elf(&p.image()));
+    let disk = write_file(&dir, "vdb.img", &disk_image(DISK_SECTORS));
+    let config = serde_json::json!({
+        "boot-source": {"kernel_image_path": kernel},
+        "machine-config": {"vcpu_count": 1, "mem_size_mib": MEMORY_MIB},
+        "drives": [{"drive_id": "vdb", "path_on_host": disk,
+                    "is_root_device": false, "is_read_only": false}],
+        "entropy": {},
+    });
+    let config = write_file(&dir, "vm.json", config.to_string().as_bytes());
+    let mut cabin = Cabin::spawn(&["run", "--config-file", &config]);
+    let status = cabin.wait_exit(TIMEOUT);
+    let (stdout, stderr) = (cabin.stdout.text(), cabin.stderr.text());
+    eprintln!(
+        "--- cabin's stderr ({} lines) ---\n{stderr}",
+        stderr.lines().count()
+    );
+
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert_eq!(
+        stdout,
+        "case avail index jump\ncase head past the queue\ncase entropy after a reset\nstill alive\n",
+        "stderr:\n{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 2, "{stderr}");
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|l| l.contains(NEEDS_RESET_LOG))
+            .count(),
+        2,
+        "{stderr}"
+    );
+}
