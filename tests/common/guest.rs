@@ -65,6 +65,8 @@ enum Op {
     RepOuts = 13,
     /// `rep ins` of `mask` elements from port `addr` to guest address `value`.
     RepIns = 14,
+    /// Call the code at `addr` (ending in `ret`); a fault inside abandons it.
+    Call = 15,
 }
 
 #[derive(Clone, Copy)]
@@ -310,6 +312,15 @@ impl Program {
         })
     }
 
+    /// Runs `code` (placed at guest address `at`, a `ret` appended): a fault in it
+    /// is counted and abandons it.
+    pub fn call_code(&mut self, at: u64, code: &[u8]) -> &mut Self {
+        let mut code = code.to_vec();
+        code.push(0xc3);
+        self.write_bytes(at, &code);
+        self.push(Self::rec(Op::Call, 0, at))
+    }
+
     /// Resets the machine through the i8042.
     pub fn reset(&mut self) -> &mut Self {
         self.push(Self::rec(Op::Reset, 0, 0))
@@ -466,8 +477,8 @@ fn assemble(pml4: u64, idtr: u64, records: u64) -> (Vec<u8>, HashMap<&'static st
     a.b(&[0x48, 0xb8])
         .b(&idtr.to_le_bytes())
         .b(&[0x0f, 0x01, 0x18]);
-    // xor r13d, r13d; xor r15d, r15d; mov rsi, records
-    a.b(&[0x45, 0x31, 0xed, 0x45, 0x31, 0xff]);
+    // xor r13d, r13d; xor r15d, r15d; xor r14d, r14d; mov rsi, records
+    a.b(&[0x45, 0x31, 0xed, 0x45, 0x31, 0xff, 0x45, 0x31, 0xf6]);
     a.b(&[0x48, 0xbe]).b(&records.to_le_bytes());
 
     a.label("loop");
@@ -475,7 +486,7 @@ fn assemble(pml4: u64, idtr: u64, records: u64) -> (Vec<u8>, HashMap<&'static st
     a.b(&[
         0x8b, 0x06, 0x44, 0x8b, 0x4e, 0x08, 0x4c, 0x63, 0x46, 0x0c, 0x48, 0x8b, 0x7e, 0x10,
     ]);
-    let ops: [(u8, &'static str); 14] = [
+    let ops: [(u8, &'static str); 15] = [
         (Op::Write as u8, "op_write"),
         (Op::Read as u8, "op_read"),
         (Op::Out as u8, "op_out"),
@@ -490,6 +501,7 @@ fn assemble(pml4: u64, idtr: u64, records: u64) -> (Vec<u8>, HashMap<&'static st
         (Op::Spin as u8, "op_spin"),
         (Op::RepOuts as u8, "op_rep_outs"),
         (Op::RepIns as u8, "op_rep_ins"),
+        (Op::Call as u8, "op_call"),
     ];
     for (code, target) in ops {
         // cmp eax, imm8; je target
@@ -608,6 +620,16 @@ fn assemble(pml4: u64, idtr: u64, records: u64) -> (Vec<u8>, HashMap<&'static st
     a.label("ri1").b(&[0xf3, 0x6c]).jmp("next");
     a.label("ri2").b(&[0x66, 0xf3, 0x6d]).jmp("next");
 
+    // Call: mov r12, rsp; lea r14, [rip+call_done]; call rdi; then (returned, or
+    // resumed there by a fault handler) mov rsp, r12; xor r14d, r14d
+    a.label("op_call")
+        .b(&[0x49, 0x89, 0xe4])
+        .rel32(&[0x4c, 0x8d, 0x35], "call_done");
+    a.b(&[0xff, 0xd7]);
+    a.label("call_done")
+        .b(&[0x4c, 0x89, 0xe4, 0x45, 0x31, 0xf6])
+        .jmp("next");
+
     // mem_read: r15 = width bytes at [rdi]
     a.label("mem_read");
     a.width_is(1, "mr1").width_is(2, "mr2").width_is(4, "mr4");
@@ -661,10 +683,16 @@ fn assemble(pml4: u64, idtr: u64, records: u64) -> (Vec<u8>, HashMap<&'static st
     a.label("print_done").b(&[0x58, 0x5a, 0x5f]);
     a.label("ret").b(&[0xc3]);
 
-    // Fault handlers: #GP pushes an error code, #UD none. Skip the 2-byte
-    // instruction, count the fault: add qword [rsp], 2; inc r13; iretq
+    // Fault handlers: #GP pushes an error code, #UD none. Inside a Call (r14 holds
+    // where to resume) abandon the code; elsewhere skip the 2-byte instruction
+    // (rdmsr, wrmsr). Count the fault and return.
     a.label("gp").b(&[0x48, 0x83, 0xc4, 0x08]);
-    a.label("ud")
-        .b(&[0x48, 0x83, 0x04, 0x24, 0x02, 0x49, 0xff, 0xc5, 0x48, 0xcf]);
+    // test r14, r14; jz skip; mov [rsp], r14; jmp counted
+    a.label("ud").b(&[0x4d, 0x85, 0xf6]).je("fault_skip");
+    a.b(&[0x4c, 0x89, 0x34, 0x24]).jmp("fault_counted");
+    // add qword [rsp], 2
+    a.label("fault_skip").b(&[0x48, 0x83, 0x04, 0x24, 0x02]);
+    // inc r13; iretq
+    a.label("fault_counted").b(&[0x49, 0xff, 0xc5, 0x48, 0xcf]);
     a.finish()
 }

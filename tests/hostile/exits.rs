@@ -50,7 +50,10 @@ fn string_port_io_with_many_elements_per_exit() {
     vdb.init(&mut p);
     let buffer = 0x60_0000;
     p.write_bytes(buffer, b"rep ok\n");
-    // One exit, seven bytes for COM1: each must be printed.
+    // Seven bytes for COM1 in one instruction: each must be printed. This host's
+    // software hypervisor exits once per byte; hardware KVM exits once with
+    // count 7, and cabin's exit handling (kvm-ioctls hands it the 7 bytes as one
+    // access, without the element size) must then split it.
     p.rep_outs(0x3f8, 1, buffer, 7);
     // Elements of every width from and to unclaimed and claimed ports.
     for port in [0x80u16, 0x60, 0x64 + 1, 0x600, 0xcf8, 0xcfc, 0x3f9, 0xffff] {
@@ -276,4 +279,50 @@ fn a_second_vcpu_keeps_running_while_the_first_attacks() {
         "stderr:\n{stderr}"
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn odd_instructions_fault_in_the_guest_or_are_handled_by_kvm() {
+    let (_, mut vdb) = disks();
+    let code = 0x70_0000;
+    let mut p = Program::new();
+    vdb.init(&mut p);
+    // Each either completes in KVM or raises #UD/#GP in the guest, whose handler
+    // counts it; none may stop cabin.
+    // Left out, because this host's software hypervisor cannot take them: vmcall
+    // and vmmcall never return (a guest-only hang cabin cannot see), xgetbv and
+    // `int 0x80` fail to emulate (cabin then stops with status 3 and a one-line
+    // reason, the shape the smoke tests check for a triple fault).
+    let snippets: [(&str, &[u8]); 4] = [
+        ("ud2", &[0x0f, 0x0b]),
+        (
+            "rdpmc of a bad counter",
+            &[0xb9, 0xff, 0xff, 0, 0x40, 0x0f, 0x33],
+        ),
+        ("wbinvd", &[0x0f, 0x09]),
+        // mov rax, cr4; or rax, 1 << 31 (reserved); mov cr4, rax
+        (
+            "cr4 with a reserved bit",
+            &[
+                0x0f, 0x20, 0xe0, 0x48, 0x0d, 0, 0, 0, 0x80, 0x0f, 0x22, 0xe0,
+            ],
+        ),
+    ];
+    for (name, bytes) in snippets {
+        p.print(&format!("{name}\n")).call_code(code, bytes);
+    }
+    p.clear_faults()
+        .call_code(code, &[0x0f, 0x0b])
+        .expect_faults(1, "FAIL ud2 not counted\n");
+    finish(&mut p, &mut vdb);
+
+    let (stdout, stderr) = run("hostile-instructions", &p);
+
+    let expected: String = snippets
+        .iter()
+        .map(|(name, _)| format!("{name}\n"))
+        .chain(std::iter::once("still alive\n".to_owned()))
+        .collect();
+    assert_eq!(stdout, expected, "stderr:\n{stderr}");
+    assert_eq!(stderr, "");
 }
