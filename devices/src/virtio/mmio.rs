@@ -7,6 +7,8 @@
 //!   FEATURES_OK is refused unless it accepted VIRTIO_F_VERSION_1;
 //! - the device status state machine: ACKNOWLEDGE, DRIVER, FEATURES_OK, DRIVER_OK
 //!   added one at a time in that order, FAILED at any time, 0 to reset;
+//!   DEVICE_NEEDS_RESET when activation fails or the device reports its queue
+//!   broken ([`IrqTrigger::fail`]), after which it gets no notifications until reset;
 //! - virtqueue setup, checked (size, alignment, rings inside guest memory) before a
 //!   queue may become ready, and handed to the device on DRIVER_OK;
 //! - InterruptStatus and InterruptACK, backed by the device's [`IrqTrigger`];
