@@ -326,3 +326,34 @@ fn odd_instructions_fault_in_the_guest_or_are_handled_by_kvm() {
     assert_eq!(stdout, expected, "stderr:\n{stderr}");
     assert_eq!(stderr, "");
 }
+
+#[test]
+fn unclaimed_accesses_at_debug_level_log_a_bounded_number_of_lines() {
+    let (_, mut vdb) = disks();
+    let mut p = Program::new();
+    vdb.init(&mut p);
+    p.out_n(0x1000, 1, 0, 0x4000, 1);
+    p.read_n(RAM_END, 4, 0x4000, 0x1000);
+    p.write_n(RAM_END, 4, 0, 0x4000, 0x1000);
+    finish(&mut p, &mut vdb);
+    let dir = scratch_dir("hostile-debug-log");
+    let args = args(&dir, &p);
+    let mut cmd = std::process::Command::new(common::cabin_bin());
+    cmd.args(&args).env("CABIN_LOG", "debug");
+
+    let mut cabin = Cabin::spawn_with(&mut cmd, false);
+    let status = cabin.wait_exit(TIMEOUT);
+
+    let (stdout, stderr) = (cabin.stdout.text(), cabin.stderr.text());
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert_eq!(stdout, "still alive\n");
+    // 3 x 16384 unclaimed accesses: each kind logged 10 times, then at powers of two.
+    let unclaimed = stderr.lines().filter(|l| l.contains("unclaimed")).count();
+    eprintln!("{unclaimed} lines about unclaimed accesses");
+    assert!(unclaimed > 0, "{stderr}");
+    assert!(unclaimed <= 3 * logged_of(0x4000), "{unclaimed} lines");
+}

@@ -39,7 +39,7 @@ pub enum RequestError {
     MissingStatus,
     /// The chain stopped at a descriptor that still has VIRTQ_DESC_F_NEXT (a loop
     /// cut at the queue size, a next index past the table, a broken indirect table)
-    /// or did not end within [`CHAIN_WALK_LIMIT`] descriptors.
+    /// or did not end within `CHAIN_WALK_LIMIT` descriptors.
     #[error("Request chain does not end: a loop, or a next descriptor that does not exist")]
     Unterminated,
     /// The last descriptor is device-readable.
