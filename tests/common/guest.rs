@@ -1,17 +1,20 @@
 //! A tiny interpreter guest for the hostile-guest suite.
-#![allow(dead_code)]
 //!
 //! The guest is hand-assembled once: it loads its own page tables (identity map of
-//! the first 8 GiB with 2 MiB pages, so it can reach the MMIO gap and beyond RAM), an
-//! IDT whose #GP and #UD handlers count the fault and skip the 2-byte faulting
-//! instruction (rdmsr/wrmsr are the only ones that fault), then executes a list of
-//! fixed-size operation records that a test builds with [`Program`]. Everything
-//! (code, tables, records, strings) is one blob loaded at [`TINY_GUEST_ADDR`].
+//! the first 8 GiB with 2 MiB pages, so it can reach the MMIO gap and beyond RAM) and
+//! an IDT whose #GP and #UD handlers count the fault and go on (past the 2-byte
+//! rdmsr/wrmsr that faulted, or out of the code a Call op ran), then executes a
+//! list of fixed-size operation records that a test builds with [`Program`].
+//! Everything (code, tables, records, strings) is one blob loaded at
+//! [`TINY_GUEST_ADDR`]; it prints only what a test asks for, so a test can assert on
+//! exactly what came out of COM1.
 //!
 //! Record layout (48 bytes, little-endian): op u32, width u32, count u32,
 //! stride i32, addr u64, value u64, mask u64, msg u64 (guest address of a
 //! NUL-terminated string). An op runs `count` times, adding `stride` to `addr`
-//! after each time.
+//! after each time. After the last record the guest resets the machine.
+
+#![allow(dead_code)]
 
 use std::collections::HashMap;
 
