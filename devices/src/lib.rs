@@ -8,7 +8,8 @@
 //! Everything a guest writes or reads is hostile input: no access, at any
 //! offset or width, may panic. Unexpected accesses are logged, rate-limited.
 
-mod ratelimit;
+#[doc(hidden)]
+pub mod ratelimit;
 
 pub mod bus;
 pub mod legacy;

@@ -10,11 +10,13 @@
 pub(crate) const ALWAYS_LOGGED: u64 = 10;
 
 /// Whether the `count`-th occurrence (counting from 1) of an event is logged.
-pub(crate) fn should_log(count: u64) -> bool {
+pub fn should_log(count: u64) -> bool {
     count <= ALWAYS_LOGGED || count.is_power_of_two()
 }
 
 /// Logs at `$level` like `log::log!`, limited per call site by [`should_log`].
+/// Exported for the VMM's exit handling (`devices::log_ratelimited!`).
+#[macro_export]
 macro_rules! log_ratelimited {
     ($level:expr, $($arg:tt)+) => {{
         static COUNT: ::std::sync::atomic::AtomicU64 = ::std::sync::atomic::AtomicU64::new(0);
@@ -27,7 +29,7 @@ macro_rules! log_ratelimited {
     }};
 }
 
-pub(crate) use log_ratelimited;
+pub(crate) use crate::log_ratelimited;
 
 #[cfg(test)]
 mod tests {

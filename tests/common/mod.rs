@@ -261,6 +261,11 @@ impl Cabin {
         );
     }
 
+    /// cabin's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
     /// Sends a signal to cabin.
     pub fn signal(&self, sig: i32) {
         // SAFETY: kill() with a pid we spawned and have not reaped (the waiter thread

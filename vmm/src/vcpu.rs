@@ -13,7 +13,7 @@ use kvm_bindings::{
     KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
 };
 use kvm_ioctls::{VcpuExit, VcpuFd};
-use log::{debug, warn};
+use log::{warn, Level};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::metrics::{metrics, ExitReason};
@@ -197,20 +197,29 @@ pub fn handle_exit(vcpu: u32, pio: &Bus, mmio: &Bus, exit: VcpuExit) -> ExitActi
         }
         VcpuExit::IoOut(port, data) => {
             if !pio.write(u64::from(port), data) {
-                debug!("vCPU {vcpu}: write to unclaimed port {port:#x}");
+                devices::log_ratelimited!(
+                    Level::Debug,
+                    "vCPU {vcpu}: write to unclaimed port {port:#x}"
+                );
             }
             ExitAction::Continue
         }
         VcpuExit::MmioRead(addr, data) => {
             if !mmio.read(addr, data) {
-                debug!("vCPU {vcpu}: read of unclaimed MMIO address {addr:#x}");
+                devices::log_ratelimited!(
+                    Level::Debug,
+                    "vCPU {vcpu}: read of unclaimed MMIO address {addr:#x}"
+                );
                 data.fill(UNCLAIMED_READ_BYTE);
             }
             ExitAction::Continue
         }
         VcpuExit::MmioWrite(addr, data) => {
             if !mmio.write(addr, data) {
-                debug!("vCPU {vcpu}: write to unclaimed MMIO address {addr:#x}");
+                devices::log_ratelimited!(
+                    Level::Debug,
+                    "vCPU {vcpu}: write to unclaimed MMIO address {addr:#x}"
+                );
             }
             ExitAction::Continue
         }

@@ -7,6 +7,8 @@
 //!   FEATURES_OK is refused unless it accepted VIRTIO_F_VERSION_1;
 //! - the device status state machine: ACKNOWLEDGE, DRIVER, FEATURES_OK, DRIVER_OK
 //!   added one at a time in that order, FAILED at any time, 0 to reset;
+//!   DEVICE_NEEDS_RESET when activation fails or the device reports its queue
+//!   broken ([`IrqTrigger::fail`]), after which it gets no notifications until reset;
 //! - virtqueue setup, checked (size, alignment, rings inside guest memory) before a
 //!   queue may become ready, and handed to the device on DRIVER_OK;
 //! - InterruptStatus and InterruptACK, backed by the device's [`IrqTrigger`];
@@ -436,7 +438,9 @@ impl MmioTransport {
                 );
             }
         }
-        if self.activated {
+        // A device that marked itself failed gets no more work until the driver
+        // resets it: a notification storm on a broken queue costs nothing.
+        if self.activated && !self.irq.needs_reset() {
             lock(&self.device).process_queue(index);
         }
     }
@@ -478,7 +482,13 @@ impl MmioTransport {
                     }
                 }),
             regs::INTERRUPT_STATUS => self.irq.status(),
-            regs::STATUS => self.status,
+            regs::STATUS => {
+                if self.irq.needs_reset() {
+                    self.status | NEEDS_RESET
+                } else {
+                    self.status
+                }
+            }
             regs::SHM_LEN_LOW | regs::SHM_LEN_HIGH | regs::SHM_BASE_LOW | regs::SHM_BASE_HIGH => {
                 NO_SHM_REGION
             }
@@ -624,6 +634,7 @@ impl MmioTransport {
         self.driver_features_sel = 0;
         self.acked_features = 0;
         self.irq.ack(u32::MAX);
+        self.irq.clear_needs_reset();
     }
 
     /// Checks that the queue registers may be written now.

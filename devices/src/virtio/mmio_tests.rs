@@ -687,6 +687,35 @@ fn process_queue_before_activation_not_forwarded() {
 }
 
 #[test]
+fn device_failure_shows_needs_reset_and_stops_notifications() {
+    let mut f = fixture();
+    f.activate();
+    let running = f.status();
+
+    assert!(f.irq.fail());
+    assert!(!f.irq.fail(), "a second failure is not news");
+    f.transport.process_queue(0);
+
+    assert_eq!(f.status(), running | NEEDS_RESET);
+    assert_ne!(f.irq.status() & VIRTIO_MMIO_INT_CONFIG, 0);
+    assert!(f.dev().processed.is_empty());
+}
+
+#[test]
+fn device_failure_cleared_by_reset() {
+    let mut f = fixture();
+    f.activate();
+    f.irq.fail();
+
+    f.write(regs::STATUS, 0);
+    f.activate();
+    f.transport.process_queue(0);
+
+    assert_eq!(f.status() & NEEDS_RESET, 0);
+    assert_eq!(f.dev().processed, vec![0]);
+}
+
+#[test]
 fn process_queue_after_activation_forwarded() {
     let mut f = fixture();
     f.activate();

@@ -18,11 +18,12 @@ pub(crate) mod test_utils;
 
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use log::Level;
 use thiserror::Error;
-use virtio_queue::Queue;
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -48,10 +49,17 @@ pub const VIRTIO_MMIO_INT_CONFIG: u32 = 1 << 1;
 
 /// How a device raises its (single, level-style) virtio-mmio interrupt: set a bit in
 /// the transport's InterruptStatus register, then signal the irqfd.
+///
+/// It also carries the device's DEVICE_NEEDS_RESET bit: a device that finds its
+/// queue broken by the driver (an avail index more than a queue ahead, a chain that
+/// loops or has no status to report through) calls [`IrqTrigger::fail`]; the
+/// transport then shows NEEDS_RESET in the Status register and stops handing the
+/// device notifications until the driver resets it.
 #[derive(Debug, Clone)]
 pub struct IrqTrigger {
     status: Arc<AtomicU32>,
     evt: Arc<EventFd>,
+    needs_reset: Arc<AtomicBool>,
 }
 
 impl IrqTrigger {
@@ -60,7 +68,31 @@ impl IrqTrigger {
         IrqTrigger {
             status: Arc::new(AtomicU32::new(0)),
             evt: Arc::new(evt),
+            needs_reset: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Marks the device failed (DEVICE_NEEDS_RESET) and raises the configuration
+    /// change interrupt so the driver looks at the status (virtio 1.2, 2.1.2).
+    /// Returns false when it was already marked: the caller logs only the first time.
+    pub fn fail(&self) -> bool {
+        if self.needs_reset.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        // The bit is set whatever happens to the interrupt; a driver that polls the
+        // status still sees it.
+        let _ = self.trigger(VIRTIO_MMIO_INT_CONFIG);
+        true
+    }
+
+    /// Whether the device marked itself failed since the last reset.
+    pub fn needs_reset(&self) -> bool {
+        self.needs_reset.load(Ordering::SeqCst)
+    }
+
+    /// Device reset: clears the failed mark.
+    pub fn clear_needs_reset(&self) {
+        self.needs_reset.store(false, Ordering::SeqCst);
     }
 
     /// Raises the interrupt with `bits` (VIRTIO_MMIO_INT_*) set in InterruptStatus.
@@ -98,6 +130,36 @@ pub fn read_config_space(config: &[u8], offset: u64, data: &mut [u8]) {
     };
     let n = data.len().min(rest.len());
     data[..n].copy_from_slice(&rest[..n]);
+}
+
+/// The next available chain of `queue`, for a device that has not failed. A queue
+/// the driver broke (an avail index more than a queue ahead, a chain head past the
+/// descriptor table) marks the device failed through `irq`, logged once with
+/// `label`, instead of reaching virtio-queue's own unlimited error logging
+/// (`pop_descriptor_chain`, `add_used` of a bad head) at the guest's pace.
+pub(crate) fn next_chain_checked<'m>(
+    queue: &mut Queue,
+    mem: &'m GuestMemoryMmap,
+    irq: &IrqTrigger,
+    label: &str,
+) -> Option<DescriptorChain<&'m GuestMemoryMmap>> {
+    if irq.needs_reset() {
+        return None;
+    }
+    let size = queue.size();
+    let error = match queue.iter(mem).map(|mut chains| chains.next()) {
+        Ok(None) => return None,
+        Ok(Some(chain)) if chain.head_index() < size => return Some(chain),
+        Ok(Some(chain)) => format!("chain head {} past the table", chain.head_index()),
+        Err(e) => format!("avail ring: {e}"),
+    };
+    if irq.fail() {
+        crate::ratelimit::log_ratelimited!(
+            Level::Warn,
+            "{label}: the driver broke a queue ({error}); the device needs a reset"
+        );
+    }
+    None
 }
 
 /// Adds `n` to a device metrics counter (wrapping, as counters do).

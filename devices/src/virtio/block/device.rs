@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use log::{debug, error, Level};
 use virtio_bindings::virtio_blk;
-use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemoryMmap;
 
 use super::disk::{open_disk, Disk, Opened, Served};
@@ -334,7 +334,9 @@ impl VirtioDevice for Block {
 
 impl Block {
     /// Serves the queue unless the rate limiter holds it back (its timer resumes
-    /// it), and interrupts the driver if it wants to know.
+    /// it), and interrupts the driver if it wants to know. A queue the driver broke
+    /// marks the device failed (DEVICE_NEEDS_RESET) with one log line; it then
+    /// stays idle until the driver resets it.
     fn process(&mut self) {
         if self.rate_limiter.is_blocked() {
             return;
@@ -343,7 +345,21 @@ impl Block {
             return;
         };
         let Active { mem, queue, irq } = active;
-        if process_chains(&mut self.disk, mem, queue, &mut self.rate_limiter) == 0 {
+        if irq.needs_reset() {
+            return;
+        }
+        let Pass { used, broken } =
+            process_chains(&mut self.disk, mem, queue, &mut self.rate_limiter);
+        if let Some(reason) = broken {
+            if irq.fail() {
+                log_ratelimited!(
+                    Level::Warn,
+                    "virtio-blk {}: the driver broke the request queue ({reason}); the device needs a reset",
+                    self.disk.path.display()
+                );
+            }
+        }
+        if used == 0 {
             return;
         }
         match queue.needs_notification(mem) {
@@ -366,16 +382,24 @@ impl Block {
     }
 }
 
-/// Completes every available chain, with driver notifications off meanwhile, and
-/// returns how many went to the used ring. A chain the rate limiter holds back is
-/// put back on the queue and processing stops (notifications stay off: the
-/// limiter's timer resumes it).
+/// What one run over the queue did.
+struct Pass {
+    /// Chains that went to the used ring.
+    used: usize,
+    /// Why the queue is broken, if the driver broke it.
+    broken: Option<String>,
+}
+
+/// Completes every available chain, with driver notifications off meanwhile. A
+/// chain the rate limiter holds back is put back on the queue and processing stops
+/// (notifications stay off: the limiter's timer resumes it). A broken avail ring or
+/// chain stops processing too, and is reported in [`Pass::broken`].
 fn process_chains(
     disk: &mut Disk,
     mem: &GuestMemoryMmap,
     queue: &mut Queue,
     limiter: &mut RateLimiter,
-) -> usize {
+) -> Pass {
     let mut used = 0usize;
     loop {
         if let Err(e) = queue.disable_notification(mem) {
@@ -386,11 +410,37 @@ fn process_chains(
             );
         }
         let mut this_pass = 0usize;
-        while let Some(chain) = next_chain(queue, mem, disk) {
+        loop {
+            let chain = match queue.iter(mem) {
+                Ok(mut chains) => chains.next(),
+                Err(e) => {
+                    let broken = Some(format!("avail ring: {e}"));
+                    return Pass {
+                        used: used.saturating_add(this_pass),
+                        broken,
+                    };
+                }
+            };
+            let Some(chain) = chain else {
+                break;
+            };
             let head = chain.head_index();
-            let Served::Done(len) = disk.serve(chain, mem, limiter) else {
-                queue.go_to_previous_position();
-                return used.saturating_add(this_pass);
+            let len = match disk.serve(chain, mem, limiter) {
+                Served::Done(len) => len,
+                Served::Throttled => {
+                    queue.go_to_previous_position();
+                    return Pass {
+                        used: used.saturating_add(this_pass),
+                        broken: None,
+                    };
+                }
+                Served::Broken(e) => {
+                    let broken = Some(format!("chain {head}: {e}"));
+                    return Pass {
+                        used: used.saturating_add(this_pass),
+                        broken,
+                    };
+                }
             };
             if let Err(e) = queue.add_used(mem, head, len) {
                 log_ratelimited!(
@@ -403,9 +453,7 @@ fn process_chains(
         }
         used = used.saturating_add(this_pass);
         match queue.enable_notification(mem) {
-            // New chains arrived while notifications were off. If this pass found
-            // none, the avail ring is broken (e.g. an index jump beyond the queue
-            // size): stop instead of spinning.
+            // New chains arrived while notifications were off.
             Ok(true) if this_pass > 0 => continue,
             Ok(_) => break,
             Err(e) => {
@@ -418,27 +466,7 @@ fn process_chains(
             }
         }
     }
-    used
-}
-
-/// The next available chain. Like `pop_descriptor_chain`, but a broken avail ring
-/// (an index more than a queue ahead) is logged rate-limited: the guest controls it.
-fn next_chain<'m>(
-    queue: &mut Queue,
-    mem: &'m GuestMemoryMmap,
-    disk: &Disk,
-) -> Option<DescriptorChain<&'m GuestMemoryMmap>> {
-    match queue.iter(mem) {
-        Ok(mut chains) => chains.next(),
-        Err(e) => {
-            log_ratelimited!(
-                Level::Warn,
-                "virtio-blk {}: cannot read the avail ring: {e}",
-                disk.path.display()
-            );
-            None
-        }
-    }
+    Pass { used, broken: None }
 }
 
 #[cfg(test)]

@@ -472,7 +472,7 @@ fn process_queue_odd_length_ioerr() {
 }
 
 #[test]
-fn process_queue_missing_status_used_len_zero() {
+fn process_queue_missing_status_needs_reset() {
     let mem = memory();
     let mut env = Env::new(&mem, false, None);
     env.write_header(0, T_IN, 0);
@@ -481,10 +481,11 @@ fn process_queue_missing_status_used_len_zero() {
 
     env.block.process_queue(0);
 
-    assert_eq!(env.used_idx(), 1);
-    assert_eq!(env.used(0), (0, 0));
+    // Nothing can carry an error back: the device fails instead of completing it.
+    assert_eq!(env.used_idx(), 0);
     assert_eq!(env.guest(data(0), 512), vec![0xee; 512]);
-    assert_ne!(env.irq.status() & VIRTIO_MMIO_INT_VRING, 0);
+    assert!(env.irq.needs_reset());
+    assert_eq!(env.irq.status(), VIRTIO_MMIO_INT_CONFIG);
 }
 
 #[test]
@@ -496,7 +497,8 @@ fn process_queue_status_outside_memory_used_len_zero() {
 
     env.block.process_queue(0);
 
-    assert_eq!(env.used(0), (0, 0));
+    assert_eq!(env.used_idx(), 0);
+    assert!(env.irq.needs_reset());
 }
 
 #[test]
@@ -529,9 +531,9 @@ fn process_queue_header_outside_memory_ioerr() {
 }
 
 #[test]
-fn process_queue_looping_chain_used_len_zero() {
+fn process_queue_looping_chain_needs_reset() {
     // A descriptor whose `next` is itself: virtio-queue stops after queue-size
-    // descriptors; the last is device-readable, so there is no status.
+    // descriptors, the last still pointing to a next one.
     let mem = memory();
     let mut env = Env::new(&mem, false, None);
     env.write_header(0, T_IN, 0);
@@ -542,8 +544,63 @@ fn process_queue_looping_chain_used_len_zero() {
 
     env.block.process_queue(0);
 
-    assert_eq!(env.used_idx(), 1);
-    assert_eq!(env.used(0), (0, 0));
+    assert_eq!(env.used_idx(), 0);
+    assert!(env.irq.needs_reset());
+}
+
+#[test]
+fn process_queue_looping_writable_chain_needs_reset() {
+    // The same loop through a writable descriptor: the cut chain must not pass for
+    // a request with a status byte.
+    let mem = memory();
+    let mut env = Env::new(&mem, false, None);
+    let looping = Descriptor::new(
+        status(0),
+        1,
+        (VRING_DESC_F_NEXT | VRING_DESC_F_WRITE) as u16,
+        0,
+    );
+    env.vq
+        .add_desc_chains(&[RawDescriptor::from(looping)], 0)
+        .unwrap();
+
+    env.block.process_queue(0);
+
+    assert_eq!(env.used_idx(), 0);
+    assert!(env.irq.needs_reset());
+}
+
+#[test]
+fn process_queue_head_out_of_range_needs_reset() {
+    let mem = memory();
+    let mut env = Env::new(&mem, false, None);
+    env.add_request(0, T_FLUSH, 0, 0);
+    env.vq
+        .avail()
+        .ring()
+        .ref_at(0)
+        .unwrap()
+        .store(u16::MAX.to_le());
+
+    env.block.process_queue(0);
+
+    assert_eq!(env.used_idx(), 0);
+    assert!(env.irq.needs_reset());
+}
+
+#[test]
+fn process_queue_after_failure_ignored_until_reset() {
+    let mem = memory();
+    let mut env = Env::new(&mem, false, None);
+    env.vq.avail().idx().store(1000);
+    env.block.process_queue(0);
+    assert!(env.irq.needs_reset());
+    env.vq.avail().idx().store(0);
+    env.add_request(0, T_FLUSH, 0, 0);
+
+    env.block.process_queue(0);
+
+    assert_eq!(env.used_idx(), 0);
 }
 
 #[test]
@@ -610,7 +667,7 @@ fn process_queue_nothing_available_no_interrupt() {
 }
 
 #[test]
-fn process_queue_broken_avail_index_returns() {
+fn process_queue_broken_avail_index_needs_reset() {
     let mem = memory();
     let mut env = Env::new(&mem, false, None);
     env.vq.avail().idx().store(1000);
@@ -618,6 +675,8 @@ fn process_queue_broken_avail_index_returns() {
     env.block.process_queue(0);
 
     assert_eq!(env.used_idx(), 0);
+    assert!(env.irq.needs_reset());
+    assert_eq!(env.irq.status(), VIRTIO_MMIO_INT_CONFIG);
 }
 
 #[test]

@@ -16,7 +16,7 @@ use vm_memory::{
 
 use super::device::CacheType;
 use super::metrics::BlockMetrics;
-use super::request::{Rejected, Request, RequestKind};
+use super::request::{Rejected, Request, RequestError, RequestKind};
 use super::Error as BlockError;
 use super::{SECTOR_SHIFT, SECTOR_SIZE, VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK};
 use crate::rate_limiter::RateLimiter;
@@ -108,6 +108,9 @@ pub(super) enum Served {
     Done(u32),
     /// Held back by the rate limiter: it must stay on the queue.
     Throttled,
+    /// The chain is malformed beyond a status the driver could read (empty, a loop,
+    /// no writable status byte): the device needs a reset.
+    Broken(RequestError),
 }
 
 /// Opens `path` (read-write unless `read_only`) and checks it is a disk.
@@ -188,13 +191,10 @@ impl Disk {
                 error,
                 status: None,
             }) => {
+                // Nothing can tell the driver this request failed, and the chain may
+                // not even have a valid head: the queue is broken.
                 add_to_counter(&self.metrics.invalid_requests, 1);
-                log_ratelimited!(
-                    Level::Warn,
-                    "virtio-blk {}: dropping request without usable status: {error}",
-                    self.path.display()
-                );
-                return Served::Done(0);
+                return Served::Broken(error);
             }
             Err(Rejected {
                 error,

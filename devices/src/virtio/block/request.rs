@@ -37,8 +37,10 @@ pub enum RequestError {
     /// The chain has a single descriptor: no room for both a header and a status.
     #[error("Request chain has no status descriptor")]
     MissingStatus,
-    /// The chain did not end within [`CHAIN_WALK_LIMIT`] descriptors.
-    #[error("Request chain has no end within {CHAIN_WALK_LIMIT} descriptors")]
+    /// The chain stopped at a descriptor that still has VIRTQ_DESC_F_NEXT (a loop
+    /// cut at the queue size, a next index past the table, a broken indirect table)
+    /// or did not end within `CHAIN_WALK_LIMIT` descriptors.
+    #[error("Request chain does not end: a loop, or a next descriptor that does not exist")]
     Unterminated,
     /// The last descriptor is device-readable.
     #[error("Status descriptor is not device-writable")]
@@ -212,14 +214,14 @@ impl Request {
             error,
             status: None,
         };
+        if walk.unterminated {
+            return Err(no_status(RequestError::Unterminated));
+        }
         let last = match (walk.count, walk.last) {
             (0, _) | (_, None) => return Err(no_status(RequestError::EmptyChain)),
             (1, _) => return Err(no_status(RequestError::MissingStatus)),
             (_, Some(last)) => last,
         };
-        if walk.unterminated {
-            return Err(no_status(RequestError::Unterminated));
-        }
         let status = status_byte(&last, mem).map_err(no_status)?;
 
         Self::parse_with_status(&walk, mem, num_sectors, status).map_err(|error| Rejected {
@@ -303,7 +305,10 @@ impl Walk {
             walk.last = Some(desc);
             walk.count += 1;
         }
-        walk.unterminated = walk.count == CHAIN_WALK_LIMIT && iter.next().is_some();
+        // virtio-queue ends a chain silently where it cannot go on; the last
+        // descriptor then still points to a next one.
+        walk.unterminated = (walk.count == CHAIN_WALK_LIMIT && iter.next().is_some())
+            || walk.last.is_some_and(|desc| desc.has_next());
         walk
     }
 }

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::virtio::block::VIRTIO_BLK_S_OK;
-use virtio_bindings::virtio_ring::VRING_DESC_F_WRITE;
+use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use vm_memory::GuestMemoryMmap;
 
 /// Guest memory: 1 MiB at 0.
@@ -281,6 +281,21 @@ fn parse_endless_iterator_no_status() {
     let err = r.error;
 
     assert!(matches!(err, RequestError::Unterminated));
+}
+
+#[test]
+fn parse_chain_cut_with_next_flag_no_status() {
+    // What virtio-queue yields for a loop or a next index past the table: the
+    // chain stops at a descriptor that still points to a next one.
+    let mem = memory();
+    write_header(&mem, virtio_blk::VIRTIO_BLK_T_IN, 0);
+    let flags = (VRING_DESC_F_WRITE | VRING_DESC_F_NEXT) as u16;
+    let descs = vec![readable(HEADER, 16), Descriptor::new(STATUS, 1, flags, 7)];
+
+    let r = Request::parse(descs, &mem, CAPACITY).unwrap_err();
+
+    assert_eq!(r.status, None);
+    assert!(matches!(r.error, RequestError::Unterminated));
 }
 
 #[test]

@@ -318,6 +318,59 @@ fn tx_chains_with_several_descriptors_written_to_output_in_order() {
 }
 
 #[test]
+fn tx_avail_index_jump_needs_reset_once() {
+    let mem = memory();
+    let driver = Driver::new(&mem);
+    let (mut console, out) = console();
+    driver.activate(&mut console);
+    driver.txq.avail().idx().store(0x8000);
+
+    console.process_queue(TX_QUEUE);
+    console.process_queue(TX_QUEUE);
+
+    assert!(driver.irq.needs_reset());
+    assert!(!driver.irq.fail(), "already failed");
+    assert!(driver.used(TX_QUEUE).is_empty());
+    assert!(out.contents().is_empty());
+}
+
+#[test]
+fn tx_head_past_the_table_needs_reset() {
+    let mem = memory();
+    let mut driver = Driver::new(&mem);
+    let (mut console, out) = console();
+    driver.activate(&mut console);
+    driver.send(BUF, b"lost\n");
+    driver
+        .txq
+        .avail()
+        .ring()
+        .ref_at(0)
+        .unwrap()
+        .store(u16::MAX.to_le());
+
+    console.process_queue(TX_QUEUE);
+
+    assert!(driver.irq.needs_reset());
+    assert!(driver.used(TX_QUEUE).is_empty());
+    assert!(out.contents().is_empty());
+}
+
+#[test]
+fn tx_after_failure_ignored() {
+    let mem = memory();
+    let mut driver = Driver::new(&mem);
+    let (mut console, out) = console();
+    driver.activate(&mut console);
+    driver.irq.fail();
+    driver.send(BUF, b"ignored\n");
+
+    console.process_queue(TX_QUEUE);
+
+    assert!(out.contents().is_empty());
+}
+
+#[test]
 fn tx_device_writable_descriptor_skipped() {
     let mem = memory();
     let mut driver = Driver::new(&mem);

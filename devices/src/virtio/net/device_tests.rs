@@ -318,6 +318,44 @@ fn tx_malformed_chains_dropped_counted_and_returned() {
 }
 
 #[test]
+fn tx_head_past_the_table_needs_reset_nothing_returned() {
+    let mem = memory();
+    let mut driver = Driver::new(&mem);
+    let (mut net, tap) = net();
+    driver.activate(&mut net);
+    driver.send(BUF, &frame(60, 1));
+    driver
+        .txq
+        .avail()
+        .ring()
+        .ref_at(0)
+        .unwrap()
+        .store(u16::MAX.to_le());
+
+    net.process_queue(TX_QUEUE);
+    driver.send(BUF, &frame(60, 2));
+    net.process_queue(TX_QUEUE);
+
+    assert!(driver.irq.needs_reset());
+    assert!(tap.written().is_empty());
+    assert!(driver.used(TX_QUEUE).is_empty());
+}
+
+#[test]
+fn tx_avail_index_jump_needs_reset() {
+    let mem = memory();
+    let driver = Driver::new(&mem);
+    let (mut net, tap) = net();
+    driver.activate(&mut net);
+    driver.txq.avail().idx().store(0x8000);
+
+    net.process_queue(TX_QUEUE);
+
+    assert!(driver.irq.needs_reset());
+    assert!(tap.written().is_empty());
+}
+
+#[test]
 fn tx_link_down_dropped_counted_then_resumes() {
     let mem = memory();
     let mut driver = Driver::new(&mem);

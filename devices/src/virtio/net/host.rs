@@ -15,7 +15,9 @@ use super::tap::{Backend, ReadGate};
 use super::{RX_FRAMES_PER_PASS, VNET_HDR_LEN};
 use crate::rate_limiter::RateLimiter;
 use crate::ratelimit::log_ratelimited;
-use crate::virtio::{add_to_counter, IrqTrigger, VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING};
+use crate::virtio::{
+    add_to_counter, next_chain_checked, IrqTrigger, VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING,
+};
 
 /// What the device holds between activation and reset.
 #[derive(Debug)]
@@ -231,7 +233,7 @@ impl Host {
                 );
             }
             let mut this_pass = 0usize;
-            while let Some(chain) = next_chain(tx, mem, &self.label) {
+            while let Some(chain) = next_chain_checked(tx, mem, irq, &self.label) {
                 let head = chain.head_index();
                 if let Sent::Throttled = self.transmit(mem, chain, irq) {
                     tx.go_to_previous_position();
@@ -383,8 +385,8 @@ impl Host {
 
 /// Puts `frame` into the next receive chain, if there is one.
 fn deliver(active: &mut Active, frame: &[u8], label: &str) -> Delivery {
-    let Active { mem, rx, .. } = active;
-    let Some(chain) = next_chain(rx, mem, label) else {
+    let Active { mem, rx, irq, .. } = active;
+    let Some(chain) = next_chain_checked(rx, mem, irq, label) else {
         return Delivery::NoBuffer;
     };
     let head = chain.head_index();
@@ -401,22 +403,6 @@ fn deliver(active: &mut Active, frame: &[u8], label: &str) -> Delivery {
         Err(e) => {
             add_used(rx, mem, head, 0, label);
             Delivery::BadChain(e)
-        }
-    }
-}
-
-/// The next available chain. Like `pop_descriptor_chain`, but a broken avail ring
-/// (the guest controls it) is logged rate-limited.
-fn next_chain<'m>(
-    queue: &mut Queue,
-    mem: &'m GuestMemoryMmap,
-    label: &str,
-) -> Option<DescriptorChain<&'m GuestMemoryMmap>> {
-    match queue.iter(mem) {
-        Ok(mut chains) => chains.next(),
-        Err(e) => {
-            log_ratelimited!(Level::Warn, "{label}: cannot read the avail ring: {e}");
-            None
         }
     }
 }

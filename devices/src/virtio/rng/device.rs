@@ -14,8 +14,8 @@ use super::{MAX_REQUEST_BYTES, QUEUE_SIZE, RATE_LIMITER_EVENT_TOKEN};
 use crate::rate_limiter::{RateLimiter, RateLimiterConfig};
 use crate::ratelimit::log_ratelimited;
 use crate::virtio::{
-    add_to_counter, device_type, ActivateError, ActivateParams, IrqTrigger, VirtioDevice,
-    VIRTIO_F_VERSION_1, VIRTIO_MMIO_INT_VRING,
+    add_to_counter, device_type, next_chain_checked, ActivateError, ActivateParams, IrqTrigger,
+    VirtioDevice, VIRTIO_F_VERSION_1, VIRTIO_MMIO_INT_VRING,
 };
 
 /// What the device holds between DRIVER_OK and reset.
@@ -104,7 +104,7 @@ impl Rng {
             return;
         };
         let mut used = 0usize;
-        while let Some(chain) = next_chain(queue, mem) {
+        while let Some(chain) = next_chain_checked(queue, mem, irq, "virtio-rng") {
             let head = chain.head_index();
             let served = serve(
                 chain,
@@ -181,21 +181,6 @@ fn serve(
     }
     add_to_counter(&metrics.entropy_bytes, u64::from(written));
     Served::Done(written)
-}
-
-/// The next available chain; a broken avail ring (the guest controls it) is
-/// logged rate-limited.
-fn next_chain<'m>(
-    queue: &mut Queue,
-    mem: &'m GuestMemoryMmap,
-) -> Option<DescriptorChain<&'m GuestMemoryMmap>> {
-    match queue.iter(mem) {
-        Ok(mut chains) => chains.next(),
-        Err(e) => {
-            log_ratelimited!(Level::Warn, "virtio-rng: cannot read the avail ring: {e}");
-            None
-        }
-    }
 }
 
 impl VirtioDevice for Rng {

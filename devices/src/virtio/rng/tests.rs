@@ -264,7 +264,7 @@ fn process_queue_over_long_indirect_chain_used_zero() {
 }
 
 #[test]
-fn process_queue_head_outside_table_no_panic() {
+fn process_queue_head_outside_table_needs_reset() {
     let mem = guest_memory(MEM_SIZE);
     let mut env = Env::new(&mem, None);
     env.vq.avail().ring().ref_at(0).unwrap().store(1000);
@@ -272,14 +272,29 @@ fn process_queue_head_outside_table_no_panic() {
 
     env.rng.process_queue(0);
 
-    assert!(env.used_idx() <= 1);
+    // Not returned to the used ring (virtio-queue would refuse and log it).
+    assert_eq!(env.used_idx(), 0);
+    assert!(env.irq.needs_reset());
 }
 
 #[test]
-fn process_queue_broken_avail_index_returns() {
+fn process_queue_broken_avail_index_needs_reset() {
     let mem = guest_memory(MEM_SIZE);
     let mut env = Env::new(&mem, None);
     env.vq.avail().idx().store(1000);
+
+    env.rng.process_queue(0);
+
+    assert_eq!(env.used_idx(), 0);
+    assert!(env.irq.needs_reset());
+}
+
+#[test]
+fn process_queue_after_failure_ignored() {
+    let mem = guest_memory(MEM_SIZE);
+    let mut env = Env::new(&mem, None);
+    env.add_request(0, 16);
+    env.irq.fail();
 
     env.rng.process_queue(0);
 
