@@ -70,8 +70,6 @@ fn string_port_io_with_many_elements_per_exit() {
 }
 
 #[test]
-#[ignore = "bug: KVM batches `rep ins` into one exit of N elements, which kvm-ioctls hands \
-            over as one slice; cabin's run loop must read kvm_run.io.size and split it"]
 fn string_port_input_reads_each_element_from_the_port() {
     let (_, mut vdb) = disks();
     let mut p = Program::new();
@@ -94,8 +92,8 @@ fn string_port_input_reads_each_element_from_the_port() {
 
     let (stdout, stderr) = run("hostile-string-input", &p);
 
-    // Today: cabin passes one 4-byte read to the serial port, which refuses it,
-    // and the guest reads 0xff four times.
+    // KVM hands a `rep ins` over as one exit of four elements; each is a read of
+    // its own (one 4-byte read, which the serial port refuses, gave 0xff).
     assert_eq!(stdout, "still alive\n", "stderr:\n{stderr}");
 }
 

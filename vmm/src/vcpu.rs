@@ -187,20 +187,40 @@ pub enum ExitAction {
 /// decides whether the VM goes on. Pure apart from the device accesses and the exit
 /// counter in the metrics, so it is tested with fabricated exits.
 pub fn handle_exit(vcpu: u32, pio: &Bus, mmio: &Bus, exit: VcpuExit) -> ExitAction {
+    handle_exit_sized(vcpu, pio, mmio, exit, usize::MAX)
+}
+
+/// [`handle_exit`] for a port access whose elements are `io_size` bytes each.
+///
+/// A string instruction (`rep ins`/`rep outs`) reaches user space as one exit with
+/// all its elements in one buffer; each element is its own access to the port,
+/// as on hardware (four `insb` from a status register read it four times).
+pub fn handle_exit_sized(
+    vcpu: u32,
+    pio: &Bus,
+    mmio: &Bus,
+    exit: VcpuExit,
+    io_size: usize,
+) -> ExitAction {
     metrics().vcpu_exit(ExitReason::from(&exit));
+    let io_size = io_size.max(1);
     match exit {
         VcpuExit::IoIn(port, data) => {
-            if !pio.read(u64::from(port), data) {
-                data.fill(UNCLAIMED_READ_BYTE);
+            for element in data.chunks_mut(io_size) {
+                if !pio.read(u64::from(port), element) {
+                    element.fill(UNCLAIMED_READ_BYTE);
+                }
             }
             ExitAction::Continue
         }
         VcpuExit::IoOut(port, data) => {
-            if !pio.write(u64::from(port), data) {
-                devices::log_ratelimited!(
-                    Level::Debug,
-                    "vCPU {vcpu}: write to unclaimed port {port:#x}"
-                );
+            for element in data.chunks(io_size) {
+                if !pio.write(u64::from(port), element) {
+                    devices::log_ratelimited!(
+                        Level::Debug,
+                        "vCPU {vcpu}: write to unclaimed port {port:#x}"
+                    );
+                }
             }
             ExitAction::Continue
         }
@@ -253,6 +273,20 @@ pub fn handle_exit(vcpu: u32, pio: &Bus, mmio: &Bus, exit: VcpuExit) -> ExitActi
             rip: None,
         }),
     }
+}
+
+/// Bytes per element of the port access this thread's vCPU last exited for.
+fn exit_io_size() -> usize {
+    let run = KVM_RUN_PTR.with(Cell::get);
+    if run.is_null() {
+        return usize::MAX;
+    }
+    // SAFETY: `run` is this thread's vCPU's kvm_run mapping, set by VcpuThread::run
+    // before its loop and valid until it returns. The union member read is a plain
+    // u8 (any value is valid; it is only used after a KVM_EXIT_IO, which wrote
+    // it), and no live reference covers it: the exit's data slice lies past the
+    // structure, at `io.data_offset`.
+    unsafe { usize::from(std::ptr::addr_of!((*run).__bindgen_anon_1.io.size).read()) }
 }
 
 /// RFLAGS.IF: maskable interrupts enabled.
@@ -459,7 +493,10 @@ impl VcpuThread {
                 return None;
             }
             let action = match self.fd.run() {
-                Ok(exit) => handle_exit(self.index, &self.pio, &self.mmio, exit),
+                Ok(exit) => {
+                    let io_size = exit_io_size();
+                    handle_exit_sized(self.index, &self.pio, &self.mmio, exit, io_size)
+                }
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                     self.fd.set_kvm_immediate_exit(0);
                     if self.all_halted(&mut halt_round) {
@@ -574,6 +611,21 @@ mod tests {
         let mut data = [0u8; 1];
         handle_exit(0, &pio, &mmio, VcpuExit::IoIn(0x3fd, &mut data));
         assert_eq!(data, [5]);
+    }
+
+    #[test]
+    fn handle_exit_sized_splits_string_port_io_into_elements() {
+        let (pio, mmio, dev) = buses();
+        // `rep insw` of three elements: three 2-byte reads of the port.
+        let mut data = [0u8; 6];
+        handle_exit_sized(0, &pio, &mmio, VcpuExit::IoIn(0x3fd, &mut data), 2);
+        assert_eq!(data, [5; 6]);
+        // `rep outsb` of three bytes: three 1-byte writes.
+        handle_exit_sized(0, &pio, &mmio, VcpuExit::IoOut(0x3f8, &[1, 2, 3]), 1);
+        assert_eq!(
+            dev.lock().unwrap().writes,
+            vec![(0, vec![1]), (0, vec![2]), (0, vec![3])]
+        );
     }
 
     #[test]
