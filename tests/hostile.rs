@@ -64,8 +64,20 @@ fn args(dir: &Path, program: &Program) -> Vec<String> {
 /// Runs `program` to its end (it resets the machine) and returns (stdout, stderr),
 /// asserting cabin exited 0.
 fn run(name: &str, program: &Program) -> (String, String) {
+    run_with(name, program, &[])
+}
+
+/// [`run`] with more of cabin's arguments.
+fn run_with(name: &str, program: &Program, extra: &[&str]) -> (String, String) {
     let dir = scratch_dir(name);
-    let args = args(&dir, program);
+    let mut args = args(&dir, program);
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    run_args(name, &args)
+}
+
+/// Runs cabin with `args` until its guest resets the machine and returns (stdout,
+/// stderr), asserting cabin exited 0 without a panic.
+fn run_args(name: &str, args: &[String]) -> (String, String) {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut cabin = Cabin::spawn(&args);
     let status = cabin.wait_exit(TIMEOUT);
@@ -82,6 +94,47 @@ fn run(name: &str, program: &Program) -> (String, String) {
         stderr.lines().count()
     );
     (stdout, stderr)
+}
+
+/// Breaks queue `q` of the device at `base` twice (its avail index jumps by 2^15;
+/// a chain head past the table), each time followed by `storm` notifications of
+/// every queue, and checks that the device then shows NEEDS_RESET. Prints
+/// "case {label}avail index jump" and "case {label}head past the queue".
+fn break_queue_twice(p: &mut Program, base: u64, queues: &mut [Vq], q: usize, label: &str) {
+    let storm = |p: &mut Program, queues: &[Vq]| {
+        for vq in queues.iter().rev() {
+            p.write_n(base + reg::QUEUE_NOTIFY, 4, u64::from(vq.index), 2000, 0);
+        }
+    };
+    let expect_failed = |p: &mut Program, what: &str| {
+        p.expect(
+            base + reg::STATUS,
+            4,
+            0xff,
+            RUNNING | NEEDS_RESET,
+            REG_TRIES,
+            &format!("FAIL {label}{what}: no NEEDS_RESET\n"),
+        );
+    };
+    p.print(&format!("case {label}avail index jump\n"));
+    init_device(p, base, queues);
+    p.write(queues[q].avail() + 2, 2, 0x8000);
+    storm(p, queues);
+    expect_failed(p, "avail index jump");
+    p.print(&format!("case {label}head past the queue\n"));
+    init_device(p, base, queues);
+    let past = queues[q].size;
+    queues[q].submit(p, base, past);
+    storm(p, queues);
+    expect_failed(p, "head past the queue");
+}
+
+/// Asserts that cabin's stderr is exactly `n` lines, each a device marking itself
+/// failed: one line per failure, none per notification.
+fn assert_only_failure_lines(stderr: &str, n: usize) {
+    assert_eq!(stderr.lines().count(), n, "{stderr}");
+    let failed = stderr.lines().filter(|l| l.contains(NEEDS_RESET_LOG));
+    assert_eq!(failed.count(), n, "{stderr}");
 }
 
 /// How many of `n` occurrences of one log call site cabin prints (its rate limit:
@@ -450,30 +503,7 @@ fn broken_virtio_console_queues_mark_it_failed_without_a_log_flood() {
     let mut queues = [Vq::new(0, 0x60_0000), Vq::new(1, 0x60_4000)];
     let mut p = Program::new();
     vdb.init(&mut p);
-    let expect_failed = |p: &mut Program, what: &str| {
-        p.expect(
-            base + reg::STATUS,
-            4,
-            0xff,
-            RUNNING | NEEDS_RESET,
-            REG_TRIES,
-            &format!("FAIL console: {what}: no NEEDS_RESET\n"),
-        );
-    };
-    let storm = |p: &mut Program| {
-        p.write_n(base + reg::QUEUE_NOTIFY, 4, 1, 2000, 0);
-        p.write_n(base + reg::QUEUE_NOTIFY, 4, 0, 2000, 0);
-    };
-    p.print("case transmit avail index jump\n");
-    init_device(&mut p, base, &mut queues);
-    p.write(queues[1].avail() + 2, 2, 0x8000);
-    storm(&mut p);
-    expect_failed(&mut p, "avail index jump");
-    p.print("case transmit head past the queue\n");
-    init_device(&mut p, base, &mut queues);
-    queues[1].submit(&mut p, base, 0xffff);
-    storm(&mut p);
-    expect_failed(&mut p, "head past the queue");
+    break_queue_twice(&mut p, base, &mut queues, 1, "transmit ");
     p.print("case transmit after a reset\n");
     init_device(&mut p, base, &mut queues);
     let text = b"virtio console ok\n";
@@ -484,39 +514,15 @@ fn broken_virtio_console_queues_mark_it_failed_without_a_log_flood() {
     tx.expect_used(&mut p, "transmit after a reset");
     finish(&mut p, &mut vdb);
 
-    let dir = scratch_dir("hostile-console");
-    let mut args = args(&dir, &p);
-    args.extend(["--console".to_owned(), "virtio".to_owned()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut cabin = Cabin::spawn(&args);
-    let status = cabin.wait_exit(TIMEOUT);
-    let (stdout, stderr) = (cabin.stdout.text(), cabin.stderr.text());
-    eprintln!(
-        "--- cabin's stderr ({} lines) ---\n{stderr}",
-        stderr.lines().count()
-    );
+    let (stdout, stderr) = run_with("hostile-console", &p, &["--console", "virtio"]);
 
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
     assert_eq!(
         stdout,
         "case transmit avail index jump\ncase transmit head past the queue\n\
          case transmit after a reset\nvirtio console ok\nstill alive\n",
         "stderr:\n{stderr}"
     );
-    // One line per failure: no line per notification.
-    assert_eq!(stderr.lines().count(), 2, "{stderr}");
-    assert_eq!(
-        stderr
-            .lines()
-            .filter(|l| l.contains(NEEDS_RESET_LOG))
-            .count(),
-        2,
-        "{stderr}"
-    );
+    assert_only_failure_lines(&stderr, 2);
 }
 
 #[test]
@@ -527,29 +533,7 @@ fn broken_virtio_rng_queue_marks_it_failed_and_a_reset_recovers_it() {
     let mut queues = [Vq::new(0, 0x60_0000)];
     let mut p = Program::new();
     vdb.init(&mut p);
-    let expect_failed = |p: &mut Program, what: &str| {
-        p.expect(
-            base + reg::STATUS,
-            4,
-            0xff,
-            RUNNING | NEEDS_RESET,
-            REG_TRIES,
-            &format!("FAIL rng: {what}: no NEEDS_RESET\n"),
-        );
-    };
-    let storm = |p: &mut Program| {
-        p.write_n(base + reg::QUEUE_NOTIFY, 4, 0, 5000, 0);
-    };
-    p.print("case avail index jump\n");
-    init_device(&mut p, base, &mut queues);
-    p.write(queues[0].avail() + 2, 2, 0x8000);
-    storm(&mut p);
-    expect_failed(&mut p, "avail index jump");
-    p.print("case head past the queue\n");
-    init_device(&mut p, base, &mut queues);
-    queues[0].submit(&mut p, base, 0x100);
-    storm(&mut p);
-    expect_failed(&mut p, "head past the queue");
+    break_queue_twice(&mut p, base, &mut queues, 0, "");
     p.print("case entropy after a reset\n");
     init_device(&mut p, base, &mut queues);
     let q = &mut queues[0];
@@ -577,31 +561,13 @@ fn broken_virtio_rng_queue_marks_it_failed_and_a_reset_recovers_it() {
         "entropy": {},
     });
     let config = write_file(&dir, "vm.json", config.to_string().as_bytes());
-    let mut cabin = Cabin::spawn(&["run", "--config-file", &config]);
-    let status = cabin.wait_exit(TIMEOUT);
-    let (stdout, stderr) = (cabin.stdout.text(), cabin.stderr.text());
-    eprintln!(
-        "--- cabin's stderr ({} lines) ---\n{stderr}",
-        stderr.lines().count()
-    );
+    let args = ["run", "--config-file", &config].map(str::to_owned);
+    let (stdout, stderr) = run_args("hostile-rng", &args);
 
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
     assert_eq!(
         stdout,
         "case avail index jump\ncase head past the queue\ncase entropy after a reset\nstill alive\n",
         "stderr:\n{stderr}"
     );
-    assert_eq!(stderr.lines().count(), 2, "{stderr}");
-    assert_eq!(
-        stderr
-            .lines()
-            .filter(|l| l.contains(NEEDS_RESET_LOG))
-            .count(),
-        2,
-        "{stderr}"
-    );
+    assert_only_failure_lines(&stderr, 2);
 }
