@@ -192,6 +192,22 @@ fn patch_features(entry: &mut kvm_cpuid_entry2, topo: &Topology) {
     }
 }
 
+/// Leaf 0x1 ECX: the local APIC timer has a TSC-deadline mode.
+pub const LEAF1_ECX_TSC_DEADLINE: u32 = 1 << 24;
+
+/// Offers the local APIC timer's TSC-deadline mode (leaf 0x1 ECX bit 24), which
+/// `KVM_GET_SUPPORTED_CPUID` leaves out even where KVM emulates it (with
+/// `KVM_CAP_TSC_DEADLINE_TIMER` and the in-kernel local APIC, which cabin always
+/// creates). Without it Linux re-arms its timer by writing the APIC's initial-count
+/// register, an MMIO access KVM decodes and emulates every time, not one WRMSR.
+pub fn enable_tsc_deadline(cpuid: &mut CpuId) {
+    for entry in cpuid.as_mut_slice() {
+        if entry.function == LEAF_FEATURES {
+            entry.ecx |= LEAF1_ECX_TSC_DEADLINE;
+        }
+    }
+}
+
 /// Returns `eax` of a cache subleaf with its sharing count set: private to a core
 /// below [`SHARED_CACHE_LEVEL`], shared by all vCPUs from there on.
 fn cache_sharing(eax: u32, topo: &Topology) -> u32 {
@@ -371,6 +387,22 @@ mod tests {
         assert_eq!(entry.ebx, 0x0204_0801);
         assert_eq!(entry.edx & LEAF1_EDX_HTT, LEAF1_EDX_HTT);
         assert_eq!(entry.ecx & LEAF1_ECX_HYPERVISOR, LEAF1_ECX_HYPERVISOR);
+    }
+
+    #[test]
+    fn enable_tsc_deadline_sets_leaf_1_ecx_bit_24_only() {
+        let mut cpuid = CpuId::from_entries(&host_entries()).unwrap();
+        cpuid.as_mut_slice()[1].ecx &= !TSC_DEADLINE;
+        let before = cpuid.clone();
+        enable_tsc_deadline(&mut cpuid);
+        for (old, new) in before.as_slice().iter().zip(cpuid.as_slice()) {
+            if old.function == LEAF_FEATURES {
+                assert_eq!(new.ecx, old.ecx | TSC_DEADLINE);
+                assert_eq!((new.eax, new.ebx, new.edx), (old.eax, old.ebx, old.edx));
+            } else {
+                assert_eq!(new, old);
+            }
+        }
     }
 
     #[test]

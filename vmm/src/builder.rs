@@ -16,7 +16,7 @@ use kvm_bindings::{
     kvm_pit_config, kvm_userspace_memory_region, CpuId, Msrs, KVM_MAX_CPUID_ENTRIES,
     KVM_MEM_LOG_DIRTY_PAGES, KVM_PIT_SPEAKER_DUMMY,
 };
-use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 use linux_loader::cmdline::Cmdline;
 use log::info;
 use thiserror::Error;
@@ -611,9 +611,12 @@ fn create_vcpus(
     num_vcpus: u8,
     smt: bool,
 ) -> Result<Vec<VcpuFd>, BuildError> {
-    let base_cpuid = kvm
+    let mut base_cpuid = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(ioctl("KVM_GET_SUPPORTED_CPUID"))?;
+    if kvm.check_extension(Cap::TscDeadlineTimer) {
+        arch::cpuid::enable_tsc_deadline(&mut base_cpuid);
+    }
     (0..num_vcpus)
         .map(|index| {
             let fd = vm_fd
