@@ -54,6 +54,7 @@ def block_seeds():
     # Header at 0x400 + 16 * slot, status at 0x480 + slot, data at 0x600.
     def header(img, slot, kind, sector):
         img.put(0x400 + 16 * slot, struct.pack("<IIQ", kind, 0, sector))
+        img.put(0x480 + slot, b"\xff")  # the status byte, until the device writes it
 
     img = Image()
     header(img, 0, 0, 1)  # IN: read sector 1
