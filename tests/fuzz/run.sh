@@ -31,8 +31,10 @@ export PATH="$afl_root/bin:$PATH"
 out_root="$repo/build/fuzz"
 # Instrumented builds get their own target directory (other RUSTFLAGS).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target}/afl"
-# Fat LTO over instrumented code only slows the build down.
+# Fat LTO over instrumented code only slows the build down. Overflow checks and
+# debug assertions on: an arithmetic overflow on hostile input is a finding too.
 export CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
+export CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS=true CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS=true
 
 case "$FUZZ_TIME" in '' | *[!0-9]*) echo "fuzz: FUZZ_TIME must be seconds, not '$FUZZ_TIME'" >&2; exit 2 ;; esac
 for t in $FUZZ_TARGETS; do
