@@ -7,6 +7,8 @@
 #               API latency/throughput/RSS (FIRECRACKER=path adds it as a peer) and
 #               rate-limiter accuracy
 #   make soak   100 guests, 30 at once, with disk and network traffic (cabin and QEMU)
+#   make fuzz [FUZZ_TIME=s] [FUZZ_TARGETS="block http ..."]  run each fuzz target
+#               under AFL++ for FUZZ_TIME seconds (cargo-afl installed into the cache)
 #   make bench-containers [QUICK=1]  the same workloads in a host process, crun,
 #               cabin and QEMU microvm (QUICK=1: one small run, checked; in make test)
 # Heavy artifacts (guest kernel, initramfs, sandbox) are cached in $(CABIN_CACHE),
@@ -21,7 +23,7 @@ RES := resources
 ARTIFACT_ENV = eval "$$($(RES)/paths.sh)"
 CABIN_RELEASE := target/release/cabin
 
-.PHONY: all build deps artifacts kernel initramfs rootfs sandbox run test lint unit e2e bench bench-containers soak check clean
+.PHONY: all build deps artifacts kernel initramfs rootfs sandbox run test lint unit e2e fuzz bench bench-containers soak check clean
 
 all: build
 
@@ -66,9 +68,19 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # Unit tests, KVM smoke tests with tiny guests, and the bad-input tests: they run on
-# any /dev/kvm, this project's software-hypervisor CI machines included.
+# any /dev/kvm, this project's software-hypervisor CI machines included. The
+# workspace includes tests/fuzz, whose replay test runs every fuzz corpus and crash
+# input through its target (no AFL needed).
 unit:
 	$(CARGO) test --workspace
+
+# Coverage-guided fuzzing (tests/fuzz): builds the targets with cargo-afl (installed
+# into $(CABIN_CACHE) on first use) and runs each for FUZZ_TIME seconds at nice 19;
+# prints executions, execs/s, corpus size and crashes per target. Crashing inputs
+# land in tests/fuzz/crashes/<target>/, replayed by `make unit` once committed.
+FUZZ_TIME ?= 60
+fuzz:
+	FUZZ_TIME="$(FUZZ_TIME)" FUZZ_TARGETS="$(FUZZ_TARGETS)" tests/fuzz/run.sh
 
 # End-to-end tests with real guest kernels (tests/{boot,disk,distro,lifecycle,net,firecracker_client,console,acpi}.rs):
 # natively where `cabin check` says guests boot here, else in the nested sandbox

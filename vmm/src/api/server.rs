@@ -40,6 +40,8 @@ use super::{ApiMessage, ApiRequest, ApiResponse, Responder};
 use crate::metrics::{api_path_key, metrics};
 use crate::seccomp::{SeccompError, ThreadFilter};
 
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 mod routes;
 
