@@ -130,46 +130,6 @@ fn tiny_guest_that_faults_right_after_its_reset_still_ends_with_status_0() {
     }
 }
 
-#[test]
-fn guest_ram_is_advised_for_transparent_huge_pages() {
-    if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists() {
-        eprintln!("skipped: this host's kernel has no transparent huge pages");
-        return;
-    }
-    let dir = scratch_dir("smoke-thp");
-    let code = [asm::serial_print("idling\n"), asm::idle_forever()].concat();
-    let kernel = write_file(&dir, "tiny.elf", &tiny_elf(&code));
-    let mut cabin = Cabin::spawn(&["run", "--kernel", &kernel, "--memory", "48"]);
-    cabin.expect_stdout("idling\n", TIMEOUT);
-
-    // The one 48 MiB mapping is guest RAM; MADV_HUGEPAGE shows as `hg` in its flags.
-    let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", cabin.pid())).unwrap();
-    let mut size_kb = 0;
-    let mut ram = Vec::new();
-    for line in smaps.lines() {
-        if let Some(size) = line.strip_prefix("Size:") {
-            size_kb = size
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse()
-                .unwrap_or(0);
-        } else if let Some(flags) = line.strip_prefix("VmFlags:") {
-            if size_kb == 48 << 10 {
-                ram.push(flags.to_owned());
-            }
-        }
-    }
-    cabin.signal(libc::SIGTERM);
-    cabin.wait_exit(TIMEOUT);
-    assert_eq!(ram.len(), 1, "one 48 MiB mapping expected:\n{smaps}");
-    assert!(
-        ram[0].split_whitespace().any(|f| f == "hg"),
-        "guest RAM flags: {}",
-        ram[0]
-    );
-}
-
 /// 8 KiB of printable text, no line structure a tty could interpret.
 fn paste_text() -> Vec<u8> {
     (0..8192u32).map(|i| b'!' + (i * 37 % 94) as u8).collect()

@@ -466,10 +466,8 @@ fn create_vm(kvm: &Kvm) -> Result<VmFd, BuildError> {
 fn create_guest_memory(config: &VmConfig) -> Result<GuestMemoryMmap, BuildError> {
     let regions = arch::arch_memory_regions(config.mem_size_bytes());
     if config.machine.huge_pages == HugePages::None {
-        let mem = GuestMemoryMmap::from_ranges(&regions)
-            .map_err(|e| BuildError::GuestMemory(config.mem_size_mib, e))?;
-        advise_transparent_huge_pages(&mem);
-        return Ok(mem);
+        return GuestMemoryMmap::from_ranges(&regions)
+            .map_err(|e| BuildError::GuestMemory(config.mem_size_mib, e));
     }
     // Without MAP_NORESERVE the kernel reserves every huge page at mmap, so a host
     // without enough of them fails here, not with a SIGBUS when the guest first
@@ -489,29 +487,6 @@ fn create_guest_memory(config: &VmConfig) -> Result<GuestMemoryMmap, BuildError>
         })
         .collect::<Result<Vec<_>, _>>()?;
     GuestMemoryMmap::from_regions(mapped).map_err(|e| huge(std::io::Error::other(e.to_string())))
-}
-
-/// Asks for transparent huge pages on anonymous guest RAM (`MADV_HUGEPAGE`), as
-/// QEMU and Cloud Hypervisor do: the host then backs it with 2 MiB pages when it
-/// first faults them in, so KVM maps guest memory with fewer, larger entries, and
-/// does not collapse small pages into huge ones later under a running guest. A
-/// host without transparent huge pages refuses the advice; guest RAM then stays on
-/// small pages, as before.
-fn advise_transparent_huge_pages(mem: &GuestMemoryMmap) {
-    for region in mem.iter() {
-        let len = usize::try_from(region.len()).unwrap_or(usize::MAX);
-        // SAFETY: the range is exactly one region's mapping, which `mem` owns and
-        // keeps mapped; MADV_HUGEPAGE changes only the page size the kernel may
-        // back it with, never its contents or protection.
-        let rc = unsafe { libc::madvise(region.as_ptr().cast(), len, libc::MADV_HUGEPAGE) };
-        if rc != 0 {
-            info!(
-                "guest RAM stays on small pages: madvise(MADV_HUGEPAGE): {}",
-                std::io::Error::last_os_error()
-            );
-            return;
-        }
-    }
 }
 
 fn register_guest_memory(
