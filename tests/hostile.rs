@@ -137,6 +137,14 @@ fn assert_only_failure_lines(stderr: &str, n: usize) {
     assert_eq!(failed.count(), n, "{stderr}");
 }
 
+/// What a guest that prints `lines`, then runs [`finish`], shows on COM1.
+fn lines_then_alive(lines: impl Iterator<Item = String>) -> String {
+    lines
+        .map(|line| line + "\n")
+        .chain(std::iter::once("still alive\n".to_owned()))
+        .collect()
+}
+
 /// How many of `n` occurrences of one log call site cabin prints (its rate limit:
 /// the first 10, then powers of two).
 fn logged_of(n: usize) -> usize {
@@ -222,11 +230,7 @@ fn broken_virtio_blk_queues_mark_the_device_failed_and_a_reset_recovers_it() {
 
     let (stdout, stderr) = run("hostile-broken-queues", &p);
 
-    let expected: String = cases
-        .iter()
-        .map(|(name, _)| format!("case {name}\n"))
-        .chain(std::iter::once("still alive\n".to_owned()))
-        .collect();
+    let expected = lines_then_alive(cases.iter().map(|(name, _)| format!("case {name}")));
     assert_eq!(stdout, expected, "stderr:\n{stderr}");
     let failures = stderr
         .lines()

@@ -329,11 +329,7 @@ fn odd_instructions_fault_in_the_guest_or_are_handled_by_kvm() {
 
     let (stdout, stderr) = run("hostile-instructions", &p);
 
-    let expected: String = snippets
-        .iter()
-        .map(|(name, _)| format!("{name}\n"))
-        .chain(std::iter::once("still alive\n".to_owned()))
-        .collect();
+    let expected = lines_then_alive(snippets.iter().map(|(name, _)| (*name).to_owned()));
     assert_eq!(stdout, expected, "stderr:\n{stderr}");
     assert_eq!(stderr, "");
 }

@@ -5,7 +5,7 @@ use std::fmt;
 use std::io::Write;
 
 use log::{debug, warn, Level};
-use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::{Bytes, GuestMemoryError, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -15,8 +15,8 @@ use super::{
 };
 use crate::ratelimit::log_ratelimited;
 use crate::virtio::{
-    device_type, ActivateError, ActivateParams, IrqTrigger, VirtioDevice, VIRTIO_F_VERSION_1,
-    VIRTIO_MMIO_INT_VRING,
+    device_type, next_chain_checked, ActivateError, ActivateParams, IrqTrigger, VirtioDevice,
+    VIRTIO_F_VERSION_1, VIRTIO_MMIO_INT_VRING,
 };
 
 /// Queue sizes reported to the transport, one per queue.
@@ -130,7 +130,8 @@ impl Console {
         let mut used_any = false;
         let before = self.pending.len();
         while !self.pending.is_empty() {
-            let Some(chain) = next_chain(rx, mem, irq, RX_QUEUE) else {
+            let Some(chain) = next_chain_checked(rx, mem, irq, "virtio-console receive queue")
+            else {
                 break;
             };
             let head = chain.head_index();
@@ -156,7 +157,7 @@ impl Console {
             return;
         };
         let mut used_any = false;
-        while let Some(chain) = next_chain(tx, mem, irq, TX_QUEUE) {
+        while let Some(chain) = next_chain_checked(tx, mem, irq, "virtio-console transmit queue") {
             let head = chain.head_index();
             let bytes = read_tx_chain(mem, chain);
             if !bytes.is_empty() {
@@ -280,40 +281,6 @@ fn read_tx_chain(mem: &GuestMemoryMmap, chain: DescriptorChain<&GuestMemoryMmap>
         }
     }
     bytes
-}
-
-/// The next available chain of queue `index`, unless the device failed. A broken
-/// avail ring or a chain head past the table (virtio-queue would log an error for
-/// each, at the guest's pace) marks the device failed, with one log line.
-fn next_chain<'m>(
-    queue: &mut Queue,
-    mem: &'m GuestMemoryMmap,
-    irq: &IrqTrigger,
-    index: usize,
-) -> Option<DescriptorChain<&'m GuestMemoryMmap>> {
-    if irq.needs_reset() {
-        return None;
-    }
-    let size = queue.size();
-    let next = queue.iter(mem).map(|mut chains| chains.next());
-    let source = match next {
-        Ok(None) => return None,
-        Ok(Some(chain)) if chain.head_index() < size => return Some(chain),
-        Ok(Some(_)) => virtio_queue::Error::InvalidDescriptorIndex,
-        Err(source) => source,
-    };
-    if irq.fail() {
-        let err = ConsoleError::BrokenQueue {
-            queue: index,
-            source,
-        };
-        log_ratelimited!(
-            Level::Warn,
-            "virtio-console: {}; the device needs a reset",
-            ErrorChain(&err)
-        );
-    }
-    None
 }
 
 /// Returns chain `head` to the used ring with `len` bytes written, logging failure.

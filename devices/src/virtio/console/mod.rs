@@ -74,16 +74,6 @@ pub enum ConsoleError {
     /// Writing guest output to the host writer failed.
     #[error("Cannot write console output to the host")]
     Output(#[source] io::Error),
-    /// The driver broke a queue: its avail index is more than a queue ahead, or a
-    /// chain head is past the descriptor table. The device then needs a reset.
-    #[error("The driver broke queue {queue}")]
-    BrokenQueue {
-        /// Queue index.
-        queue: usize,
-        /// virtio-queue's reason.
-        #[source]
-        source: virtio_queue::Error,
-    },
     /// Returning a chain to the used ring failed.
     #[error("Cannot return descriptor chain {head} to queue {queue}")]
     AddUsed {
