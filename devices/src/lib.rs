@@ -15,3 +15,11 @@ pub mod bus;
 pub mod legacy;
 pub mod rate_limiter;
 pub mod virtio;
+
+/// Guest memory as every device and the VMM see it: mmapped regions whose pages
+/// written through vm-memory (by a device, or by the VMM at boot) are marked in a
+/// bitmap. KVM logs the guest's own writes; this bitmap logs the host's, and a
+/// diff snapshot needs both.
+pub type GuestMemoryMmap = vm_memory::GuestMemoryMmap<vm_memory::bitmap::AtomicBitmap>;
+/// One region of [`GuestMemoryMmap`].
+pub type GuestRegionMmap = vm_memory::GuestRegionMmap<vm_memory::bitmap::AtomicBitmap>;

@@ -8,10 +8,11 @@ use arch::layout::{IRQ_BASE, IRQ_MAX, VIRTIO_MMIO_SIZE, VIRTIO_MMIO_START};
 use devices::bus::Bus;
 use devices::virtio::mmio::{MmioTransport, NOTIFY_REG_OFFSET};
 use devices::virtio::{IrqTrigger, VirtioDevice};
+use devices::GuestMemoryMmap;
 use kvm_ioctls::{IoEventAddress, VmFd};
 use linux_loader::cmdline::Cmdline;
 use thiserror::Error;
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::GuestAddress;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 /// Failures while placing a device.

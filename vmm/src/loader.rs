@@ -5,11 +5,12 @@ use std::io::{self, Read, Seek};
 use std::path::{Path, PathBuf};
 
 use arch::layout::{CMDLINE_MAX_SIZE, HIMEM_START};
+use devices::GuestMemoryMmap;
 use linux_loader::bootparam::setup_header;
 use linux_loader::cmdline::Cmdline;
 use linux_loader::loader::{bzimage::BzImage, elf::Elf, KernelLoader};
 use thiserror::Error;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 /// Offset of the 64-bit entry point from the start of a bzImage's protected-mode code
 /// (boot protocol 2.12+, `startup_64` in arch/x86/boot/compressed/head_64.S).

@@ -2,7 +2,8 @@
 
 use std::os::fd::RawFd;
 
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use crate::GuestMemoryMmap;
+use vm_memory::GuestAddress;
 
 use super::{ActivateError, ActivateParams, VirtioDevice, VIRTIO_F_VERSION_1};
 

@@ -16,8 +16,9 @@ use devices::virtio::net::frame::{complete_rx_header, read_tx_frame, write_rx_fr
 use devices::virtio::net::MAX_BUFFER_LEN;
 use devices::virtio::rng::Rng;
 use devices::virtio::{ActivateParams, IrqTrigger, VirtioDevice};
+use devices::GuestMemoryMmap;
 use virtio_queue::{DescriptorChain, Queue, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::tempfile::TempFile;
 

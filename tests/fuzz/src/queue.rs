@@ -6,9 +6,10 @@
 //! descriptors point at come from the fuzzer, so it controls chain heads, lengths,
 //! flags (NEXT, WRITE, INDIRECT), next indices, loops and the available index.
 
+use devices::GuestMemoryMmap;
 use virtio_queue::mock::MockSplitQueue;
 use virtio_queue::Queue;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 /// Size of every queue (small, so that random next indices often hit the table).
 pub const QUEUE_SIZE: u16 = 16;

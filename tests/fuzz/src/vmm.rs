@@ -8,7 +8,8 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 use clap::Parser;
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use devices::GuestMemoryMmap;
+use vm_memory::GuestAddress;
 use vmm::api::model::{load_config_file, to_document};
 use vmm::api::server::fuzzing;
 use vmm::cli::{parse_disk, parse_mac, parse_net, Cli, Command};

@@ -9,9 +9,9 @@ use std::thread::{self, JoinHandle};
 
 use devices::legacy::{AcpiPm, I8042};
 use devices::virtio::mmio::MmioTransport;
+use devices::GuestMemoryMmap;
 use event_manager::{EventOps, Events};
 use log::warn;
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 

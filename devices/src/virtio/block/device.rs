@@ -6,10 +6,10 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::GuestMemoryMmap;
 use log::{debug, error, Level};
 use virtio_bindings::virtio_blk;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vm_memory::GuestMemoryMmap;
 
 use super::disk::{open_disk, Disk, Opened, Served};
 use super::metrics::BlockMetrics;

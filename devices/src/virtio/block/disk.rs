@@ -7,11 +7,12 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::GuestMemoryMmap;
 use log::{debug, error, warn, Level};
 use thiserror::Error;
 use vm_memory::{
-    Bytes, GuestMemory, GuestMemoryError, GuestMemoryMmap, Permissions, ReadVolatile,
-    VolatileMemoryError, WriteVolatile,
+    Bytes, GuestMemory, GuestMemoryError, Permissions, ReadVolatile, VolatileMemoryError,
+    WriteVolatile,
 };
 
 use super::device::CacheType;

@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::virtio::block::VIRTIO_BLK_S_OK;
+use crate::GuestMemoryMmap;
 use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
-use vm_memory::GuestMemoryMmap;
 
 /// Guest memory: 1 MiB at 0.
 const MEM_SIZE: u64 = 0x10_0000;

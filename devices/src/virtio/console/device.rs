@@ -4,9 +4,10 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io::Write;
 
+use crate::GuestMemoryMmap;
 use log::{debug, warn, Level};
 use virtio_queue::{DescriptorChain, Queue, QueueT};
-use vm_memory::{Bytes, GuestMemoryError, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestMemoryError};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{

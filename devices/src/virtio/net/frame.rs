@@ -8,9 +8,10 @@
 
 use std::cmp::min;
 
+use crate::GuestMemoryMmap;
 use thiserror::Error;
 use virtio_queue::desc::split::Descriptor;
-use vm_memory::{Bytes, GuestMemoryError, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestMemoryError};
 
 use super::{MAX_BUFFER_LEN, MAX_CHAIN_DESCRIPTORS, NUM_BUFFERS_OFFSET, VNET_HDR_LEN};
 

@@ -1,11 +1,12 @@
 //! Tests for [`super`] (`frame.rs`): chains built by virtio-queue's `MockSplitQueue`.
 
 use super::*;
+use crate::GuestMemoryMmap;
 use virtio_bindings::virtio_ring::VRING_DESC_F_WRITE;
 use virtio_queue::desc::RawDescriptor;
 use virtio_queue::mock::MockSplitQueue;
 use virtio_queue::DescriptorChain;
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::GuestAddress;
 
 /// Guest memory: 1 MiB at 0. The mock queue sits at 0, buffers from 64 KiB.
 const MEM_SIZE: usize = 0x10_0000;

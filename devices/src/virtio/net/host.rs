@@ -5,9 +5,9 @@
 use std::io;
 use std::sync::Arc;
 
+use crate::GuestMemoryMmap;
 use log::{error, info, warn, Level};
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
-use vm_memory::GuestMemoryMmap;
 
 use super::frame::{self, FrameError};
 use super::metrics::NetMetrics;

@@ -4,9 +4,10 @@ use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 
+use crate::GuestMemoryMmap;
 use log::{debug, Level};
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
-use vm_memory::{Bytes, GuestMemoryMmap};
+use vm_memory::Bytes;
 
 use super::metrics::RngMetrics;
 use super::request::writable_segments;
