@@ -38,7 +38,7 @@ const MIN_TIMER_DURATION: Duration = Duration::from_millis(1);
 const NANOS_PER_MILLI: u128 = 1_000_000;
 
 /// Configuration of one token bucket.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TokenBucketConfig {
     /// Capacity in tokens; 0 means no limit.
     pub size: u64,
@@ -49,7 +49,7 @@ pub struct TokenBucketConfig {
 }
 
 /// Configuration of a rate limiter: a bucket per token type, `None` for no limit.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RateLimiterConfig {
     /// Bytes.
     pub bandwidth: Option<TokenBucketConfig>,

@@ -28,7 +28,7 @@ pub const MIN_MEM_MIB: u64 = 16;
 pub const MIB: u64 = 1 << 20;
 
 /// Which device is the interactive console.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 pub enum ConsoleKind {
     /// COM1 (ttyS0).
     Serial,
@@ -47,7 +47,7 @@ impl ConsoleKind {
 }
 
 /// One `--disk`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DiskConfig {
     /// Raw image file or block device.
     pub path: PathBuf,
@@ -67,7 +67,7 @@ pub struct DiskConfig {
 }
 
 /// How guest RAM is backed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum HugePages {
     /// Ordinary pages.
     #[default]
@@ -77,7 +77,7 @@ pub enum HugePages {
 }
 
 /// Machine options beyond vCPUs and memory (Firecracker's machine-config fields).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MachineOptions {
     /// Two hardware threads per core in the guest's CPU topology.
     pub smt: bool,
@@ -91,14 +91,14 @@ pub struct MachineOptions {
 }
 
 /// A virtio-rng device (`PUT /entropy`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EntropyConfig {
     /// Limits on requests and bytes of entropy.
     pub rate_limiter: Option<RateLimiterConfig>,
 }
 
 /// Everything needed to build and boot one VM.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VmConfig {
     /// Kernel image (ELF vmlinux or bzImage); unset until the API's boot source.
     pub kernel: Option<PathBuf>,
@@ -150,7 +150,7 @@ impl Default for VmConfig {
 }
 
 /// One `--net`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NetConfig {
     /// API name of the interface (`iface_id`), if it came from the API.
     pub id: Option<String>,

@@ -26,7 +26,7 @@ use crate::virtio::{
 };
 
 /// What the device does with the driver's flushes (Firecracker's `cache_type`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CacheType {
     /// VIRTIO_BLK_F_FLUSH is not offered, so the driver treats the disk as
     /// write-through and never waits for the host to sync; a flush it sends anyway
