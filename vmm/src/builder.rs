@@ -108,7 +108,7 @@ pub enum BuildError {
     Bus(&'static str, #[source] devices::bus::Error),
 }
 
-fn ioctl(name: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> BuildError {
+pub(crate) fn ioctl(name: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> BuildError {
     move |e| BuildError::KvmIoctl(name, e)
 }
 
@@ -157,6 +157,8 @@ pub struct BuiltVm {
     pub disks: Vec<Arc<Mutex<Block>>>,
     /// The network devices, in `config.nets` order (for PATCH /network-interfaces).
     pub nets: Vec<Arc<Mutex<Net>>>,
+    /// The MSRs a snapshot saves (KVM_GET_MSR_INDEX_LIST).
+    pub msr_indices: Vec<u32>,
 }
 
 /// Builds a VM: validates, creates the KVM VM, loads the guest and configures vCPUs.
@@ -178,26 +180,11 @@ pub fn build_vm(config: &VmConfig) -> Result<BuiltVm, BuildError> {
         Some(path) => Some(loader::load_initrd(&mem, path)?),
         None => None,
     };
-    let mut pio = Bus::new();
-    let mut mmio = Bus::new();
-    let legacy = attach_legacy_devices(&vm_fd, &mut pio, serial_output(config)?)?;
-    let mut device_manager = DeviceManager::default();
-    let mut virtio = VirtioContext {
-        vm_fd: &vm_fd,
-        mem: &mem,
-        mmio: &mut mmio,
-        cmdline: &mut cmdline,
-        devices: &mut device_manager,
-    };
-    metrics().clear_devices();
-    let disks = attach_disks(config, &mut virtio)?;
-    let nets = attach_nets(config, &mut virtio)?;
-    attach_entropy(config, &mut virtio)?;
-    let console_input = attach_console(config, &legacy, &mut virtio)?;
+    let devices = attach_devices(config, &vm_fd, &mem, &mut cmdline)?;
     let acpi_rsdp = if config.machine.no_acpi {
         None
     } else {
-        Some(write_acpi_tables(&mem, config.vcpus, &device_manager)?)
+        Some(write_acpi_tables(&mem, config.vcpus, &devices.manager)?)
     };
 
     let cmdline_addr = GuestAddress(layout::CMDLINE_START);
@@ -243,16 +230,73 @@ pub fn build_vm(config: &VmConfig) -> Result<BuiltVm, BuildError> {
     Ok(BuiltVm {
         vm_fd,
         mem,
-        pio: Arc::new(pio),
-        mmio: Arc::new(mmio),
-        legacy,
-        devices: device_manager,
-        console_input,
+        pio: Arc::new(devices.pio),
+        mmio: Arc::new(devices.mmio),
+        legacy: devices.legacy,
+        devices: devices.manager,
+        console_input: devices.console_input,
         vcpus,
         cmdline,
+        disks: devices.disks,
+        nets: devices.nets,
+        msr_indices: msr_indices(&kvm)?,
+    })
+}
+
+/// Every device of a VM, on its buses and registered with KVM.
+pub(crate) struct AttachedDevices {
+    pub(crate) pio: Bus,
+    pub(crate) mmio: Bus,
+    pub(crate) legacy: LegacyDevices,
+    pub(crate) manager: DeviceManager,
+    pub(crate) disks: Vec<Arc<Mutex<Block>>>,
+    pub(crate) nets: Vec<Arc<Mutex<Net>>>,
+    pub(crate) console_input: ConsoleInput,
+}
+
+/// Creates the configured devices, in an order a restore repeats: legacy devices,
+/// then disks, network interfaces, entropy and the virtio console, each on the next
+/// virtio-mmio slot (announced on `cmdline`).
+pub(crate) fn attach_devices(
+    config: &VmConfig,
+    vm_fd: &VmFd,
+    mem: &GuestMemoryMmap,
+    cmdline: &mut Cmdline,
+) -> Result<AttachedDevices, BuildError> {
+    let mut pio = Bus::new();
+    let mut mmio = Bus::new();
+    let legacy = attach_legacy_devices(vm_fd, &mut pio, serial_output(config)?)?;
+    let mut manager = DeviceManager::default();
+    let mut virtio = VirtioContext {
+        vm_fd,
+        mem,
+        mmio: &mut mmio,
+        cmdline,
+        devices: &mut manager,
+    };
+    metrics().clear_devices();
+    let disks = attach_disks(config, &mut virtio)?;
+    let nets = attach_nets(config, &mut virtio)?;
+    attach_entropy(config, &mut virtio)?;
+    let console_input = attach_console(config, &legacy, &mut virtio)?;
+    Ok(AttachedDevices {
+        pio,
+        mmio,
+        legacy,
+        manager,
         disks,
         nets,
+        console_input,
     })
+}
+
+/// The MSRs a snapshot saves: every one KVM lists.
+pub(crate) fn msr_indices(kvm: &Kvm) -> Result<Vec<u32>, BuildError> {
+    Ok(kvm
+        .get_msr_index_list()
+        .map_err(ioctl("KVM_GET_MSR_INDEX_LIST"))?
+        .as_slice()
+        .to_vec())
 }
 
 /// The command line with the root device's `root=` (Firecracker adds it for the
@@ -446,7 +490,7 @@ pub fn host_limits(kvm: &Kvm) -> Result<HostLimits, BuildError> {
     })
 }
 
-fn create_vm(kvm: &Kvm) -> Result<VmFd, BuildError> {
+pub(crate) fn create_vm(kvm: &Kvm) -> Result<VmFd, BuildError> {
     let vm_fd = kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
     vm_fd
         .set_tss_address(layout::KVM_TSS_ADDRESS as usize)
@@ -488,7 +532,7 @@ fn create_guest_memory(config: &VmConfig) -> Result<GuestMemoryMmap, BuildError>
     GuestMemoryMmap::from_regions(mapped).map_err(|e| huge(std::io::Error::other(e.to_string())))
 }
 
-fn register_guest_memory(
+pub(crate) fn register_guest_memory(
     vm_fd: &VmFd,
     mem: &GuestMemoryMmap,
     track_dirty_pages: bool,

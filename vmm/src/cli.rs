@@ -25,6 +25,32 @@ pub enum Command {
     Check,
     /// Drive a cabin started with --api-sock, for shell scripts.
     Ctl(CtlArgs),
+    /// Work on snapshot files offline.
+    Snapshot(SnapshotArgs),
+}
+
+/// Arguments of `cabin snapshot`.
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: SnapshotAction,
+}
+
+/// `cabin snapshot` actions.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum SnapshotAction {
+    /// Apply a diff snapshot's memory file onto the full memory file it follows:
+    /// the full file then holds the diff snapshot's memory, and restores with its
+    /// state file.
+    Rebase {
+        /// The full snapshot's memory file (changed in place).
+        #[arg(long, value_name = "FILE")]
+        memory_path: PathBuf,
+        /// The diff snapshot's memory file.
+        #[arg(long, value_name = "FILE")]
+        diff_path: PathBuf,
+    },
 }
 
 /// Arguments of `cabin ctl`.
@@ -39,7 +65,7 @@ pub struct CtlArgs {
 }
 
 /// `cabin ctl` actions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum CtlAction {
     /// Print id, state and version (GET /).
     Status,
@@ -64,13 +90,24 @@ pub enum CtlAction {
         #[arg(long, value_name = "S", default_value_t = crate::api::model::SHUTDOWN_TIMEOUT_S)]
         timeout: u64,
     },
+    /// Pause the VM and write a snapshot into DIR (DIR/state and DIR/memory); the VM
+    /// stays paused (`cabin ctl resume` goes on, `cabin run --restore DIR` starts a
+    /// copy).
+    Snapshot {
+        /// The directory for the snapshot (created if missing).
+        dir: PathBuf,
+        /// Write only the memory pages changed since the last snapshot (the VM needs
+        /// dirty-page tracking); `cabin snapshot rebase` applies them to a full one.
+        #[arg(long)]
+        diff: bool,
+    },
 }
 
 /// Arguments of `cabin run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Guest kernel: an uncompressed ELF `vmlinux` or a `bzImage`.
-    #[arg(long, value_name = "PATH", required_unless_present_any = ["api_sock", "config_file"])]
+    #[arg(long, value_name = "PATH", required_unless_present_any = ["api_sock", "config_file", "restore"])]
     pub kernel: Option<PathBuf>,
     /// Initial ramdisk (initramfs) to load next to the kernel.
     #[arg(long, value_name = "PATH")]
@@ -116,6 +153,10 @@ pub struct RunArgs {
     /// virtio devices on the command line, and `poweroff` only halts it.
     #[arg(long)]
     pub no_acpi: bool,
+    /// Start from the snapshot in DIR (written by `cabin ctl snapshot DIR`) instead
+    /// of booting; `--net tap=NAME` gives its interfaces, in order, other TAPs.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["kernel", "initrd", "cmdline", "disk", "config_file", "no_acpi", "vcpus", "memory", "console"])]
+    pub restore: Option<PathBuf>,
 }
 
 /// Parses a MAC address `52:54:00:12:34:56`.

@@ -264,6 +264,11 @@ impl VmConfig {
         if let Some(initrd) = &self.initrd {
             check_readable_file("Initrd", initrd)?;
         }
+        self.validate_disks()
+    }
+
+    /// Checks the disks: each exists, none is given twice, ids are unique and short.
+    pub fn validate_disks(&self) -> Result<(), ConfigError> {
         let mut seen: Vec<(u64, u64, &Path)> = Vec::new();
         let mut ids: Vec<&str> = Vec::new();
         for disk in &self.disks {
@@ -292,6 +297,11 @@ impl VmConfig {
     /// Checks every field against the host; the first problem found is returned.
     pub fn validate(&self, host: &HostLimits) -> Result<(), ConfigError> {
         self.validate_files()?;
+        self.validate_machine(host)
+    }
+
+    /// Checks memory size and vCPU count against the host.
+    pub fn validate_machine(&self, host: &HostLimits) -> Result<(), ConfigError> {
         if self.mem_size_mib < MIN_MEM_MIB {
             return Err(ConfigError::MemoryTooSmall(self.mem_size_mib));
         }

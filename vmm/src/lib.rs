@@ -12,6 +12,7 @@ pub mod logger;
 pub mod metrics;
 pub mod runner;
 pub mod seccomp;
+pub mod snapshot;
 pub mod stdio;
 pub mod vcpu;
 

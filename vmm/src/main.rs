@@ -3,13 +3,14 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use vmm::api::model::snapshot::LoadPlan;
 use vmm::api::{model, server};
-use vmm::cli::{Cli, Command, RunArgs};
+use vmm::cli::{Cli, Command, RunArgs, SnapshotAction, SnapshotArgs};
 use vmm::config::VmConfig;
 use vmm::seccomp::{self, ThreadFilter, ThreadKind};
 use vmm::vcpu::StopReason;
 use vmm::{
-    error_chain, kvm, runner, EXIT_ERROR, EXIT_GUEST_FAILURE, EXIT_GUEST_HALTED, EXIT_OK,
+    error_chain, kvm, runner, snapshot, EXIT_ERROR, EXIT_GUEST_FAILURE, EXIT_GUEST_HALTED, EXIT_OK,
     EXIT_SHUTDOWN_TIMEOUT,
 };
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -22,6 +23,7 @@ fn main() -> ExitCode {
         Command::Check => check(),
         Command::Run(args) => run(args),
         Command::Ctl(args) => vmm::api::client::run_ctl(&args),
+        Command::Snapshot(args) => snapshot_tool(&args),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
@@ -44,7 +46,18 @@ fn run(args: RunArgs) -> i32 {
             }
         }
     };
+    let restore = args.restore.as_ref().map(|dir| LoadPlan {
+        snapshot_path: dir.join(snapshot::STATE_FILE),
+        mem_file: dir.join(snapshot::MEMORY_FILE),
+        track_dirty_pages: false,
+        resume_vm: true,
+        network_overrides: Vec::new(),
+        positional_taps: args.net.iter().map(|net| net.tap.clone()).collect(),
+    });
     let mut config = VmConfig::from(args);
+    if restore.is_some() {
+        config.nets.clear();
+    }
     if let Some(file) = &config_file {
         config = match model::load_config_file(file, config) {
             Ok(config) => config,
@@ -69,6 +82,7 @@ fn run(args: RunArgs) -> i32 {
     let options = runner::RunOptions {
         boot_now,
         seccomp: filters,
+        restore,
     };
     match runner::run(config, api, options) {
         Ok(StopReason::GuestShutdown) => {
@@ -114,6 +128,29 @@ fn start_api(
         .map_err(|e| format!("Cannot create an eventfd: {e}"))?;
     let server = server::start(path, tx, server_wake, seccomp).map_err(|e| error_chain(&e))?;
     Ok((runner::ApiEndpoint { requests, wake }, server))
+}
+
+fn snapshot_tool(args: &SnapshotArgs) -> i32 {
+    match &args.action {
+        SnapshotAction::Rebase {
+            memory_path,
+            diff_path,
+        } => match snapshot::memory::rebase(memory_path, diff_path) {
+            Ok(bytes) => {
+                println!(
+                    "{}: {} MiB of changed pages applied from {}",
+                    memory_path.display(),
+                    bytes >> 20,
+                    diff_path.display()
+                );
+                EXIT_OK
+            }
+            Err(e) => {
+                eprintln!("cabin: {}", error_chain(&e));
+                EXIT_ERROR
+            }
+        },
+    }
 }
 
 fn check() -> i32 {

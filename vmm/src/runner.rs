@@ -29,8 +29,9 @@ use crate::stdio::RawTerminal;
 use crate::vcpu::{self, StopReason, VcpuStopped};
 
 mod running;
+mod snapshot;
 
-use running::RunningVm;
+use running::{RunningVm, Start};
 
 /// Signals that stop the VM in an orderly way.
 pub const STOP_SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
@@ -63,6 +64,9 @@ pub enum RunError {
     /// The configured metrics file could not be used.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// A snapshot could not be loaded.
+    #[error("{0}")]
+    Restore(String),
 }
 
 /// How the VMM thread runs, beyond the VM's configuration.
@@ -74,6 +78,8 @@ pub struct RunOptions {
     /// The VMM thread installs its filter right after the VM is built and its
     /// vCPUs started, each vCPU thread before its run loop.
     pub seccomp: Option<Filters>,
+    /// Start from this snapshot instead (`cabin run --restore`).
+    pub restore: Option<crate::api::model::snapshot::LoadPlan>,
 }
 
 /// The API's side of the event loop: requests arrive on `requests`, and `wake`
@@ -107,7 +113,9 @@ pub fn run(
     // epoll sets once the VM runs.
     let mut manager: EventManager<Arc<Mutex<Controller>>> =
         EventManager::new().map_err(RunError::EventLoop)?;
-    if options.boot_now {
+    if let Some(plan) = &options.restore {
+        controller.load_snapshot(plan, None)?;
+    } else if options.boot_now {
         controller.start_vm()?;
     }
     let _terminal = RawTerminal::new().map_err(|e| RunError::Setup("the terminal", e))?;
@@ -134,7 +142,7 @@ pub fn run(
     result
 }
 
-fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
@@ -338,11 +346,18 @@ impl Controller {
     /// VMM thread to its seccomp filter: from here on it only serves the running VM.
     fn start_vm(&mut self) -> Result<(), RunError> {
         let built = build_vm(&self.config)?;
+        self.start_built(built, Start::Boot)
+    }
+
+    /// Starts the vCPUs of a built VM (running, or parked for a restored one), then
+    /// confines the VMM thread.
+    fn start_built(&mut self, built: crate::builder::BuiltVm, how: Start) -> Result<(), RunError> {
         let mut running = RunningVm::start(
             built,
             &self.vcpu_events_tx,
             &self.exit_evt,
             self.seccomp.as_ref(),
+            how,
         )?;
         if let Some(filters) = &self.seccomp {
             if let Err(e) = filters.program(ThreadKind::Vmm).apply() {
@@ -351,7 +366,10 @@ impl Controller {
             }
         }
         self.vm = Some(running);
-        self.state = VmState::Running;
+        self.state = match how {
+            Start::Boot => VmState::Running,
+            Start::Restored => VmState::Paused,
+        };
         if let Err(e) = self
             .halt_timer
             .reset(HALT_CHECK_PERIOD, Some(HALT_CHECK_PERIOD))
@@ -489,13 +507,25 @@ impl Controller {
             }),
             ApiRequest::Resume => self.transition(VmAction::Resume).and_then(|next| {
                 let vm = self.vm.as_mut().ok_or_else(no_vm)?;
-                vm.resume(ops);
+                vm.resume(Some(ops));
                 self.state = next;
                 Ok(ApiResponse::Done)
             }),
             ApiRequest::Shutdown { timeout } => self
                 .transition(VmAction::Shutdown)
                 .and_then(|_| self.shut_down_guest(timeout)),
+            ApiRequest::CreateSnapshot(params) => self
+                .transition(VmAction::Snapshot)
+                .and_then(|_| self.create_snapshot(&params)),
+            ApiRequest::LoadSnapshot(plan) => self.transition(VmAction::Load).and_then(|_| {
+                match self.load_snapshot(&plan, Some(ops)) {
+                    Ok(()) => {
+                        self.watch_vm(ops);
+                        Ok(ApiResponse::Done)
+                    }
+                    Err(e) => Err(bad_request(error_chain(&e))),
+                }
+            }),
             ApiRequest::CtrlAltDel => self.transition(VmAction::CtrlAltDel).and_then(|_| {
                 let vm = self.vm.as_ref().ok_or_else(no_vm)?;
                 lock(&vm.i8042)
@@ -518,7 +548,7 @@ fn bad_request(message: String) -> ApiResponse {
     }
 }
 
-fn no_vm() -> ApiResponse {
+pub(super) fn no_vm() -> ApiResponse {
     ApiResponse::Error {
         status: 400,
         message: "The VM is not running".into(),

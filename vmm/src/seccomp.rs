@@ -28,7 +28,7 @@ use seccompiler::{
     SeccompRule, TargetArch,
 };
 use thiserror::Error;
-use vmm_sys_util::{ioctl_io_nr, ioctl_ior_nr};
+use vmm_sys_util::{ioctl_io_nr, ioctl_ior_nr, ioctl_iow_nr, ioctl_iowr_nr};
 
 /// Exit status after a blocked system call: 128 + SIGSYS, as if SIGSYS had killed
 /// cabin, but distinct from the statuses of the stop signals.
@@ -37,6 +37,21 @@ pub const EXIT_SECCOMP: i32 = 128 + libc::SIGSYS;
 ioctl_io_nr!(KVM_RUN, KVMIO, 0x80);
 ioctl_ior_nr!(KVM_GET_REGS, KVMIO, 0x81, kvm_regs);
 ioctl_ior_nr!(KVM_GET_MP_STATE, KVMIO, 0x98, kvm_bindings::kvm_mp_state);
+// What a parked vCPU reads for a snapshot.
+ioctl_ior_nr!(KVM_GET_SREGS, KVMIO, 0x83, kvm_bindings::kvm_sregs);
+ioctl_iowr_nr!(KVM_GET_MSRS, KVMIO, 0x88, kvm_bindings::kvm_msrs);
+ioctl_ior_nr!(KVM_GET_LAPIC, KVMIO, 0x8e, kvm_bindings::kvm_lapic_state);
+ioctl_iowr_nr!(KVM_GET_CPUID2, KVMIO, 0x91, kvm_bindings::kvm_cpuid2);
+ioctl_ior_nr!(KVM_GET_VCPU_EVENTS, KVMIO, 0x9f, kvm_bindings::kvm_vcpu_events);
+ioctl_ior_nr!(KVM_GET_DEBUGREGS, KVMIO, 0xa1, kvm_bindings::kvm_debugregs);
+ioctl_io_nr!(KVM_GET_TSC_KHZ, KVMIO, 0xa3);
+ioctl_ior_nr!(KVM_GET_XSAVE, KVMIO, 0xa4, kvm_bindings::kvm_xsave);
+ioctl_ior_nr!(KVM_GET_XCRS, KVMIO, 0xa6, kvm_bindings::kvm_xcrs);
+// What the VMM thread reads of the VM for a snapshot.
+ioctl_iow_nr!(KVM_GET_DIRTY_LOG, KVMIO, 0x42, kvm_bindings::kvm_dirty_log);
+ioctl_iowr_nr!(KVM_GET_IRQCHIP, KVMIO, 0x62, kvm_bindings::kvm_irqchip);
+ioctl_ior_nr!(KVM_GET_CLOCK, KVMIO, 0x7c, kvm_bindings::kvm_clock_data);
+ioctl_ior_nr!(KVM_GET_PIT2, KVMIO, 0x9f, kvm_bindings::kvm_pit_state2);
 
 /// The kinds of cabin threads, each with its own filter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -288,8 +303,30 @@ fn vmm_rules() -> RuleResult<Vec<(i64, Vec<SeccompRule>)>> {
         // Block flush requests (File::sync_data).
         (libc::SYS_fdatasync, any()),
         // The terminal: raw mode when the VM starts (isatty, tcgetattr: TCGETS) and
-        // restored at exit (tcsetattr TCSANOW: TCSETS).
-        (libc::SYS_ioctl, arg_in(1, &[libc::TCGETS, libc::TCSETS])?),
+        // restored at exit (tcsetattr TCSANOW: TCSETS); a snapshot reads the VM's
+        // interrupt controllers, PIT, clock and dirty-page log.
+        (
+            libc::SYS_ioctl,
+            arg_in(
+                1,
+                &[
+                    libc::TCGETS,
+                    libc::TCSETS,
+                    KVM_GET_DIRTY_LOG(),
+                    KVM_GET_IRQCHIP(),
+                    KVM_GET_CLOCK(),
+                    KVM_GET_PIT2(),
+                ],
+            )?,
+        ),
+        // A snapshot's files: sized (ftruncate), written page runs at their
+        // offsets (pwrite64), synced, and renamed into place.
+        (libc::SYS_ftruncate, any()),
+        (libc::SYS_pwrite64, any()),
+        (libc::SYS_fsync, any()),
+        (libc::SYS_rename, any()),
+        (libc::SYS_renameat, any()),
+        (libc::SYS_renameat2, any()),
         // Kicking vCPUs out of KVM_RUN for pause and stop (pthread_kill).
         (
             libc::SYS_tgkill,
@@ -348,6 +385,16 @@ fn vcpu_rules() -> RuleResult<Vec<(i64, Vec<SeccompRule>)>> {
                     KVM_GET_REGS(),
                     KVM_GET_MP_STATE(),
                     libc::TUNSETOFFLOAD,
+                    // A snapshot: the parked vCPU reads the rest of its state.
+                    KVM_GET_SREGS(),
+                    KVM_GET_MSRS(),
+                    KVM_GET_LAPIC(),
+                    KVM_GET_CPUID2(),
+                    KVM_GET_VCPU_EVENTS(),
+                    KVM_GET_DEBUGREGS(),
+                    KVM_GET_TSC_KHZ(),
+                    KVM_GET_XSAVE(),
+                    KVM_GET_XCRS(),
                 ],
             )?,
         ),
@@ -512,6 +559,19 @@ mod tests {
         assert_eq!(KVM_RUN(), 0xae80);
         assert_eq!(KVM_GET_REGS(), 0x8090_ae81);
         assert_eq!(KVM_GET_MP_STATE(), 0x8004_ae98);
+        assert_eq!(KVM_GET_SREGS(), 0x8138_ae83);
+        assert_eq!(KVM_GET_MSRS(), 0xc008_ae88);
+        assert_eq!(KVM_GET_LAPIC(), 0x8400_ae8e);
+        assert_eq!(KVM_GET_CPUID2(), 0xc008_ae91);
+        assert_eq!(KVM_GET_VCPU_EVENTS(), 0x8040_ae9f);
+        assert_eq!(KVM_GET_DEBUGREGS(), 0x8080_aea1);
+        assert_eq!(KVM_GET_TSC_KHZ(), 0xaea3);
+        assert_eq!(KVM_GET_XSAVE(), 0x9000_aea4);
+        assert_eq!(KVM_GET_XCRS(), 0x8188_aea6);
+        assert_eq!(KVM_GET_DIRTY_LOG(), 0x4010_ae42);
+        assert_eq!(KVM_GET_IRQCHIP(), 0xc208_ae62);
+        assert_eq!(KVM_GET_CLOCK(), 0x8030_ae7c);
+        assert_eq!(KVM_GET_PIT2(), 0x8070_ae9f);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::metrics::{metrics, ExitReason};
 use crate::seccomp::ThreadFilter;
+use crate::snapshot::cpu::VcpuState;
 
 /// What an access to a port or address that no device claims reads as.
 pub const UNCLAIMED_READ_BYTE: u8 = 0xff;
@@ -331,6 +332,10 @@ struct ControlState {
     halt_round: u64,
     /// How many vCPUs found themselves halted with interrupts off in this round.
     halted: usize,
+    /// Bumped to ask parked vCPUs for their state (see [`VcpuControl::save_parked`]).
+    save_round: u64,
+    /// Each vCPU's answer to the current save round, by index.
+    saved: Vec<Option<Result<VcpuState, String>>>,
 }
 
 /// Shared between the VMM thread and every vCPU thread: stop and pause requests, and
@@ -410,17 +415,51 @@ impl VcpuControl {
         guard.parked >= count
     }
 
-    /// Called by a vCPU thread before KVM_RUN: parks while paused; returns false
-    /// when the vCPU must leave.
-    fn may_run(&self) -> bool {
+    /// Asks each of `count` parked vCPUs for its state (read by its own thread, as
+    /// KVM wants) and waits for all of them; the first failure is the error.
+    pub fn save_parked(&self, count: usize, timeout: Duration) -> Result<Vec<VcpuState>, String> {
+        let mut state = self.lock();
+        state.save_round = state.save_round.wrapping_add(1);
+        state.saved = (0..count).map(|_| None).collect();
+        self.changed.notify_all();
+        let (mut state, _) = self
+            .changed
+            .wait_timeout_while(state, timeout, |s| {
+                !s.stop && s.saved.iter().any(Option::is_none)
+            })
+            .unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut state.saved)
+            .into_iter()
+            .enumerate()
+            .map(|(index, saved)| {
+                saved
+                    .unwrap_or_else(|| Err(format!("vCPU {index} did not answer within {timeout:?}")))
+                    .map_err(|e| format!("vCPU {index}: {e}"))
+            })
+            .collect()
+    }
+
+    /// Called by a vCPU thread before KVM_RUN: parks while paused, answering save
+    /// requests with `save` meanwhile; returns false when the vCPU must leave.
+    fn may_run(&self, index: usize, save: &mut dyn FnMut() -> Result<VcpuState, String>) -> bool {
         if self.guest_stop.load(Ordering::Acquire) {
             return false;
         }
         let mut state = self.lock();
         if state.paused && !state.stop {
             state.parked += 1;
+            let mut answered = state.save_round;
             self.changed.notify_all();
             while state.paused && !state.stop {
+                if state.save_round != answered {
+                    answered = state.save_round;
+                    let result = save();
+                    if let Some(slot) = state.saved.get_mut(index) {
+                        *slot = Some(result);
+                    }
+                    self.changed.notify_all();
+                    continue;
+                }
                 state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
             }
             state.parked -= 1;
@@ -453,6 +492,8 @@ pub struct VcpuThread {
     pub exit_evt: EventFd,
     /// The vCPU seccomp filter, installed before the run loop (`None`: off).
     pub seccomp: Option<ThreadFilter>,
+    /// The MSRs a snapshot saves.
+    pub msr_indices: Arc<Vec<u32>>,
 }
 
 impl fmt::Debug for VcpuThread {
@@ -488,8 +529,11 @@ impl VcpuThread {
 
     fn run_loop(&mut self) -> Option<StopReason> {
         let mut halt_round = self.control.halt_round();
+        let index = usize::try_from(self.index).unwrap_or(usize::MAX);
         loop {
-            if !self.control.may_run() {
+            let (fd, msrs) = (&self.fd, &self.msr_indices);
+            let mut save = || VcpuState::save(fd, msrs).map_err(|e| crate::error_chain(&e));
+            if !self.control.may_run(index, &mut save) {
                 return None;
             }
             let action = match self.fd.run() {
@@ -716,7 +760,7 @@ mod tests {
         control.request_pause();
         let worker = {
             let control = control.clone();
-            std::thread::spawn(move || control.may_run())
+            std::thread::spawn(move || control.may_run(0, &mut || Err("no vCPU".into())))
         };
         assert!(control.wait_parked(1, Duration::from_secs(10)));
         control.resume();
@@ -727,9 +771,10 @@ mod tests {
     fn vcpu_control_guest_stop_keeps_vcpus_out_of_the_guest() {
         let raised = Arc::new(AtomicBool::new(false));
         let control = VcpuControl::new(raised.clone());
-        assert!(control.may_run());
+        let mut save = || Err("no vCPU".to_owned());
+        assert!(control.may_run(0, &mut save));
         raised.store(true, Ordering::Release);
-        assert!(!control.may_run());
+        assert!(!control.may_run(0, &mut save));
     }
 
     #[test]
@@ -738,7 +783,7 @@ mod tests {
         control.request_pause();
         let worker = {
             let control = control.clone();
-            std::thread::spawn(move || control.may_run())
+            std::thread::spawn(move || control.may_run(0, &mut || Err("no vCPU".into())))
         };
         assert!(control.wait_parked(1, Duration::from_secs(10)));
         control.request_stop();

@@ -51,6 +51,9 @@ pub enum CtlError {
     /// The answer is not HTTP cabin would send.
     #[error("cabin's answer cannot be read: {0}")]
     BadAnswer(String),
+    /// cabin refused (its fault message), or a step before the request failed.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// An HTTP answer.
@@ -63,7 +66,7 @@ pub struct Answer {
 }
 
 /// The request for each action: method, path, JSON body.
-fn request_for(action: CtlAction) -> (&'static str, &'static str, Option<String>) {
+fn request_for(action: &CtlAction) -> (&'static str, &'static str, Option<String>) {
     let action_body = |action_type| serde_json::to_string(&Action::new(action_type)).ok();
     let state_body = |state| serde_json::to_string(&VmStatePatch { state }).ok();
     match action {
@@ -75,6 +78,7 @@ fn request_for(action: CtlAction) -> (&'static str, &'static str, Option<String>
         CtlAction::Config => ("GET", "/vm/config", None),
         CtlAction::Version => ("GET", "/version", None),
         CtlAction::FlushMetrics => ("PUT", "/actions", action_body(ActionType::FlushMetrics)),
+        CtlAction::Snapshot { .. } => ("GET", "/", None),
         CtlAction::Shutdown { timeout } => {
             let action = Action {
                 timeout_s: Some(timeout),
@@ -222,9 +226,20 @@ fn fault_message(answer: &Answer) -> String {
 ///
 /// (`2` is the usual command-line syntax error.)
 pub fn run_ctl(args: &CtlArgs) -> i32 {
-    let (method, path, body) = request_for(args.action);
-    match send_request(&args.api_sock, method, path, body.as_deref()) {
-        Ok(answer) if (200..300).contains(&answer.status) => {
+    if let CtlAction::Snapshot { dir, diff } = &args.action {
+        return match snapshot(&args.api_sock, dir, *diff) {
+            Ok(()) => EXIT_OK,
+            Err(e) => report(e),
+        };
+    }
+    let (method, path, body) = request_for(&args.action);
+    let sent = send_request(&args.api_sock, method, path, body.as_deref());
+    let answer = match sent {
+        Ok(answer) => answer,
+        Err(e) => return report(e),
+    };
+    match answer {
+        answer if (200..300).contains(&answer.status) => {
             if !answer.body.is_empty() {
                 print_json(&answer.body);
             }
@@ -233,22 +248,65 @@ pub fn run_ctl(args: &CtlArgs) -> i32 {
                 _ => EXIT_OK,
             }
         }
-        Ok(answer) => {
-            eprintln!("cabin ctl: {}", fault_message(&answer));
-            EXIT_REFUSED
-        }
-        Err(CtlError::Connect { path, source }) => {
+        answer => report(CtlError::Refused(fault_message(&answer))),
+    }
+}
+
+/// Prints why `cabin ctl` failed, one line, and gives its exit status.
+fn report(error: CtlError) -> i32 {
+    match error {
+        CtlError::Connect { path, source } => {
             let path = path.display();
             eprintln!(
                 "cabin ctl: cannot reach cabin at {path}: {source}; is it running with --api-sock {path}?"
             );
             EXIT_UNREACHABLE
         }
-        Err(e) => {
+        CtlError::Refused(message) => {
+            eprintln!("cabin ctl: {message}");
+            EXIT_REFUSED
+        }
+        e => {
             eprintln!("cabin ctl: {}", error_chain(&e));
             EXIT_REFUSED
         }
     }
+}
+
+/// `cabin ctl snapshot DIR`: pauses the VM unless it is paused, then writes
+/// DIR/state and DIR/memory; the VM stays paused.
+fn snapshot(socket: &Path, dir: &Path, diff: bool) -> Result<(), CtlError> {
+    let call = |method, path, body: Option<String>| -> Result<Answer, CtlError> {
+        let answer = send_request(socket, method, path, body.as_deref())?;
+        if (200..300).contains(&answer.status) {
+            Ok(answer)
+        } else {
+            Err(CtlError::Refused(fault_message(&answer)))
+        }
+    };
+    let status = call("GET", "/", None)?;
+    let state = serde_json::from_slice::<serde_json::Value>(&status.body)
+        .ok()
+        .and_then(|v| v.get("state")?.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    if state == "Running" {
+        call("PATCH", "/vm", serde_json::to_string(&VmStatePatch { state: VmStateRequest::Paused }).ok())?;
+    }
+    std::fs::create_dir_all(dir).map_err(|e| {
+        CtlError::Refused(format!("cannot create the snapshot directory {}: {e}", dir.display()))
+    })?;
+    // cabin resolves paths against its own working directory, not this one's.
+    let dir = std::path::absolute(dir).map_err(|e| {
+        CtlError::Refused(format!("cannot resolve {}: {e}", dir.display()))
+    })?;
+    let body = serde_json::json!({
+        "snapshot_path": dir.join(crate::snapshot::STATE_FILE),
+        "mem_file_path": dir.join(crate::snapshot::MEMORY_FILE),
+        "snapshot_type": if diff { "Diff" } else { "Full" },
+    });
+    call("PUT", "/snapshot/create", Some(body.to_string()))?;
+    println!("{}", dir.display());
+    Ok(())
 }
 
 /// After `Shutdown`: waits until the cabin serving `socket` is gone (it stops the
@@ -296,9 +354,9 @@ mod tests {
 
     #[test]
     fn request_for_uses_firecracker_requests() {
-        assert_eq!(request_for(CtlAction::Status), ("GET", "/", None));
+        assert_eq!(request_for(&CtlAction::Status), ("GET", "/", None));
         assert_eq!(
-            request_for(CtlAction::Start),
+            request_for(&CtlAction::Start),
             (
                 "PUT",
                 "/actions",
@@ -306,21 +364,21 @@ mod tests {
             )
         );
         assert_eq!(
-            request_for(CtlAction::Pause),
+            request_for(&CtlAction::Pause),
             ("PATCH", "/vm", Some(r#"{"state":"Paused"}"#.into()))
         );
         assert_eq!(
-            request_for(CtlAction::Resume),
+            request_for(&CtlAction::Resume),
             ("PATCH", "/vm", Some(r#"{"state":"Resumed"}"#.into()))
         );
         assert_eq!(
-            request_for(CtlAction::CtrlAltDel).2.as_deref(),
+            request_for(&CtlAction::CtrlAltDel).2.as_deref(),
             Some(r#"{"action_type":"SendCtrlAltDel"}"#)
         );
-        assert_eq!(request_for(CtlAction::Config), ("GET", "/vm/config", None));
-        assert_eq!(request_for(CtlAction::Version), ("GET", "/version", None));
+        assert_eq!(request_for(&CtlAction::Config), ("GET", "/vm/config", None));
+        assert_eq!(request_for(&CtlAction::Version), ("GET", "/version", None));
         assert_eq!(
-            request_for(CtlAction::FlushMetrics).2.as_deref(),
+            request_for(&CtlAction::FlushMetrics).2.as_deref(),
             Some(r#"{"action_type":"FlushMetrics"}"#)
         );
     }

@@ -50,6 +50,10 @@ pub enum ApiRequest {
     Pause,
     /// `PATCH /vm {"state": "Resumed"}`.
     Resume,
+    /// `PUT /snapshot/create`: only on a paused VM.
+    CreateSnapshot(model::snapshot::SnapshotCreate),
+    /// `PUT /snapshot/load`: only before the VM starts.
+    LoadSnapshot(model::snapshot::LoadPlan),
 }
 
 /// The VMM thread's answer.

@@ -24,6 +24,7 @@ mod file;
 mod limits;
 mod observe;
 mod patch;
+pub mod snapshot;
 
 pub use document::to_document;
 pub use file::{load_config_file, ConfigFileError};

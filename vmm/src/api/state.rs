@@ -34,6 +34,10 @@ pub enum VmAction {
     Update,
     /// The guest or a signal ended the VM.
     Exit,
+    /// Write a snapshot of the paused VM.
+    Snapshot,
+    /// Build the VM from a snapshot instead of booting it.
+    Load,
 }
 
 impl VmState {
@@ -49,6 +53,8 @@ impl VmState {
             (S::Paused, A::Resume) => Ok(S::Running),
             (S::Running, A::CtrlAltDel | A::Shutdown) => Ok(S::Running),
             (S::Running | S::Paused, A::Update) => Ok(self),
+            (S::Paused, A::Snapshot) => Ok(S::Paused),
+            (S::NotStarted, A::Load) => Ok(S::Paused),
             (S::NotStarted | S::Running | S::Paused, A::Exit) => Ok(S::Exited),
             (S::Exited, A::Exit) => Ok(S::Exited),
             (state, action) => Err(format!(
@@ -70,6 +76,8 @@ impl VmAction {
             VmAction::Shutdown => "Shutdown",
             VmAction::Update => "Changing a device of the running VM",
             VmAction::Exit => "Stopping",
+            VmAction::Snapshot => "Creating a snapshot (pause the VM first: PATCH /vm {\"state\": \"Paused\"})",
+            VmAction::Load => "Loading a snapshot (it needs a fresh cabin that has not started a VM)",
         }
     }
 }

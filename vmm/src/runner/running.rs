@@ -7,7 +7,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
-use devices::legacy::{AcpiPm, I8042};
+use devices::legacy::{AcpiPm, Serial, I8042};
 use devices::virtio::mmio::MmioTransport;
 use devices::GuestMemoryMmap;
 use event_manager::{EventOps, Events};
@@ -16,6 +16,10 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{lock, RunError, PAUSE_TIMEOUT};
+use crate::config::VmConfig;
+use crate::snapshot::cpu::VmState as KvmVmState;
+use crate::snapshot::memory::MemoryLayout;
+use crate::snapshot::Snapshot;
 use crate::builder::BuiltVm;
 use crate::console_input::ConsoleInput;
 use crate::seccomp::{Filters, ThreadKind};
@@ -62,8 +66,11 @@ pub(super) struct RunningVm {
     pub(super) deferred_devices: Vec<usize>,
     pub(super) reset_evt: EventFd,
     pub(super) poweroff_evt: EventFd,
+    pub(super) serial: Arc<Mutex<Serial>>,
     pub(super) i8042: Arc<Mutex<I8042>>,
     pub(super) acpi_pm: Arc<Mutex<AcpiPm>>,
+    /// Every virtio-mmio transport, in slot order.
+    pub(super) transports: Vec<Arc<Mutex<MmioTransport>>>,
     pub(super) control: Arc<VcpuControl>,
     threads: Vec<JoinHandle<()>>,
     /// Block devices, in `config.disks` order.
@@ -71,8 +78,18 @@ pub(super) struct RunningVm {
     /// Network devices, in `config.nets` order.
     pub(super) nets: Vec<Arc<Mutex<devices::virtio::net::Net>>>,
     /// Kept alive while vCPUs run: the memory slots point into it.
-    _mem: GuestMemoryMmap,
-    _vm_fd: kvm_ioctls::VmFd,
+    pub(super) mem: GuestMemoryMmap,
+    pub(super) vm_fd: kvm_ioctls::VmFd,
+}
+
+/// How a VM's vCPUs start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Start {
+    /// A cold boot: they run at once.
+    Boot,
+    /// A restored VM: parked, until resumed; every queue is looked at on resume
+    /// (notifications the guest made before the snapshot were not yet served).
+    Restored,
 }
 
 impl RunningVm {
@@ -81,26 +98,43 @@ impl RunningVm {
         events: &Sender<VcpuStopped>,
         exit_evt: &EventFd,
         seccomp: Option<&Filters>,
+        how: Start,
     ) -> Result<Self, RunError> {
         let queue_evts = queue_events(&vm)?;
         let device_evts = device_events(&vm);
         let control = Arc::new(VcpuControl::new(vm.legacy.guest_stop.clone()));
+        let deferred = match how {
+            Start::Boot => Vec::new(),
+            Start::Restored => {
+                control.request_pause();
+                (0..queue_evts.len()).collect()
+            }
+        };
+        let transports = vm
+            .devices
+            .slots
+            .iter()
+            .map(|slot| slot.transport.clone())
+            .collect();
+        let msr_indices = Arc::new(vm.msr_indices);
         let mut running = RunningVm {
             console_input: vm.console_input,
             queue_evts,
             device_evts,
-            deferred: Vec::new(),
+            deferred,
             deferred_devices: Vec::new(),
             reset_evt: vm.legacy.reset_evt,
             poweroff_evt: vm.legacy.poweroff_evt,
+            serial: vm.legacy.serial,
             i8042: vm.legacy.i8042,
             acpi_pm: vm.legacy.acpi_pm,
+            transports,
             control: control.clone(),
             threads: Vec::new(),
             disks: vm.disks,
             nets: vm.nets,
-            _mem: vm.mem,
-            _vm_fd: vm.vm_fd,
+            mem: vm.mem,
+            vm_fd: vm.vm_fd,
         };
         let vcpu_count = vm.vcpus.len();
         for (index, fd) in vm.vcpus.into_iter().enumerate() {
@@ -117,6 +151,7 @@ impl RunningVm {
                     .try_clone()
                     .map_err(|e| RunError::Setup("the exit eventfd", e))?,
                 seccomp: seccomp.map(|f| f.program(ThreadKind::Vcpu)),
+                msr_indices: msr_indices.clone(),
             };
             let spawned = thread::Builder::new()
                 .name(format!("vcpu{index}"))
@@ -153,7 +188,25 @@ impl RunningVm {
         }
     }
 
-    pub(super) fn resume(&mut self, ops: &mut EventOps) {
+    /// The paused VM's state, everything but its RAM: each parked vCPU reads its own.
+    pub(super) fn snapshot(&self, config: &VmConfig) -> Result<Snapshot, String> {
+        let vcpus = self.control.save_parked(self.threads.len(), PAUSE_TIMEOUT)?;
+        let vm = KvmVmState::save(&self.vm_fd).map_err(|e| crate::error_chain(&e))?;
+        Ok(Snapshot {
+            config: config.clone(),
+            memory: MemoryLayout::of(&self.mem),
+            vm,
+            vcpus,
+            serial: lock(&self.serial).save(),
+            i8042: lock(&self.i8042).save(),
+            acpi_pm: lock(&self.acpi_pm).save(),
+            devices: self.transports.iter().map(|t| lock(t).save()).collect(),
+        })
+    }
+
+    /// Lets the vCPUs run again and serves what arrived meanwhile; `ops` is the
+    /// event loop's (None before it runs, when no device event can be deferred).
+    pub(super) fn resume(&mut self, mut ops: Option<&mut EventOps>) {
         self.control.resume();
         for index in std::mem::take(&mut self.deferred) {
             if let Some(q) = self.queue_evts.get(index) {
@@ -163,7 +216,10 @@ impl RunningVm {
         for index in std::mem::take(&mut self.deferred_devices) {
             if let Some(d) = self.device_evts.get(index) {
                 d.process();
-                if ops.add(Events::new_raw(d.fd, EventSet::IN)).is_err() {
+                let watched = ops
+                    .as_mut()
+                    .is_some_and(|ops| ops.add(Events::new_raw(d.fd, EventSet::IN)).is_ok());
+                if !watched {
                     warn!("cannot watch a device again after resume");
                 }
             }

@@ -30,20 +30,20 @@ pub(super) enum Route {
     PutActions,
     PatchVm,
     GetVmConfig,
+    CreateSnapshot,
+    LoadSnapshot,
     /// A Firecracker endpoint cabin does not implement: 400 naming the feature.
     Unsupported(&'static str),
 }
 
 /// Firecracker's endpoints cabin does not implement, each with the feature it is.
-const UNSUPPORTED: [(&str, &str); 9] = [
+const UNSUPPORTED: [(&str, &str); 7] = [
     ("/vsock", "vsock"),
     ("/balloon", "The balloon device"),
     ("/balloon/statistics", "The balloon device"),
     ("/mmds", "MMDS (the microVM metadata service)"),
     ("/mmds/config", "MMDS (the microVM metadata service)"),
     ("/cpu-config", "CPU configuration (cpu-config)"),
-    ("/snapshot/create", "Snapshotting"),
-    ("/snapshot/load", "Snapshotting"),
     ("/hotplug/memory", "Memory hotplug"),
 ];
 
@@ -97,6 +97,8 @@ pub(super) fn route(method: &str, target: &str) -> Result<Route, Reply> {
         "/actions" => put(Route::PutActions),
         "/vm" => by_method("PATCH", (method == "PATCH").then_some(Route::PatchVm)),
         "/vm/config" => by_method("GET", (method == "GET").then_some(Route::GetVmConfig)),
+        "/snapshot/create" => put(Route::CreateSnapshot),
+        "/snapshot/load" => put(Route::LoadSnapshot),
         _ => {
             if let Some(id) = id_after("/drives/") {
                 put_patch(Route::PutDrive(id.clone()), Route::PatchDrive(id))
@@ -156,6 +158,16 @@ pub(super) fn dispatch(route: &Route, body: &[u8]) -> Result<Dispatch, Reply> {
         )),
         Route::Describe => ask(ApiRequest::Describe),
         Route::GetMachineConfig | Route::GetVmConfig => ask(ApiRequest::GetConfig),
+        Route::CreateSnapshot => ask(ApiRequest::CreateSnapshot(parse_body(
+            "PUT /snapshot/create",
+            body,
+        )?)),
+        Route::LoadSnapshot => {
+            let load: model::snapshot::SnapshotLoad = parse_body("PUT /snapshot/load", body)?;
+            ask(ApiRequest::LoadSnapshot(
+                load.plan().map_err(|message| Reply::fault(400, message))?,
+            ))
+        }
         Route::PutMachineConfig => configure(ConfigChange::Machine(parse_body(
             "PUT /machine-config",
             body,
