@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::GuestMemoryMmap;
 use log::Level;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use virtio_bindings::virtio_config::{
     VIRTIO_CONFIG_S_ACKNOWLEDGE as ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER as DRIVER,
@@ -36,7 +37,7 @@ use virtio_bindings::virtio_config::{
 };
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::{Queue, QueueState, QueueT};
-use vm_memory::{GuestAddress, GuestMemoryBackend};
+use vm_memory::GuestAddress;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::{
@@ -45,6 +46,11 @@ use super::{
 };
 use crate::bus::BusDevice;
 use crate::ratelimit::log_ratelimited;
+use crate::virtio::rings::{ring_outside_memory, valid_queue_size};
+
+#[path = "mmio_persist.rs"]
+mod persist;
+pub use persist::MmioState;
 
 /// Register offsets within the window (virtio 1.2, section 4.2.2, version 2 layout).
 /// R: the driver reads it; W: the driver writes it.
@@ -137,21 +143,6 @@ const QUEUE_READY_ON: u32 = 1;
 /// The initialization bits in the order the driver must set them (virtio 1.2,
 /// section 3.1.1).
 const INIT_SEQUENCE: [u32; 4] = [ACKNOWLEDGE, DRIVER, FEATURES_OK, DRIVER_OK];
-
-/// Split virtqueue layout (virtio 1.2, section 2.7), for checking that the rings
-/// lie in guest memory.
-mod ring {
-    /// One descriptor: addr (le64), len (le32), flags (le16), next (le16).
-    pub const DESC_SIZE: u64 = 16;
-    /// flags and idx (le16 each) before the ring entries of both rings.
-    pub const HEADER_SIZE: u64 = 4;
-    /// used_event / avail_event (le16) after the ring entries; always laid out.
-    pub const EVENT_SIZE: u64 = 2;
-    /// One available ring entry: a descriptor index (le16).
-    pub const AVAIL_ELEM_SIZE: u64 = 2;
-    /// One used ring entry: id (le32) and len (le32).
-    pub const USED_ELEM_SIZE: u64 = 8;
-}
 
 /// Errors of the virtio-mmio transport. Only the first two are returned to the VMM;
 /// the others describe guest accesses the transport refused, and are logged.
@@ -306,13 +297,18 @@ pub enum Error {
 
 /// Queue configuration as the driver wrote it, applied to the [`Queue`] only once
 /// it passes the checks on QueueReady (virtio-queue's setters silently keep the old
-/// value on bad input, which would hide the driver's mistake).
-#[derive(Clone, Copy, Debug, Default)]
-struct QueueConfig {
-    size: u32,
-    desc_table: u64,
-    avail_ring: u64,
-    used_ring: u64,
+/// value on bad input, which would hide the driver's mistake). Saved as it is in
+/// [`MmioState`]: nothing uses it before it passes those checks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueConfig {
+    /// QueueNum.
+    pub size: u32,
+    /// QueueDescLow/High.
+    pub desc_table: u64,
+    /// QueueDriverLow/High.
+    pub avail_ring: u64,
+    /// QueueDeviceLow/High.
+    pub used_ring: u64,
 }
 
 /// The virtio-mmio register window of one device.
@@ -411,6 +407,11 @@ impl MmioTransport {
     /// The device behind this transport.
     pub fn device(&self) -> Arc<Mutex<dyn VirtioDevice>> {
         Arc::clone(&self.device)
+    }
+
+    /// Number of queues of the device (and of notification eventfds).
+    pub fn queue_count(&self) -> usize {
+        self.queues.len()
     }
 
     /// Whether the device runs (DRIVER_OK was accepted and no reset since).
@@ -699,6 +700,9 @@ impl MmioTransport {
             size: config.size,
             max_size,
         };
+        if !valid_queue_size(config.size, max_size) {
+            return Err(size_error());
+        }
         let size = u16::try_from(config.size).map_err(|_| size_error())?;
         queue.try_set_size(size).map_err(|_| size_error())?;
         let misaligned = |ring, addr| {
@@ -729,37 +733,15 @@ impl MmioTransport {
     }
 
     fn check_rings_in_memory(&self, index: usize, queue: &Queue) -> Result<(), Error> {
-        let entries = u64::from(queue.size());
-        let rings = [
-            (
-                "descriptor table",
-                queue.desc_table(),
-                ring::DESC_SIZE * entries,
-            ),
-            (
-                "driver area",
-                queue.avail_ring(),
-                ring::HEADER_SIZE + ring::AVAIL_ELEM_SIZE * entries + ring::EVENT_SIZE,
-            ),
-            (
-                "device area",
-                queue.used_ring(),
-                ring::HEADER_SIZE + ring::USED_ELEM_SIZE * entries + ring::EVENT_SIZE,
-            ),
-        ];
-        for (ring, addr, len) in rings {
-            let inside =
-                usize::try_from(len).is_ok_and(|len| self.mem.check_range(GuestAddress(addr), len));
-            if !inside {
-                return Err(Error::QueueOutsideMemory {
-                    index,
-                    ring,
-                    addr,
-                    len,
-                });
-            }
+        match ring_outside_memory(&self.mem, queue) {
+            Some((ring, addr, len)) => Err(Error::QueueOutsideMemory {
+                index,
+                ring,
+                addr,
+                len,
+            }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// QueueNotify reached the transport (no ioeventfd caught it): signal the queue's
