@@ -191,6 +191,14 @@ pub enum RestoreError {
         /// The saved value.
         value: u8,
     },
+    /// Pending ACPI events with bits no event uses.
+    #[error("Snapshot's ACPI events {events:#x} have bits beyond {known:#x}")]
+    AcpiEvents {
+        /// The saved event bits.
+        events: u8,
+        /// The bits events use.
+        known: u8,
+    },
     /// The device refused to start with the restored queues.
     #[error("The restored device cannot start")]
     Activate(#[source] ActivateError),
