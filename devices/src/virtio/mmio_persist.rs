@@ -110,6 +110,9 @@ impl MmioTransport {
                     device: state.device.acked_features(),
                 });
             }
+            if state.device.queues().is_empty() {
+                return Err(activation_mismatch(false, true));
+            }
             self.check_max_sizes(state.device.queues())?;
             Some(activate_params(&state.device, &self.mem, self.irq.clone())?)
         } else if !state.device.queues().is_empty() {
