@@ -78,3 +78,7 @@ impl Block {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "persist_tests.rs"]
+mod tests;

@@ -80,3 +80,7 @@ impl Console {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "persist_tests.rs"]
+mod tests;
