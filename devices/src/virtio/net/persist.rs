@@ -86,3 +86,7 @@ impl Net {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "persist_tests.rs"]
+mod tests;
