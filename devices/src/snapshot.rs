@@ -23,7 +23,7 @@ use crate::GuestMemoryMmap;
 #[derive(Debug, Error)]
 pub enum RestoreError {
     /// The state is of another kind of device than the one restoring it.
-    #[error("Snapshot holds a {snapshot} device state but this device is a {here}")]
+    #[error("The slot holds a {snapshot} device in the snapshot but a {here} device here")]
     DeviceType {
         /// The kind of device the state was saved from.
         snapshot: &'static str,
@@ -74,17 +74,17 @@ pub enum RestoreError {
         /// The device's copy.
         device: u64,
     },
-    /// A queue in the snapshot cannot be used; the source says why.
-    #[error("Snapshot's queue {index} is unusable")]
+    /// A queue in the snapshot cannot be used; `problem` says why (in the same
+    /// line, so that the message alone names it).
+    #[error("Snapshot's queue {index} refused: {problem}")]
     Queue {
         /// Queue index.
         index: usize,
         /// What is wrong with it.
-        #[source]
-        source: Box<RestoreError>,
+        problem: Box<RestoreError>,
     },
     /// A queue size is 0, not a power of two or above the maximum.
-    #[error("Queue size {size} is not a power of two between 1 and {max_size}")]
+    #[error("Size {size} is not a power of two between 1 and {max_size}")]
     QueueSize {
         /// The saved size.
         size: u16,
@@ -92,7 +92,7 @@ pub enum RestoreError {
         max_size: u16,
     },
     /// A ring address breaks the ring's alignment.
-    #[error("Queue {ring} at {addr:#x} is misaligned")]
+    #[error("The {ring} at {addr:#x} is misaligned")]
     QueueMisaligned {
         /// Which ring.
         ring: &'static str,
@@ -103,7 +103,7 @@ pub enum RestoreError {
         source: virtio_queue::Error,
     },
     /// A ring does not lie wholly inside guest memory.
-    #[error("Queue {ring} at {addr:#x} ({len} bytes) lies outside guest memory")]
+    #[error("The {ring} at {addr:#x} ({len} bytes) lies outside guest memory")]
     QueueOutsideMemory {
         /// Which ring.
         ring: &'static str,
@@ -113,7 +113,7 @@ pub enum RestoreError {
         len: u64,
     },
     /// A running device's queue is not marked ready.
-    #[error("Queue is not ready although the device runs")]
+    #[error("It is not ready although the device runs")]
     QueueNotReady,
     /// The snapshot says activated but has no live queues, or the reverse.
     #[error(
@@ -212,7 +212,7 @@ impl RestoreError {
     pub(crate) fn in_queue(self, index: usize) -> RestoreError {
         RestoreError::Queue {
             index,
-            source: Box::new(self),
+            problem: Box::new(self),
         }
     }
 }

@@ -131,8 +131,11 @@ impl MmioTransport {
         self.acked_features = state.acked_features;
         self.config_generation = state.config_generation;
         self.activated = state.activated;
-        self.irq.set_needs_reset(state.needs_reset);
-        self.irq.ack(u32::MAX);
+        // Added to what the device may have raised on starting (a fresh transport
+        // has nothing pending otherwise): its interrupt must not be lost either.
+        if state.needs_reset {
+            self.irq.set_needs_reset(true);
+        }
         if state.interrupt_status != 0 {
             if let Err(e) = self.irq.trigger(state.interrupt_status) {
                 log_ratelimited!(

@@ -302,7 +302,11 @@ fn restore_live_ring_outside_memory_is_refused() {
 
     let err = refusal(&mem, &state);
 
-    let RestoreError::Queue { index: 0, source } = &err else {
+    let RestoreError::Queue {
+        index: 0,
+        problem: source,
+    } = &err
+    else {
         panic!("{err}");
     };
     assert!(
@@ -315,6 +319,10 @@ fn restore_live_ring_outside_memory_is_refused() {
         ),
         "{source}"
     );
+    assert_eq!(
+        err.to_string(),
+        "Snapshot's queue 0 refused: The device area at 0xffff00 (2054 bytes) lies outside guest memory"
+    );
 }
 
 #[test]
@@ -325,7 +333,11 @@ fn restore_transport_queue_size_not_power_of_two_is_refused() {
 
     let err = refusal(&mem, &state);
 
-    let RestoreError::Queue { index: 0, source } = &err else {
+    let RestoreError::Queue {
+        index: 0,
+        problem: source,
+    } = &err
+    else {
         panic!("{err}");
     };
     assert!(
