@@ -14,6 +14,7 @@ pub mod ratelimit;
 pub mod bus;
 pub mod legacy;
 pub mod rate_limiter;
+pub mod snapshot;
 pub mod virtio;
 
 /// Guest memory as every device and the VMM see it: mmapped regions whose pages

@@ -14,11 +14,13 @@
 use std::io;
 
 use log::{info, Level};
+use serde::{Deserialize, Serialize};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::MachineStop;
 use crate::bus::BusDevice;
 use crate::ratelimit::log_ratelimited;
+use crate::snapshot::RestoreError;
 
 /// Offset of the sleep control register.
 pub const SLEEP_CONTROL: u64 = 0;
@@ -80,6 +82,40 @@ impl AcpiPm {
                 "guest asked for ACPI sleep type {sleep_type}, which this machine does not offer"
             );
         }
+    }
+}
+
+/// The ACPI PM device's state: the GED events the guest has not read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcpiPmState {
+    /// Pending GED event bits (`EVENT_*`).
+    pub pending: u8,
+}
+
+impl AcpiPm {
+    /// The device's state, for a snapshot.
+    pub fn save(&self) -> AcpiPmState {
+        AcpiPmState {
+            pending: self.pending,
+        }
+    }
+
+    /// Puts back saved pending events, refusing bits no event uses; signals the
+    /// GED interrupt again if any is pending (the guest may not have taken it).
+    pub fn restore(&mut self, state: &AcpiPmState) -> Result<(), RestoreError> {
+        if state.pending & !EVENT_POWER_BUTTON != 0 {
+            return Err(RestoreError::AcpiEvents {
+                events: state.pending,
+                known: EVENT_POWER_BUTTON,
+            });
+        }
+        self.pending = state.pending;
+        if self.pending != 0 {
+            if let Err(e) = self.ged_irq.write(1) {
+                log::warn!("cannot signal the restored ACPI event: {e}");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -196,5 +232,37 @@ mod tests {
         assert_eq!(wide, [0xff; 4]);
         assert_eq!(read(&mut h.pm, 3), 0xff);
         assert_eq!(read(&mut h.pm, u64::MAX), 0xff);
+    }
+
+    #[test]
+    fn acpi_pm_state_round_trips_and_resignals_pending_event() {
+        let mut source = harness();
+        source.pm.press_power_button().unwrap();
+        let saved = source.pm.save();
+        let json = serde_json::to_string(&saved).unwrap();
+        let loaded: AcpiPmState = serde_json::from_str(&json).unwrap();
+        let mut target = harness();
+
+        target.pm.restore(&loaded).unwrap();
+
+        assert_eq!(target.pm.save(), saved);
+        assert!(target.irq.read().is_ok());
+        assert_eq!(read(&mut target.pm, GED_EVENTS), EVENT_POWER_BUTTON);
+    }
+
+    #[test]
+    fn acpi_pm_unknown_event_bits_are_refused() {
+        let mut target = harness();
+
+        let err = target
+            .pm
+            .restore(&AcpiPmState { pending: 0x82 })
+            .unwrap_err();
+
+        assert!(
+            matches!(err, RestoreError::AcpiEvents { events: 0x82, .. }),
+            "{err}"
+        );
+        assert_eq!(target.pm.save(), AcpiPmState { pending: 0 });
     }
 }

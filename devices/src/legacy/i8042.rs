@@ -406,6 +406,10 @@ impl BusDevice for I8042 {
     }
 }
 
+#[path = "i8042_persist.rs"]
+mod persist;
+pub use persist::I8042State;
+
 #[cfg(test)]
 mod tests {
     use vmm_sys_util::eventfd::EFD_NONBLOCK;

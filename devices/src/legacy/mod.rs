@@ -15,10 +15,10 @@ mod i8042;
 pub mod pci_host;
 mod serial;
 
-pub use acpi_pm::AcpiPm;
-pub use i8042::I8042;
+pub use acpi_pm::{AcpiPm, AcpiPmState};
+pub use i8042::{I8042State, I8042};
 pub use pci_host::PciHostBridge;
-pub use serial::Serial;
+pub use serial::{Serial, SerialState};
 
 /// Errors from the legacy devices.
 #[derive(Debug, thiserror::Error)]
@@ -47,12 +47,12 @@ pub enum Error {
 /// The VMM holds a clone of the eventfd and registers it as an irqfd (or
 /// watches it in its event loop), so a trigger becomes an interrupt edge (or a
 /// reset request).
-#[derive(Debug)]
-pub(crate) struct EventFdTrigger(EventFd);
+#[derive(Debug, Clone)]
+pub(crate) struct EventFdTrigger(Arc<EventFd>);
 
 impl EventFdTrigger {
     pub(crate) fn new(evt: EventFd) -> Self {
-        Self(evt)
+        Self(Arc::new(evt))
     }
 }
 

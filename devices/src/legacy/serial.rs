@@ -1,15 +1,18 @@
 //! 16550A UART on `vm-superio`, with its interrupt on an eventfd.
 
 use std::fmt;
-use std::io::Write;
+use std::io::{self, Write};
+use std::sync::Arc;
 
 use log::Level;
+use serde::{Deserialize, Serialize};
 use vm_superio::serial::SerialEvents;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{Error, EventFdTrigger};
 use crate::bus::BusDevice;
 use crate::ratelimit::log_ratelimited;
+use crate::snapshot::RestoreError;
 
 /// What the guest reads from a register it may not access that way.
 const UNHANDLED_READ: u8 = 0xff;
@@ -33,7 +36,8 @@ type Uart = vm_superio::Serial<EventFdTrigger, RxDrained, Box<dyn Write + Send>>
 
 /// Signals an eventfd each time the guest empties the receive FIFO, so the VMM
 /// knows when to queue the next piece of host input (no polling).
-struct RxDrained(EventFd);
+#[derive(Clone)]
+struct RxDrained(Arc<EventFd>);
 
 impl RxDrained {
     fn signal(&self) {
@@ -103,7 +107,7 @@ impl Serial {
         // THR, so the writer needs no wrapper for timely console output.
         let uart = vm_superio::Serial::with_events(
             EventFdTrigger::new(interrupt),
-            RxDrained(input_room),
+            RxDrained(Arc::new(input_room)),
             out,
         );
         Ok(Self { uart })
@@ -142,6 +146,51 @@ impl Serial {
             && self.uart.read(IER) & IER_RX_DATA != 0
     }
 
+    /// The UART's registers and receive FIFO, for a snapshot.
+    pub fn save(&self) -> SerialState {
+        SerialState::from(self.uart.state())
+    }
+
+    /// Puts back a saved UART into this port, keeping its interrupt eventfd,
+    /// input-room eventfd and output writer. Refuses a receive FIFO longer than
+    /// the UART's. A pending interrupt the state shows is raised again, and when
+    /// the restored driver listens `input_room` is signalled so the VMM offers the
+    /// input it holds.
+    pub fn restore(&mut self, state: &SerialState) -> Result<(), RestoreError> {
+        let capacity = self.fifo_len();
+        if state.in_buffer.len() > capacity {
+            return Err(RestoreError::BufferTooLong {
+                what: "serial receive FIFO",
+                len: state.in_buffer.len(),
+                capacity,
+            });
+        }
+        let trigger = self.uart.interrupt_evt().clone();
+        let events = self.uart.events().clone();
+        let mut uart = Uart::from_state(&state.into(), trigger, events, Box::new(io::sink()))
+            .map_err(|e| match e {
+                vm_superio::serial::Error::Trigger(e) | vm_superio::serial::Error::IOError(e) => {
+                    RestoreError::SerialInterrupt(e)
+                }
+                vm_superio::serial::Error::FullFifo => RestoreError::BufferTooLong {
+                    what: "serial receive FIFO",
+                    len: state.in_buffer.len(),
+                    capacity,
+                },
+            })?;
+        std::mem::swap(uart.writer_mut(), self.uart.writer_mut());
+        self.uart = uart;
+        if self.rx_interrupt_enabled() {
+            self.uart.events().signal();
+        }
+        Ok(())
+    }
+
+    /// Size of the receive FIFO: the free space of an empty one.
+    fn fifo_len(&self) -> usize {
+        self.uart.fifo_capacity() + self.uart.state().in_buffer.len()
+    }
+
     /// Free space in the receive FIFO, in bytes.
     pub fn fifo_capacity(&self) -> usize {
         self.uart.fifo_capacity()
@@ -154,6 +203,66 @@ impl Serial {
             return None;
         }
         u8::try_from(offset).ok()
+    }
+}
+
+/// A 16550A's registers and receive FIFO ([`vm_superio::serial::SerialState`]
+/// with serde).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SerialState {
+    /// Divisor latch, low byte.
+    pub baud_divisor_low: u8,
+    /// Divisor latch, high byte.
+    pub baud_divisor_high: u8,
+    /// Interrupt enable register.
+    pub interrupt_enable: u8,
+    /// Interrupt identification register.
+    pub interrupt_identification: u8,
+    /// Line control register.
+    pub line_control: u8,
+    /// Line status register.
+    pub line_status: u8,
+    /// Modem control register.
+    pub modem_control: u8,
+    /// Modem status register.
+    pub modem_status: u8,
+    /// Scratch register.
+    pub scratch: u8,
+    /// Bytes in the receive FIFO, oldest first (at most the FIFO's size).
+    pub in_buffer: Vec<u8>,
+}
+
+impl From<vm_superio::serial::SerialState> for SerialState {
+    fn from(s: vm_superio::serial::SerialState) -> Self {
+        SerialState {
+            baud_divisor_low: s.baud_divisor_low,
+            baud_divisor_high: s.baud_divisor_high,
+            interrupt_enable: s.interrupt_enable,
+            interrupt_identification: s.interrupt_identification,
+            line_control: s.line_control,
+            line_status: s.line_status,
+            modem_control: s.modem_control,
+            modem_status: s.modem_status,
+            scratch: s.scratch,
+            in_buffer: s.in_buffer,
+        }
+    }
+}
+
+impl From<&SerialState> for vm_superio::serial::SerialState {
+    fn from(s: &SerialState) -> Self {
+        vm_superio::serial::SerialState {
+            baud_divisor_low: s.baud_divisor_low,
+            baud_divisor_high: s.baud_divisor_high,
+            interrupt_enable: s.interrupt_enable,
+            interrupt_identification: s.interrupt_identification,
+            line_control: s.line_control,
+            line_status: s.line_status,
+            modem_control: s.modem_control,
+            modem_status: s.modem_status,
+            scratch: s.scratch,
+            in_buffer: s.in_buffer.clone(),
+        }
     }
 }
 
@@ -491,5 +600,85 @@ mod tests {
 
         assert_eq!(received, input);
         assert_eq!(offset, input.len());
+    }
+
+    #[test]
+    fn serial_state_round_trips_keeping_eventfds_and_writer() {
+        let (mut source, _irq, _out) = serial();
+        source.write(SCR, &[0x5a]);
+        assert_eq!(source.enqueue_input(b"abc"), 3);
+        let saved = source.save();
+        let json = serde_json::to_string(&saved).unwrap();
+        let loaded: SerialState = serde_json::from_str(&json).unwrap();
+        let irq = EventFd::new(EFD_NONBLOCK).unwrap();
+        let room = EventFd::new(EFD_NONBLOCK).unwrap();
+        let out = SharedBuffer::default();
+        let mut target = Serial::new(
+            irq.try_clone().unwrap(),
+            room.try_clone().unwrap(),
+            Box::new(out.clone()),
+        )
+        .unwrap();
+
+        target.restore(&loaded).unwrap();
+
+        assert_eq!(target.save(), saved);
+        assert!(was_signalled(&irq), "pending receive data interrupts again");
+        assert!(was_signalled(&room), "a listening driver gets more input");
+        assert_eq!(read_reg(&mut target, SCR), 0x5a);
+        let received: Vec<u8> = (0..3).map(|_| read_reg(&mut target, RBR)).collect();
+        assert_eq!(received, b"abc");
+        target.write(THR, b"z");
+        assert_eq!(out.contents(), b"z");
+    }
+
+    #[test]
+    fn serial_oversized_fifo_is_refused_and_nothing_changes() {
+        let (mut target, _irq, _out) = serial();
+        let before = target.save();
+        let state = SerialState {
+            in_buffer: vec![0x41; 65],
+            ..before.clone()
+        };
+
+        let err = target.restore(&state).unwrap_err();
+
+        assert!(
+            matches!(
+                err,
+                RestoreError::BufferTooLong {
+                    len: 65,
+                    capacity: 64,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(target.save(), before);
+    }
+
+    #[test]
+    fn serial_hostile_register_values_do_not_panic() {
+        let (mut target, _irq, _out) = serial();
+        let state = SerialState {
+            baud_divisor_low: 0xff,
+            baud_divisor_high: 0xff,
+            interrupt_enable: 0xff,
+            interrupt_identification: 0xff,
+            line_control: 0xff,
+            line_status: 0xff,
+            modem_control: 0xff,
+            modem_status: 0xff,
+            scratch: 0xff,
+            in_buffer: vec![0xff; 64],
+        };
+
+        target.restore(&state).unwrap();
+
+        for offset in 0..8 {
+            read_reg(&mut target, offset);
+            target.write(offset, &[0xff]);
+        }
+        assert_eq!(target.enqueue_input(b"more"), 0);
     }
 }

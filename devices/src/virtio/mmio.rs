@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::GuestMemoryMmap;
 use log::Level;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use virtio_bindings::virtio_config::{
     VIRTIO_CONFIG_S_ACKNOWLEDGE as ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER as DRIVER,
@@ -36,7 +37,7 @@ use virtio_bindings::virtio_config::{
 };
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::{Queue, QueueState, QueueT};
-use vm_memory::{GuestAddress, GuestMemoryBackend};
+use vm_memory::GuestAddress;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::{
@@ -45,69 +46,14 @@ use super::{
 };
 use crate::bus::BusDevice;
 use crate::ratelimit::log_ratelimited;
+use crate::virtio::rings::{ring_outside_memory, valid_queue_size};
 
-/// Register offsets within the window (virtio 1.2, section 4.2.2, version 2 layout).
-/// R: the driver reads it; W: the driver writes it.
-pub mod regs {
-    /// R: the magic value "virt".
-    pub const MAGIC_VALUE: u64 = 0x000;
-    /// R: the register layout version (2).
-    pub const VERSION: u64 = 0x004;
-    /// R: the virtio device id.
-    pub const DEVICE_ID: u64 = 0x008;
-    /// R: the vendor id.
-    pub const VENDOR_ID: u64 = 0x00c;
-    /// R: 32 of the device's feature bits, chosen by DeviceFeaturesSel.
-    pub const DEVICE_FEATURES: u64 = 0x010;
-    /// W: which 32 feature bits DeviceFeatures shows (0: bits 0-31, 1: bits 32-63).
-    pub const DEVICE_FEATURES_SEL: u64 = 0x014;
-    /// W: 32 of the feature bits the driver accepts, chosen by DriverFeaturesSel.
-    pub const DRIVER_FEATURES: u64 = 0x020;
-    /// W: which 32 feature bits DriverFeatures sets.
-    pub const DRIVER_FEATURES_SEL: u64 = 0x024;
-    /// W: the queue the Queue* registers apply to.
-    pub const QUEUE_SEL: u64 = 0x030;
-    /// R: maximum size of the selected queue, 0 if it does not exist.
-    pub const QUEUE_NUM_MAX: u64 = 0x034;
-    /// W: size of the selected queue.
-    pub const QUEUE_NUM: u64 = 0x038;
-    /// RW: the selected queue is set up (1) or not (0).
-    pub const QUEUE_READY: u64 = 0x044;
-    /// W: the driver made buffers available in the queue with the written index.
-    pub const QUEUE_NOTIFY: u64 = 0x050;
-    /// R: pending interrupt causes (VIRTIO_MMIO_INT_*).
-    pub const INTERRUPT_STATUS: u64 = 0x060;
-    /// W: interrupt causes the driver handled.
-    pub const INTERRUPT_ACK: u64 = 0x064;
-    /// RW: device status; writing 0 resets the device.
-    pub const STATUS: u64 = 0x070;
-    /// W: low 32 bits of the selected queue's descriptor table address.
-    pub const QUEUE_DESC_LOW: u64 = 0x080;
-    /// W: high 32 bits of the selected queue's descriptor table address.
-    pub const QUEUE_DESC_HIGH: u64 = 0x084;
-    /// W: low 32 bits of the selected queue's driver area (available ring).
-    pub const QUEUE_DRIVER_LOW: u64 = 0x090;
-    /// W: high 32 bits of the selected queue's driver area (available ring).
-    pub const QUEUE_DRIVER_HIGH: u64 = 0x094;
-    /// W: low 32 bits of the selected queue's device area (used ring).
-    pub const QUEUE_DEVICE_LOW: u64 = 0x0a0;
-    /// W: high 32 bits of the selected queue's device area (used ring).
-    pub const QUEUE_DEVICE_HIGH: u64 = 0x0a4;
-    /// W: the shared memory region the SHM* registers describe.
-    pub const SHM_SEL: u64 = 0x0ac;
-    /// R: low 32 bits of the selected shared memory region's length.
-    pub const SHM_LEN_LOW: u64 = 0x0b0;
-    /// R: high 32 bits of the selected shared memory region's length.
-    pub const SHM_LEN_HIGH: u64 = 0x0b4;
-    /// R: low 32 bits of the selected shared memory region's address.
-    pub const SHM_BASE_LOW: u64 = 0x0b8;
-    /// R: high 32 bits of the selected shared memory region's address.
-    pub const SHM_BASE_HIGH: u64 = 0x0bc;
-    /// R: changes whenever the configuration space changes.
-    pub const CONFIG_GENERATION: u64 = 0x0fc;
-    /// Start of the device-specific configuration space.
-    pub const CONFIG: u64 = 0x100;
-}
+#[path = "mmio_persist.rs"]
+mod persist;
+pub use persist::MmioState;
+
+#[path = "mmio_regs.rs"]
+pub mod regs;
 
 /// Offset of QueueNotify, where the VMM registers one ioeventfd per queue with the
 /// queue index as datamatch.
@@ -137,21 +83,6 @@ const QUEUE_READY_ON: u32 = 1;
 /// The initialization bits in the order the driver must set them (virtio 1.2,
 /// section 3.1.1).
 const INIT_SEQUENCE: [u32; 4] = [ACKNOWLEDGE, DRIVER, FEATURES_OK, DRIVER_OK];
-
-/// Split virtqueue layout (virtio 1.2, section 2.7), for checking that the rings
-/// lie in guest memory.
-mod ring {
-    /// One descriptor: addr (le64), len (le32), flags (le16), next (le16).
-    pub const DESC_SIZE: u64 = 16;
-    /// flags and idx (le16 each) before the ring entries of both rings.
-    pub const HEADER_SIZE: u64 = 4;
-    /// used_event / avail_event (le16) after the ring entries; always laid out.
-    pub const EVENT_SIZE: u64 = 2;
-    /// One available ring entry: a descriptor index (le16).
-    pub const AVAIL_ELEM_SIZE: u64 = 2;
-    /// One used ring entry: id (le32) and len (le32).
-    pub const USED_ELEM_SIZE: u64 = 8;
-}
 
 /// Errors of the virtio-mmio transport. Only the first two are returned to the VMM;
 /// the others describe guest accesses the transport refused, and are logged.
@@ -306,13 +237,18 @@ pub enum Error {
 
 /// Queue configuration as the driver wrote it, applied to the [`Queue`] only once
 /// it passes the checks on QueueReady (virtio-queue's setters silently keep the old
-/// value on bad input, which would hide the driver's mistake).
-#[derive(Clone, Copy, Debug, Default)]
-struct QueueConfig {
-    size: u32,
-    desc_table: u64,
-    avail_ring: u64,
-    used_ring: u64,
+/// value on bad input, which would hide the driver's mistake). Saved as it is in
+/// [`MmioState`]: nothing uses it before it passes those checks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueConfig {
+    /// QueueNum.
+    pub size: u32,
+    /// QueueDescLow/High.
+    pub desc_table: u64,
+    /// QueueDriverLow/High.
+    pub avail_ring: u64,
+    /// QueueDeviceLow/High.
+    pub used_ring: u64,
 }
 
 /// The virtio-mmio register window of one device.
@@ -411,6 +347,11 @@ impl MmioTransport {
     /// The device behind this transport.
     pub fn device(&self) -> Arc<Mutex<dyn VirtioDevice>> {
         Arc::clone(&self.device)
+    }
+
+    /// Number of queues of the device (and of notification eventfds).
+    pub fn queue_count(&self) -> usize {
+        self.queues.len()
     }
 
     /// Whether the device runs (DRIVER_OK was accepted and no reset since).
@@ -699,6 +640,9 @@ impl MmioTransport {
             size: config.size,
             max_size,
         };
+        if !valid_queue_size(config.size, max_size) {
+            return Err(size_error());
+        }
         let size = u16::try_from(config.size).map_err(|_| size_error())?;
         queue.try_set_size(size).map_err(|_| size_error())?;
         let misaligned = |ring, addr| {
@@ -729,37 +673,15 @@ impl MmioTransport {
     }
 
     fn check_rings_in_memory(&self, index: usize, queue: &Queue) -> Result<(), Error> {
-        let entries = u64::from(queue.size());
-        let rings = [
-            (
-                "descriptor table",
-                queue.desc_table(),
-                ring::DESC_SIZE * entries,
-            ),
-            (
-                "driver area",
-                queue.avail_ring(),
-                ring::HEADER_SIZE + ring::AVAIL_ELEM_SIZE * entries + ring::EVENT_SIZE,
-            ),
-            (
-                "device area",
-                queue.used_ring(),
-                ring::HEADER_SIZE + ring::USED_ELEM_SIZE * entries + ring::EVENT_SIZE,
-            ),
-        ];
-        for (ring, addr, len) in rings {
-            let inside =
-                usize::try_from(len).is_ok_and(|len| self.mem.check_range(GuestAddress(addr), len));
-            if !inside {
-                return Err(Error::QueueOutsideMemory {
-                    index,
-                    ring,
-                    addr,
-                    len,
-                });
-            }
+        match ring_outside_memory(&self.mem, queue) {
+            Some((ring, addr, len)) => Err(Error::QueueOutsideMemory {
+                index,
+                ring,
+                addr,
+                len,
+            }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// QueueNotify reached the transport (no ioeventfd caught it): signal the queue's

@@ -12,6 +12,8 @@ pub mod block;
 pub mod console;
 pub mod mmio;
 pub mod net;
+pub mod persist;
+pub(crate) mod rings;
 pub mod rng;
 #[cfg(test)]
 pub(crate) mod test_utils;
@@ -21,11 +23,14 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::snapshot::RestoreError;
 use crate::GuestMemoryMmap;
 use log::Level;
 use thiserror::Error;
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vmm_sys_util::eventfd::EventFd;
+
+pub use persist::VirtioDeviceState;
 
 /// virtio device ids (virtio 1.2, section 5).
 pub mod device_type {
@@ -88,6 +93,12 @@ impl IrqTrigger {
     /// Whether the device marked itself failed since the last reset.
     pub fn needs_reset(&self) -> bool {
         self.needs_reset.load(Ordering::SeqCst)
+    }
+
+    /// Snapshot restore: puts back the failed mark as saved, without an interrupt
+    /// (the restored InterruptStatus brings its own).
+    pub(crate) fn set_needs_reset(&self, needs_reset: bool) {
+        self.needs_reset.store(needs_reset, Ordering::SeqCst);
     }
 
     /// Device reset: clears the failed mark.
@@ -230,6 +241,21 @@ pub trait VirtioDevice: Send {
     }
     /// One of [`VirtioDevice::event_fds`] is readable.
     fn process_event(&mut self, _token: u32) {}
+    /// The device's own state for a snapshot, taken while the vCPUs are paused:
+    /// its live queues (none before activation), the features the driver accepted
+    /// and whatever else the device keeps between requests.
+    fn save(&self) -> VirtioDeviceState;
+    /// Puts back `state` into a device freshly built from the same configuration,
+    /// checking it first (a snapshot is hostile input). With `activate` (built by
+    /// the transport from the state's live queues, checked against guest memory)
+    /// the device then runs on those queues from their saved indices, as
+    /// [`VirtioDevice::activate`] would start it. Refuses a state of another kind
+    /// of device, or one that does not fit this device.
+    fn restore(
+        &mut self,
+        state: &VirtioDeviceState,
+        activate: Option<ActivateParams>,
+    ) -> Result<(), RestoreError>;
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@ use std::os::fd::RawFd;
 use crate::GuestMemoryMmap;
 use vm_memory::GuestAddress;
 
-use super::{ActivateError, ActivateParams, VirtioDevice, VIRTIO_F_VERSION_1};
+use super::rng::RngState;
+use super::{ActivateError, ActivateParams, VirtioDevice, VirtioDeviceState, VIRTIO_F_VERSION_1};
+use crate::snapshot::{QueueSnapshot, RestoreError};
 
 /// Device id the dummy device reports (not a real virtio device type).
 pub(crate) const DUMMY_DEVICE_TYPE: u32 = 0x2a;
@@ -113,6 +115,30 @@ impl VirtioDevice for DummyDevice {
 
     fn event_fds(&self) -> Vec<(RawFd, u32)> {
         Vec::new()
+    }
+
+    /// The dummy has no state kind of its own: it saves as an rng state (which its
+    /// device type does not match, so a transport refuses to restore it).
+    fn save(&self) -> VirtioDeviceState {
+        VirtioDeviceState::Rng(RngState {
+            queues: self
+                .activation
+                .iter()
+                .flat_map(|params| params.queues.iter().map(QueueSnapshot::of))
+                .collect(),
+            acked_features: self.activation.as_ref().map_or(0, |p| p.acked_features),
+        })
+    }
+
+    fn restore(
+        &mut self,
+        _state: &VirtioDeviceState,
+        activate: Option<ActivateParams>,
+    ) -> Result<(), RestoreError> {
+        if let Some(params) = activate {
+            self.activate(params).map_err(RestoreError::Activate)?;
+        }
+        Ok(())
     }
 }
 

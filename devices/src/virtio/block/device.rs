@@ -20,9 +20,10 @@ use super::{
 };
 use crate::rate_limiter::{RateLimiter, RateLimiterConfig};
 use crate::ratelimit::log_ratelimited;
+use crate::snapshot::RestoreError;
 use crate::virtio::{
-    device_type, ActivateError, ActivateParams, IrqTrigger, VirtioDevice, VIRTIO_F_VERSION_1,
-    VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING,
+    device_type, ActivateError, ActivateParams, IrqTrigger, VirtioDevice, VirtioDeviceState,
+    VIRTIO_F_VERSION_1, VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING,
 };
 
 /// What the device does with the driver's flushes (Firecracker's `cache_type`).
@@ -236,6 +237,18 @@ fn config_space(num_sectors: u64) -> [u8; CONFIG_SPACE_SIZE] {
 }
 
 impl VirtioDevice for Block {
+    fn save(&self) -> VirtioDeviceState {
+        VirtioDeviceState::Block(self.save_state())
+    }
+
+    fn restore(
+        &mut self,
+        state: &VirtioDeviceState,
+        activate: Option<ActivateParams>,
+    ) -> Result<(), RestoreError> {
+        self.restore_state(state, activate)
+    }
+
     fn device_type(&self) -> u32 {
         device_type::BLOCK
     }
@@ -468,6 +481,10 @@ fn process_chains(
     }
     Pass { used, broken: None }
 }
+
+#[path = "persist.rs"]
+mod persist;
+pub use persist::BlockState;
 
 #[cfg(test)]
 #[path = "device_tests.rs"]

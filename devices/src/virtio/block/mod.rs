@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use thiserror::Error;
 use virtio_bindings::virtio_blk;
 
-pub use device::{Block, BlockConfig, CacheType};
+pub use device::{Block, BlockConfig, BlockState, CacheType};
 pub use metrics::BlockMetrics;
 pub use request::{Rejected, Request, RequestError, RequestKind};
 

@@ -15,9 +15,10 @@ use super::{
     MAX_TX_CHAIN_BYTES, NUM_QUEUES, QUEUE_MAX_SIZE, RX_QUEUE, TX_QUEUE, VIRTIO_CONSOLE_F_SIZE,
 };
 use crate::ratelimit::log_ratelimited;
+use crate::snapshot::RestoreError;
 use crate::virtio::{
     device_type, next_chain_checked, ActivateError, ActivateParams, IrqTrigger, VirtioDevice,
-    VIRTIO_F_VERSION_1, VIRTIO_MMIO_INT_VRING,
+    VirtioDeviceState, VIRTIO_F_VERSION_1, VIRTIO_MMIO_INT_VRING,
 };
 
 /// Queue sizes reported to the transport, one per queue.
@@ -54,6 +55,8 @@ pub struct Console {
     listening: bool,
     /// Guest output bytes dropped because the host writer failed.
     dropped_output: u64,
+    /// Features the driver accepted at the last activation.
+    acked_features: u64,
 }
 
 impl fmt::Debug for Console {
@@ -80,6 +83,7 @@ impl Console {
             active: None,
             listening: false,
             dropped_output: 0,
+            acked_features: 0,
         }
     }
 
@@ -321,6 +325,18 @@ fn config_space() -> [u8; CONFIG_SPACE_SIZE] {
 }
 
 impl VirtioDevice for Console {
+    fn save(&self) -> VirtioDeviceState {
+        VirtioDeviceState::Console(self.save_state())
+    }
+
+    fn restore(
+        &mut self,
+        state: &VirtioDeviceState,
+        activate: Option<ActivateParams>,
+    ) -> Result<(), RestoreError> {
+        self.restore_state(state, activate)
+    }
+
     fn device_type(&self) -> u32 {
         device_type::CONSOLE
     }
@@ -350,7 +366,10 @@ impl VirtioDevice for Console {
 
     fn activate(&mut self, params: ActivateParams) -> Result<(), ActivateError> {
         let ActivateParams {
-            mem, queues, irq, ..
+            mem,
+            queues,
+            irq,
+            acked_features,
         } = params;
         let [rx, tx] = <[Queue; NUM_QUEUES]>::try_from(queues).map_err(|queues| {
             ActivateError::QueueCount {
@@ -367,6 +386,7 @@ impl VirtioDevice for Console {
         if self.active.is_some() {
             warn!("virtio-console: activated again without a reset, replacing the queues");
         }
+        self.acked_features = acked_features;
         self.active = Some(Active { mem, rx, tx, irq });
         debug!(
             "virtio-console: activated, {} bytes of input pending",
@@ -378,6 +398,7 @@ impl VirtioDevice for Console {
 
     fn reset(&mut self) {
         self.listening = false;
+        self.acked_features = 0;
         if self.active.take().is_some() {
             debug!("virtio-console: reset");
         }
@@ -401,3 +422,7 @@ impl VirtioDevice for Console {
         }
     }
 }
+
+#[path = "persist.rs"]
+mod persist;
+pub use persist::ConsoleState;

@@ -19,7 +19,7 @@ mod device;
 #[cfg(test)]
 mod tests;
 
-pub use device::Console;
+pub use device::{Console, ConsoleState};
 
 use std::io;
 

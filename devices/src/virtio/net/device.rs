@@ -20,8 +20,10 @@ use super::{
 };
 use crate::rate_limiter::{RateLimiter, RateLimiterConfig};
 use crate::ratelimit::log_ratelimited;
+use crate::snapshot::RestoreError;
 use crate::virtio::{
-    add_to_counter, device_type, ActivateError, ActivateParams, VirtioDevice, VIRTIO_F_VERSION_1,
+    add_to_counter, device_type, ActivateError, ActivateParams, VirtioDevice, VirtioDeviceState,
+    VIRTIO_F_VERSION_1,
 };
 
 /// Queue sizes reported to the transport, one per queue.
@@ -348,6 +350,18 @@ fn format_mac(mac: &[u8; MAC_LEN]) -> String {
 }
 
 impl VirtioDevice for Net {
+    fn save(&self) -> VirtioDeviceState {
+        VirtioDeviceState::Net(self.save_state())
+    }
+
+    fn restore(
+        &mut self,
+        state: &VirtioDeviceState,
+        activate: Option<ActivateParams>,
+    ) -> Result<(), RestoreError> {
+        self.restore_state(state, activate)
+    }
+
     fn device_type(&self) -> u32 {
         device_type::NET
     }
@@ -502,6 +516,10 @@ impl VirtioDevice for Net {
         }
     }
 }
+
+#[path = "persist.rs"]
+mod persist;
+pub use persist::NetState;
 
 #[cfg(test)]
 #[path = "device_tests.rs"]

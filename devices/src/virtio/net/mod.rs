@@ -59,7 +59,7 @@ use std::io;
 use thiserror::Error;
 use virtio_bindings::virtio_net;
 
-pub use device::{Net, NetConfig, NetStats};
+pub use device::{Net, NetConfig, NetState, NetStats};
 pub use frame::FrameError;
 pub use metrics::NetMetrics;
 

@@ -14,9 +14,10 @@ use super::request::writable_segments;
 use super::{MAX_REQUEST_BYTES, QUEUE_SIZE, RATE_LIMITER_EVENT_TOKEN};
 use crate::rate_limiter::{RateLimiter, RateLimiterConfig};
 use crate::ratelimit::log_ratelimited;
+use crate::snapshot::RestoreError;
 use crate::virtio::{
     add_to_counter, device_type, next_chain_checked, ActivateError, ActivateParams, IrqTrigger,
-    VirtioDevice, VIRTIO_F_VERSION_1, VIRTIO_MMIO_INT_VRING,
+    VirtioDevice, VirtioDeviceState, VIRTIO_F_VERSION_1, VIRTIO_MMIO_INT_VRING,
 };
 
 /// What the device holds between DRIVER_OK and reset.
@@ -185,6 +186,18 @@ fn serve(
 }
 
 impl VirtioDevice for Rng {
+    fn save(&self) -> VirtioDeviceState {
+        VirtioDeviceState::Rng(self.save_state())
+    }
+
+    fn restore(
+        &mut self,
+        state: &VirtioDeviceState,
+        activate: Option<ActivateParams>,
+    ) -> Result<(), RestoreError> {
+        self.restore_state(state, activate)
+    }
+
     fn device_type(&self) -> u32 {
         device_type::RNG
     }
@@ -270,6 +283,10 @@ impl VirtioDevice for Rng {
         }
     }
 }
+
+#[path = "persist.rs"]
+mod persist;
+pub use persist::RngState;
 
 #[cfg(test)]
 #[path = "tests.rs"]

@@ -16,7 +16,7 @@ pub mod device;
 pub mod metrics;
 pub mod request;
 
-pub use device::Rng;
+pub use device::{Rng, RngState};
 pub use metrics::RngMetrics;
 pub use request::{RequestError, Segment};
 
