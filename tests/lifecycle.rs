@@ -5,43 +5,13 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{artifact, cabin_bin, rootfs_copy, scratch_dir, script_cmdline, Cabin};
+use common::{artifact, cabin_bin, http, rootfs_copy, scratch_dir, script_cmdline, Cabin};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// One HTTP/1.1 request over the API socket; returns (status, body).
-fn http(sock: &Path, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    let mut stream = UnixStream::connect(sock).expect("connect to the API socket");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    let body = body.unwrap_or("");
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut response = httparse::Response::new(&mut headers);
-    let header_len = match response.parse(&raw).expect("a valid HTTP response") {
-        httparse::Status::Complete(n) => n,
-        httparse::Status::Partial => panic!("truncated HTTP response"),
-    };
-    let status = response.code.unwrap();
-    (
-        status,
-        String::from_utf8_lossy(&raw[header_len..]).into_owned(),
-    )
-}
 
 fn state(sock: &Path) -> String {
     let (status, body) = http(sock, "GET", "/", None);

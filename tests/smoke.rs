@@ -326,3 +326,96 @@ fn shutdown_presses_the_power_button_then_stops_a_guest_that_ignores_it() {
         "cabin: the guest did not power off within 1 s of the power button; stopped it\n"
     );
 }
+
+/// The letters a counting guest printed, as counter values 0..=25.
+fn letters(text: &str) -> Vec<u8> {
+    text.bytes()
+        .filter(u8::is_ascii_lowercase)
+        .map(|b| b - b'a')
+        .collect()
+}
+
+/// Each value follows the one before it (mod 26): nothing was lost or repeated.
+fn assert_counts_on(values: &[u8], from: u8) {
+    let mut expected = from;
+    for (i, &v) in values.iter().enumerate() {
+        assert_eq!(v, expected, "value {i} of {values:?}");
+        expected = (expected + 1) % 26;
+    }
+}
+
+#[test]
+fn snapshot_then_restore_goes_on_counting_where_it_stopped() {
+    // A guest counting in its memory is snapshotted (pause, state, memory) and
+    // killed; a new cabin restored from the snapshot prints the next value.
+    let dir = scratch_dir("smoke-snapshot");
+    let code = asm::count_in_memory_forever(200_000);
+    let kernel = write_file(&dir, "tiny.elf", &tiny_elf(&code));
+    let sock = dir.join("api.sock");
+    let mut cabin = Cabin::spawn(&[
+        "run",
+        "--kernel",
+        &kernel,
+        "--memory",
+        "32",
+        "--api-sock",
+        sock.to_str().unwrap(),
+    ]);
+    common::wait_for_socket(&sock, &cabin);
+    let ctl = |args: &[&str]| common::ctl(&sock, args);
+    assert!(ctl(&["start"]).status.success());
+    assert!(cabin
+        .stdout
+        .wait_until(|text| letters(text).len() >= 30, TIMEOUT));
+    let snap = dir.join("snap");
+    let out = ctl(&["snapshot", snap.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        snap.to_str().unwrap()
+    );
+    let printed = letters(&cabin.stdout.text());
+    assert_counts_on(&printed, 1);
+    let last = *printed.last().unwrap();
+    // The snapshot leaves the VM paused.
+    let status = ctl(&["status"]);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("Paused"));
+    cabin.signal(libc::SIGKILL);
+    cabin.wait_exit(TIMEOUT);
+
+    // `cabin run --restore DIR`: runs at once, from the value after the last.
+    let mut restored = Cabin::spawn(&["run", "--restore", snap.to_str().unwrap()]);
+    assert!(
+        restored
+            .stdout
+            .wait_until(|text| letters(text).len() >= 30, TIMEOUT),
+        "{}",
+        restored.stderr.text()
+    );
+    assert_counts_on(&letters(&restored.stdout.text()), (last + 1) % 26);
+    restored.signal(libc::SIGTERM);
+    restored.wait_exit(TIMEOUT);
+    assert_eq!(restored.stderr.text(), "cabin: stopped by signal 15\n");
+
+    // PUT /snapshot/load on a fresh `cabin run --api-sock`, as Firecracker clients do.
+    let sock = dir.join("load.sock");
+    let mut loaded = Cabin::spawn(&["run", "--api-sock", sock.to_str().unwrap()]);
+    common::wait_for_socket(&sock, &loaded);
+    let body = serde_json::json!({
+        "snapshot_path": snap.join("state"),
+        "mem_backend": {"backend_type": "File", "backend_path": snap.join("memory")},
+        "resume_vm": true,
+    });
+    let answer = common::http(&sock, "PUT", "/snapshot/load", Some(&body.to_string()));
+    assert_eq!(answer.0, 204, "{answer:?}");
+    assert!(loaded
+        .stdout
+        .wait_until(|text| letters(text).len() >= 30, TIMEOUT));
+    assert_counts_on(&letters(&loaded.stdout.text()), (last + 1) % 26);
+    loaded.signal(libc::SIGTERM);
+    loaded.wait_exit(TIMEOUT);
+}

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{channel, Receiver};
@@ -386,6 +387,28 @@ pub mod asm {
         code
     }
 
+    /// Counts in guest memory forever: the byte at 0x30_0000 goes 0, 1, ... 25, 0...
+    /// and each value is printed on COM1 as a letter (`a` to `z`), spinning `delay`
+    /// iterations after each. A restored guest goes on from the letter after the
+    /// last one it printed: its registers and memory came back.
+    pub fn count_in_memory_forever(delay: u32) -> Vec<u8> {
+        // mov dx, 0x3f8
+        let mut code = vec![0x66, 0xba, 0xf8, 0x03];
+        // loop: movzx eax, byte [0x300000]; inc eax; cmp eax, 26; jb +2; xor eax, eax
+        code.extend_from_slice(&[
+            0x0f, 0xb6, 0x04, 0x25, 0x00, 0x00, 0x30, 0x00, 0xff, 0xc0, 0x83, 0xf8, 0x1a, 0x72,
+            0x02, 0x31, 0xc0,
+        ]);
+        // mov [0x300000], al; add al, 'a'; out dx, al; mov ecx, delay
+        code.extend_from_slice(&[
+            0x88, 0x04, 0x25, 0x00, 0x00, 0x30, 0x00, 0x04, b'a', 0xee, 0xb9,
+        ]);
+        code.extend_from_slice(&delay.to_le_bytes());
+        // spin: dec ecx; jnz spin; jmp loop
+        code.extend_from_slice(&[0xff, 0xc9, 0x75, 0xfc, 0xeb, 0xda]);
+        code
+    }
+
     /// Sets COM1 up as a listening driver does (OUT2 in MCR, the receive interrupt
     /// in IER: cabin holds input back until then), and reads `count` bytes from
     /// the receive FIFO, polling LSR (interrupts stay off: IF is clear) and
@@ -472,5 +495,33 @@ pub fn script_cmdline(script: &str) -> String {
     format!(
         "console=ttyS0 reboot=k panic=-1 quiet root=/dev/vda rw cabin.sh={}",
         base64(script.as_bytes())
+    )
+}
+
+/// One HTTP/1.1 request over the API socket; returns (status, body).
+pub fn http(sock: &Path, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let mut stream = UnixStream::connect(sock).expect("connect to the API socket");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let body = body.unwrap_or("");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    let header_len = match response.parse(&raw).expect("a valid HTTP response") {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial => panic!("truncated HTTP response"),
+    };
+    let status = response.code.unwrap();
+    (
+        status,
+        String::from_utf8_lossy(&raw[header_len..]).into_owned(),
     )
 }

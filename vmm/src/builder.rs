@@ -151,6 +151,8 @@ pub struct BuiltVm {
     pub console_input: ConsoleInput,
     /// Configured vCPUs, index order.
     pub vcpus: Vec<VcpuFd>,
+    /// The CPUID each vCPU was given, index order.
+    pub cpuids: Vec<Vec<kvm_bindings::kvm_cpuid_entry2>>,
     /// The final kernel command line.
     pub cmdline: String,
     /// The block devices, in `config.disks` order (for PATCH /drives).
@@ -207,7 +209,7 @@ pub fn build_vm(config: &VmConfig) -> Result<BuiltVm, BuildError> {
     })?;
     arch::mptable::setup_mptable(&mem, num_vcpus).map_err(BuildError::MpTable)?;
 
-    let vcpus = create_vcpus(
+    let (vcpus, cpuids) = create_vcpus(
         &kvm,
         &vm_fd,
         &mem,
@@ -236,6 +238,7 @@ pub fn build_vm(config: &VmConfig) -> Result<BuiltVm, BuildError> {
         devices: devices.manager,
         console_input: devices.console_input,
         vcpus,
+        cpuids,
         cmdline,
         disks: devices.disks,
         nets: devices.nets,
@@ -653,7 +656,7 @@ fn create_vcpus(
     entry: GuestAddress,
     num_vcpus: u8,
     smt: bool,
-) -> Result<Vec<VcpuFd>, BuildError> {
+) -> Result<(Vec<VcpuFd>, Vec<Vec<kvm_bindings::kvm_cpuid_entry2>>), BuildError> {
     let mut base_cpuid = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(ioctl("KVM_GET_SUPPORTED_CPUID"))?;
@@ -665,10 +668,11 @@ fn create_vcpus(
             let fd = vm_fd
                 .create_vcpu(u64::from(index))
                 .map_err(ioctl("KVM_CREATE_VCPU"))?;
-            configure_vcpu(&fd, &base_cpuid, mem, entry, (index, num_vcpus, smt))?;
-            Ok(fd)
+            let cpuid = configure_vcpu(&fd, &base_cpuid, mem, entry, (index, num_vcpus, smt))?;
+            Ok((fd, cpuid))
         })
-        .collect()
+        .collect::<Result<Vec<_>, BuildError>>()
+        .map(|pairs| pairs.into_iter().unzip())
 }
 
 fn configure_vcpu(
@@ -677,7 +681,7 @@ fn configure_vcpu(
     mem: &GuestMemoryMmap,
     entry: GuestAddress,
     (index, num_vcpus, smt): (u8, u8, bool),
-) -> Result<(), BuildError> {
+) -> Result<Vec<kvm_bindings::kvm_cpuid_entry2>, BuildError> {
     let mut cpuid = base_cpuid.clone();
     arch::cpuid::setup_cpuid(&mut cpuid, index, num_vcpus, smt)
         .map_err(|e| BuildError::Cpuid(u32::from(index), e))?;
@@ -706,7 +710,7 @@ fn configure_vcpu(
     let mut lapic = fd.get_lapic().map_err(ioctl("KVM_GET_LAPIC"))?;
     arch::interrupts::set_lint(&mut lapic);
     fd.set_lapic(&lapic).map_err(ioctl("KVM_SET_LAPIC"))?;
-    Ok(())
+    Ok(cpuid.as_slice().to_vec())
 }
 
 #[cfg(test)]

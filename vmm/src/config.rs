@@ -28,7 +28,9 @@ pub const MIN_MEM_MIB: u64 = 16;
 pub const MIB: u64 = 1 << 20;
 
 /// Which device is the interactive console.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 pub enum ConsoleKind {
     /// COM1 (ttyS0).
     Serial,

@@ -41,8 +41,12 @@ ioctl_ior_nr!(KVM_GET_MP_STATE, KVMIO, 0x98, kvm_bindings::kvm_mp_state);
 ioctl_ior_nr!(KVM_GET_SREGS, KVMIO, 0x83, kvm_bindings::kvm_sregs);
 ioctl_iowr_nr!(KVM_GET_MSRS, KVMIO, 0x88, kvm_bindings::kvm_msrs);
 ioctl_ior_nr!(KVM_GET_LAPIC, KVMIO, 0x8e, kvm_bindings::kvm_lapic_state);
-ioctl_iowr_nr!(KVM_GET_CPUID2, KVMIO, 0x91, kvm_bindings::kvm_cpuid2);
-ioctl_ior_nr!(KVM_GET_VCPU_EVENTS, KVMIO, 0x9f, kvm_bindings::kvm_vcpu_events);
+ioctl_ior_nr!(
+    KVM_GET_VCPU_EVENTS,
+    KVMIO,
+    0x9f,
+    kvm_bindings::kvm_vcpu_events
+);
 ioctl_ior_nr!(KVM_GET_DEBUGREGS, KVMIO, 0xa1, kvm_bindings::kvm_debugregs);
 ioctl_io_nr!(KVM_GET_TSC_KHZ, KVMIO, 0xa3);
 ioctl_ior_nr!(KVM_GET_XSAVE, KVMIO, 0xa4, kvm_bindings::kvm_xsave);
@@ -389,7 +393,6 @@ fn vcpu_rules() -> RuleResult<Vec<(i64, Vec<SeccompRule>)>> {
                     KVM_GET_SREGS(),
                     KVM_GET_MSRS(),
                     KVM_GET_LAPIC(),
-                    KVM_GET_CPUID2(),
                     KVM_GET_VCPU_EVENTS(),
                     KVM_GET_DEBUGREGS(),
                     KVM_GET_TSC_KHZ(),
@@ -562,7 +565,6 @@ mod tests {
         assert_eq!(KVM_GET_SREGS(), 0x8138_ae83);
         assert_eq!(KVM_GET_MSRS(), 0xc008_ae88);
         assert_eq!(KVM_GET_LAPIC(), 0x8400_ae8e);
-        assert_eq!(KVM_GET_CPUID2(), 0xc008_ae91);
         assert_eq!(KVM_GET_VCPU_EVENTS(), 0x8040_ae9f);
         assert_eq!(KVM_GET_DEBUGREGS(), 0x8080_aea1);
         assert_eq!(KVM_GET_TSC_KHZ(), 0xaea3);

@@ -433,7 +433,9 @@ impl VcpuControl {
             .enumerate()
             .map(|(index, saved)| {
                 saved
-                    .unwrap_or_else(|| Err(format!("vCPU {index} did not answer within {timeout:?}")))
+                    .unwrap_or_else(|| {
+                        Err(format!("vCPU {index} did not answer within {timeout:?}"))
+                    })
                     .map_err(|e| format!("vCPU {index}: {e}"))
             })
             .collect()
@@ -494,6 +496,8 @@ pub struct VcpuThread {
     pub seccomp: Option<ThreadFilter>,
     /// The MSRs a snapshot saves.
     pub msr_indices: Arc<Vec<u32>>,
+    /// The CPUID cabin gave this vCPU (a snapshot saves it).
+    pub cpuid: Vec<kvm_bindings::kvm_cpuid_entry2>,
 }
 
 impl fmt::Debug for VcpuThread {
@@ -531,8 +535,8 @@ impl VcpuThread {
         let mut halt_round = self.control.halt_round();
         let index = usize::try_from(self.index).unwrap_or(usize::MAX);
         loop {
-            let (fd, msrs) = (&self.fd, &self.msr_indices);
-            let mut save = || VcpuState::save(fd, msrs).map_err(|e| crate::error_chain(&e));
+            let (fd, msrs, cpuid) = (&self.fd, &self.msr_indices, &self.cpuid);
+            let mut save = || VcpuState::save(fd, msrs, cpuid).map_err(|e| crate::error_chain(&e));
             if !self.control.may_run(index, &mut save) {
                 return None;
             }

@@ -81,7 +81,7 @@ fn request_for(action: &CtlAction) -> (&'static str, &'static str, Option<String
         CtlAction::Snapshot { .. } => ("GET", "/", None),
         CtlAction::Shutdown { timeout } => {
             let action = Action {
-                timeout_s: Some(timeout),
+                timeout_s: Some(*timeout),
                 ..Action::new(ActionType::Shutdown)
             };
             ("PUT", "/actions", serde_json::to_string(&action).ok())
@@ -290,15 +290,24 @@ fn snapshot(socket: &Path, dir: &Path, diff: bool) -> Result<(), CtlError> {
         .and_then(|v| v.get("state")?.as_str().map(str::to_owned))
         .unwrap_or_default();
     if state == "Running" {
-        call("PATCH", "/vm", serde_json::to_string(&VmStatePatch { state: VmStateRequest::Paused }).ok())?;
+        call(
+            "PATCH",
+            "/vm",
+            serde_json::to_string(&VmStatePatch {
+                state: VmStateRequest::Paused,
+            })
+            .ok(),
+        )?;
     }
     std::fs::create_dir_all(dir).map_err(|e| {
-        CtlError::Refused(format!("cannot create the snapshot directory {}: {e}", dir.display()))
+        CtlError::Refused(format!(
+            "cannot create the snapshot directory {}: {e}",
+            dir.display()
+        ))
     })?;
     // cabin resolves paths against its own working directory, not this one's.
-    let dir = std::path::absolute(dir).map_err(|e| {
-        CtlError::Refused(format!("cannot resolve {}: {e}", dir.display()))
-    })?;
+    let dir = std::path::absolute(dir)
+        .map_err(|e| CtlError::Refused(format!("cannot resolve {}: {e}", dir.display())))?;
     let body = serde_json::json!({
         "snapshot_path": dir.join(crate::snapshot::STATE_FILE),
         "mem_file_path": dir.join(crate::snapshot::MEMORY_FILE),

@@ -76,8 +76,12 @@ impl VmAction {
             VmAction::Shutdown => "Shutdown",
             VmAction::Update => "Changing a device of the running VM",
             VmAction::Exit => "Stopping",
-            VmAction::Snapshot => "Creating a snapshot (pause the VM first: PATCH /vm {\"state\": \"Paused\"})",
-            VmAction::Load => "Loading a snapshot (it needs a fresh cabin that has not started a VM)",
+            VmAction::Snapshot => {
+                "Creating a snapshot (pause the VM first: PATCH /vm {\"state\": \"Paused\"})"
+            }
+            VmAction::Load => {
+                "Loading a snapshot (it needs a fresh cabin that has not started a VM)"
+            }
         }
     }
 }

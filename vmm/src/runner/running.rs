@@ -16,13 +16,13 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{lock, RunError, PAUSE_TIMEOUT};
+use crate::builder::BuiltVm;
 use crate::config::VmConfig;
+use crate::console_input::ConsoleInput;
+use crate::seccomp::{Filters, ThreadKind};
 use crate::snapshot::cpu::VmState as KvmVmState;
 use crate::snapshot::memory::MemoryLayout;
 use crate::snapshot::Snapshot;
-use crate::builder::BuiltVm;
-use crate::console_input::ConsoleInput;
-use crate::seccomp::{Filters, ThreadKind};
 use crate::vcpu::{self, VcpuControl, VcpuStopped, VcpuThread};
 
 /// One queue notification eventfd the event loop watches.
@@ -137,7 +137,7 @@ impl RunningVm {
             vm_fd: vm.vm_fd,
         };
         let vcpu_count = vm.vcpus.len();
-        for (index, fd) in vm.vcpus.into_iter().enumerate() {
+        for (index, (fd, cpuid)) in vm.vcpus.into_iter().zip(vm.cpuids).enumerate() {
             let index = u32::try_from(index).unwrap_or(u32::MAX);
             let thread = VcpuThread {
                 index,
@@ -152,6 +152,7 @@ impl RunningVm {
                     .map_err(|e| RunError::Setup("the exit eventfd", e))?,
                 seccomp: seccomp.map(|f| f.program(ThreadKind::Vcpu)),
                 msr_indices: msr_indices.clone(),
+                cpuid,
             };
             let spawned = thread::Builder::new()
                 .name(format!("vcpu{index}"))
@@ -190,7 +191,9 @@ impl RunningVm {
 
     /// The paused VM's state, everything but its RAM: each parked vCPU reads its own.
     pub(super) fn snapshot(&self, config: &VmConfig) -> Result<Snapshot, String> {
-        let vcpus = self.control.save_parked(self.threads.len(), PAUSE_TIMEOUT)?;
+        let vcpus = self
+            .control
+            .save_parked(self.threads.len(), PAUSE_TIMEOUT)?;
         let vm = KvmVmState::save(&self.vm_fd).map_err(|e| crate::error_chain(&e))?;
         Ok(Snapshot {
             config: config.clone(),

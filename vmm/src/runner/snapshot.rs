@@ -83,7 +83,8 @@ impl Controller {
             )));
         }
         let started = Instant::now();
-        let snapshot = Snapshot::read(&plan.snapshot_path).map_err(|e| load_err(error_chain(&e)))?;
+        let snapshot =
+            Snapshot::read(&plan.snapshot_path).map_err(|e| load_err(error_chain(&e)))?;
         let config = self.restored_config(&snapshot, plan).map_err(load_err)?;
         let built = restore_vm(&snapshot, &config, &plan.mem_file)
             .map_err(|e| load_err(error_chain(&e)))?;

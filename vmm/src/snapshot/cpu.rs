@@ -5,7 +5,7 @@ use kvm_bindings::{
     kvm_clock_data, kvm_cpuid_entry2, kvm_debugregs, kvm_irqchip, kvm_lapic_state, kvm_mp_state,
     kvm_msr_entry, kvm_pit_state2, kvm_regs, kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave,
     CpuId, Msrs, KVM_CLOCK_TSC_STABLE, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER,
-    KVM_IRQCHIP_PIC_SLAVE, KVM_MAX_CPUID_ENTRIES,
+    KVM_IRQCHIP_PIC_SLAVE,
 };
 use kvm_ioctls::{VcpuFd, VmFd};
 use serde::{Deserialize, Serialize};
@@ -53,18 +53,18 @@ const MSR_BATCH: usize = 256;
 impl VcpuState {
     /// Reads the state of a vCPU that is outside KVM_RUN. `msr_indices` is KVM's
     /// list (KVM_GET_MSR_INDEX_LIST); the MSRs KVM lists but cannot read for this
-    /// vCPU are skipped.
-    pub fn save(fd: &VcpuFd, msr_indices: &[u32]) -> Result<Self, KvmCallError> {
+    /// vCPU are skipped. `cpuid` is what cabin gave the vCPU (KVM_GET_CPUID2 is not
+    /// asked: some KVM implementations answer with the host's CPUID instead).
+    pub fn save(
+        fd: &VcpuFd,
+        msr_indices: &[u32],
+        cpuid: &[kvm_cpuid_entry2],
+    ) -> Result<Self, KvmCallError> {
         // KVM_GET_MP_STATE first: it settles pending APIC events into the state
         // read by the calls after it.
         let mp_state = fd.get_mp_state().map_err(call("KVM_GET_MP_STATE"))?;
-        let cpuid = fd
-            .get_cpuid2(KVM_MAX_CPUID_ENTRIES)
-            .map_err(call("KVM_GET_CPUID2"))?
-            .as_slice()
-            .to_vec();
         Ok(VcpuState {
-            cpuid,
+            cpuid: cpuid.to_vec(),
             mp_state,
             regs: fd.get_regs().map_err(call("KVM_GET_REGS"))?,
             sregs: fd.get_sregs().map_err(call("KVM_GET_SREGS"))?,

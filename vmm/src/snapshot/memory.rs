@@ -17,9 +17,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use vm_memory::bitmap::{AtomicBitmap, NewBitmap};
 use vm_memory::mmap::MmapRegionBuilder;
-use vm_memory::{
-    Address, Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryRegion,
-};
+use vm_memory::{Address, Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 /// Snapshots track and write guest RAM in pages of this size.
 pub const PAGE_SIZE: usize = 4096;
@@ -169,7 +167,8 @@ pub fn write_memory(
             let mut run: Option<usize> = None;
             let count = n.div_ceil(PAGE_SIZE);
             for i in 0..=count {
-                let kept = i < count && keep(i, &chunk[i * PAGE_SIZE..((i + 1) * PAGE_SIZE).min(n)]);
+                let kept =
+                    i < count && keep(i, &chunk[i * PAGE_SIZE..((i + 1) * PAGE_SIZE).min(n)]);
                 match (kept, run) {
                     (true, None) => run = Some(i),
                     (false, Some(start)) => {
@@ -192,7 +191,8 @@ pub fn write_memory(
 }
 
 fn is_set(log: &[u64], page: usize) -> bool {
-    log.get(page / 64).is_some_and(|w| w & (1 << (page % 64)) != 0)
+    log.get(page / 64)
+        .is_some_and(|w| w & (1 << (page % 64)) != 0)
 }
 
 /// `path` with `.partial` appended: where a file is written before it is renamed.

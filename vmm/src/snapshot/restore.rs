@@ -57,9 +57,7 @@ pub fn restore_vm(
     config.validate_disks().map_err(BuildError::from)?;
     let kvm = open_kvm().map_err(BuildError::from)?;
     let limits = host_limits(&kvm)?;
-    config
-        .validate_machine(&limits)
-        .map_err(BuildError::from)?;
+    config.validate_machine(&limits).map_err(BuildError::from)?;
     let vcpu_count = usize::try_from(config.vcpus).unwrap_or(usize::MAX);
     if snapshot.vcpus.len() != vcpu_count {
         return Err(inconsistent(format!(
@@ -148,6 +146,7 @@ pub fn restore_vm(
         devices: devices.manager,
         console_input: devices.console_input,
         vcpus,
+        cpuids: snapshot.vcpus.iter().map(|v| v.cpuid.clone()).collect(),
         cmdline: String::new(),
         disks: devices.disks,
         nets: devices.nets,

@@ -154,8 +154,10 @@ mod tests {
             load(r#"{"snapshot_path":"s","mem_file_path":"m","enable_diff_snapshots":true}"#)
                 .unwrap();
         assert!(plan.track_dirty_pages);
-        let err = load(r#"{"snapshot_path":"s","mem_backend":{"backend_type":"Uffd","backend_path":"u"}}"#)
-            .unwrap_err();
+        let err = load(
+            r#"{"snapshot_path":"s","mem_backend":{"backend_type":"Uffd","backend_path":"u"}}"#,
+        )
+        .unwrap_err();
         assert!(err.contains("Uffd is not supported"), "{err}");
         assert!(load(r#"{"snapshot_path":"s"}"#)
             .unwrap_err()
@@ -163,9 +165,11 @@ mod tests {
         assert!(load(r#"{"snapshot_path":"s","mem_file_path":"m","mem_backend":{"backend_type":"File","backend_path":"m"}}"#)
             .unwrap_err()
             .contains("not both"));
-        assert!(load(r#"{"snapshot_path":"s","mem_file_path":"m","bogus":1}"#)
-            .unwrap_err()
-            .contains("bogus"));
+        assert!(
+            load(r#"{"snapshot_path":"s","mem_file_path":"m","bogus":1}"#)
+                .unwrap_err()
+                .contains("bogus")
+        );
     }
 
     #[test]
