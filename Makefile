@@ -88,7 +88,7 @@ fuzz:
 # The nested sandbox (QEMU TCG emulating AMD SVM) occasionally crashes or locks up
 # by itself; run reports that as status 125, distinct from any test result, and the
 # whole run is retried in a fresh sandbox, at most three times (each bounded to 15 min).
-E2E_TESTS := boot disk distro lifecycle net firecracker_client console acpi
+E2E_TESTS := boot disk distro lifecycle net firecracker_client console acpi snapshot
 e2e: artifacts
 	$(CARGO) build --release
 	bins=$$($(CARGO) test -p vmm $(foreach t,$(E2E_TESTS),--test $(t)) --no-run --message-format=json 2>/dev/null \
