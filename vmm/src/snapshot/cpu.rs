@@ -218,18 +218,16 @@ impl VmState {
     }
 }
 
-/// CPUID feature registers a guest relies on, with the bits cabin itself adds on
-/// top of what KVM supports (so they are not this host's to lack).
-const FEATURE_REGISTERS: [(u32, u32, Register, u32); 8] = [
-    // Leaf 1 ECX: cabin sets TSC-deadline (24) and the hypervisor bit (31).
-    (1, 0, Register::Ecx, (1 << 24) | (1 << 31)),
-    (1, 0, Register::Edx, 0),
-    (7, 0, Register::Ebx, 0),
-    (7, 0, Register::Ecx, 0),
-    (7, 0, Register::Edx, 0),
-    (0xd, 1, Register::Eax, 0),
-    (0x8000_0001, 0, Register::Ecx, 0),
-    (0x8000_0001, 0, Register::Edx, 0),
+/// CPUID feature registers a guest relies on.
+const FEATURE_REGISTERS: [(u32, u32, Register); 8] = [
+    (1, 0, Register::Ecx),
+    (1, 0, Register::Edx),
+    (7, 0, Register::Ebx),
+    (7, 0, Register::Ecx),
+    (7, 0, Register::Edx),
+    (0xd, 1, Register::Eax),
+    (0x8000_0001, 0, Register::Ecx),
+    (0x8000_0001, 0, Register::Edx),
 ];
 
 #[derive(Clone, Copy, Debug)]
@@ -266,18 +264,19 @@ fn leaf(entries: &[kvm_cpuid_entry2], function: u32, index: u32) -> Option<&kvm_
         .find(|e| e.function == function && e.index == index)
 }
 
-/// The first CPU feature the snapshot's guest saw that this host's KVM does not
-/// offer, as "leaf 0x7 EBX bits 0x20": a guest that uses it would fault.
+/// The first CPU feature the snapshot's guest saw that this host would not give it
+/// (`here`: what cabin gives the same vCPU on a cold boot on this host), as "leaf
+/// 0x7 EBX bits 0x20": a guest that uses it would fault.
 pub fn missing_cpu_features(
     saved: &[kvm_cpuid_entry2],
-    supported: &[kvm_cpuid_entry2],
+    here: &[kvm_cpuid_entry2],
 ) -> Option<String> {
     FEATURE_REGISTERS
         .iter()
-        .find_map(|&(function, index, register, cabin_bits)| {
-            let seen = leaf(saved, function, index).map_or(0, |e| register.of(e)) & !cabin_bits;
-            let here = leaf(supported, function, index).map_or(0, |e| register.of(e));
-            let missing = seen & !here;
+        .find_map(|&(function, index, register)| {
+            let seen = leaf(saved, function, index).map_or(0, |e| register.of(e));
+            let offered = leaf(here, function, index).map_or(0, |e| register.of(e));
+            let missing = seen & !offered;
             (missing != 0).then(|| {
                 format!(
                     "CPUID leaf {function:#x}.{index} {} bits {missing:#x}",
@@ -308,11 +307,6 @@ mod tests {
         assert_eq!(
             missing_cpu_features(&[entry(7, 0, 0b1001, 0)], &host).as_deref(),
             Some("CPUID leaf 0x7.0 EBX bits 0x1")
-        );
-        // The bits cabin adds itself are not the host's to have.
-        assert_eq!(
-            missing_cpu_features(&[entry(1, 0, 0, (1 << 31) | (1 << 24) | 0b10)], &host),
-            None
         );
         // A leaf the host lacks entirely lacks every bit.
         assert!(missing_cpu_features(&[entry(0x8000_0001, 0, 0, 1)], &host).is_some());

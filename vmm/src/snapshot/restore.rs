@@ -78,11 +78,21 @@ pub fn restore_vm(
             config.mem_size_mib
         )));
     }
-    let supported = kvm
+    // What this host would give each vCPU on a cold boot, to compare with what the
+    // snapshot's guest was given.
+    let mut supported = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(ioctl("KVM_GET_SUPPORTED_CPUID"))?;
-    for state in &snapshot.vcpus {
-        if let Some(missing) = missing_cpu_features(&state.cpuid, supported.as_slice()) {
+    if kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer) {
+        arch::cpuid::enable_tsc_deadline(&mut supported);
+    }
+    let count = u8::try_from(config.vcpus).unwrap_or(u8::MAX);
+    for (index, state) in snapshot.vcpus.iter().enumerate() {
+        let mut here = supported.clone();
+        let index = u8::try_from(index).unwrap_or(u8::MAX);
+        arch::cpuid::setup_cpuid(&mut here, index, count, config.machine.smt)
+            .map_err(|e| BuildError::Cpuid(u32::from(index), e))?;
+        if let Some(missing) = missing_cpu_features(&state.cpuid, here.as_slice()) {
             return Err(RestoreError::CpuFeatures(missing));
         }
     }
