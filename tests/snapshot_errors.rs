@@ -147,6 +147,19 @@ fn cpuid_beyond_host(dir: &Path) -> (Vec<u8>, &'static str) {
     (fs::read(path).unwrap(), leaf)
 }
 
+/// A bad snapshot directory: its name, state and memory files, what refusing it says.
+type Row = (&'static str, File, File, Vec<&'static str>);
+
+/// A bad state file with the good memory file.
+fn state(name: &'static str, state: File, fragments: &[&'static str]) -> Row {
+    (name, state, File::Good, fragments.to_vec())
+}
+
+/// A bad memory file with the good state file.
+fn memory(name: &'static str, memory: File, fragments: &[&'static str]) -> Row {
+    (name, File::Good, memory, fragments.to_vec())
+}
+
 /// A snapshot directory (`state`, `memory`) and what refusing it must say.
 struct BadCase {
     name: String,
@@ -163,116 +176,78 @@ fn bad_cases() -> &'static [BadCase] {
         let len = fs::metadata(good.join("state")).unwrap().len() as usize;
         let (cpuid_state, leaf) = cpuid_beyond_host(&root);
         let elf = fs::read(good.parent().unwrap().join("tiny.elf"));
-        let not_cabin = "is not a cabin snapshot";
-        let cut = "is cut short";
-        let table: Vec<(&str, File, File, Vec<&str>)> = vec![
-            (
-                "empty-state",
-                File::Bytes(Vec::new()),
-                File::Good,
-                vec![not_cabin],
-            ),
-            (
-                "state-5-bytes",
-                patched(|b| b.truncate(5)),
-                File::Good,
-                vec![not_cabin],
-            ),
-            (
+        let (not_cabin, cut) = ("is not a cabin snapshot", "is cut short");
+        let unreadable = ["Cannot read the snapshot file", "No such file"];
+        let version = |v: u32| patched(move |b| b[8..12].copy_from_slice(&v.to_le_bytes()));
+        let size = [
+            "The memory file",
+            "has 33554432 bytes of RAM",
+            "another snapshot",
+        ];
+        let table = [
+            state("empty-state", File::Bytes(Vec::new()), &[not_cabin]),
+            state("state-5-bytes", patched(|b| b.truncate(5)), &[not_cabin]),
+            state(
                 "state-20-bytes",
                 patched(|b| b.truncate(20)),
-                File::Good,
-                vec![cut, "holds 20 bytes, less than the 24-byte header"],
+                &[cut, "holds 20 bytes, less than the 24-byte header"],
             ),
-            (
+            state(
                 "state-half",
                 patched(|b| b.truncate(len / 2)),
-                File::Good,
-                vec![cut, "announces"],
+                &[cut, "announces"],
             ),
-            (
+            state(
                 "state-flipped-byte",
                 patched(|b| b[len - 40] ^= 0x10),
-                File::Good,
-                vec!["is corrupted", "checksum"],
+                &["is corrupted", "checksum"],
             ),
-            (
+            state(
                 "state-wrong-magic",
                 patched(|b| b[..8].copy_from_slice(b"CABINSNQ")),
-                File::Good,
-                vec![not_cabin],
+                &[not_cabin],
             ),
-            (
+            state(
                 "state-version-2",
-                patched(|b| b[8..12].copy_from_slice(&2u32.to_le_bytes())),
-                File::Good,
-                vec![
+                version(2),
+                &[
                     "is a version 2 snapshot",
                     "reads versions up to 1",
                     "with the cabin that made it",
                 ],
             ),
-            (
+            state(
                 "state-version-0",
-                patched(|b| b[8..12].copy_from_slice(&0u32.to_le_bytes())),
-                File::Good,
-                vec!["is corrupted", "format version 0, which no cabin writes"],
+                version(0),
+                &["is corrupted", "format version 0, which no cabin writes"],
             ),
-            (
-                "state-elf",
-                File::Bytes(elf.unwrap()),
-                File::Good,
-                vec![not_cabin],
-            ),
-            (
+            state("state-elf", File::Bytes(elf.unwrap()), &[not_cabin]),
+            state(
                 "state-directory",
                 File::Dir,
-                File::Good,
-                vec!["Cannot read the snapshot file", "Is a directory"],
+                &["Cannot read the snapshot file", "Is a directory"],
             ),
-            (
-                "state-missing",
-                File::Missing,
-                File::Good,
-                vec!["Cannot read the snapshot file", "No such file"],
-            ),
-            (
-                "nothing",
-                File::Missing,
-                File::Missing,
-                vec!["Cannot read the snapshot file", "No such file"],
-            ),
-            (
+            state("state-missing", File::Missing, &unreadable),
+            ("nothing", File::Missing, File::Missing, unreadable.to_vec()),
+            memory(
                 "memory-short",
-                File::Good,
                 File::Size(MEMORY_BYTES - 4096),
-                vec![
-                    "The memory file",
-                    "is 33550336 bytes",
-                    "has 33554432 bytes of RAM",
-                ],
+                &[&size[..], &["is 33550336 bytes"]].concat(),
             ),
-            (
+            memory(
                 "memory-long",
-                File::Good,
                 File::Size(MEMORY_BYTES + 4096),
-                vec![
-                    "The memory file",
-                    "is 33558528 bytes",
-                    "has 33554432 bytes of RAM",
-                ],
+                &[&size[..], &["is 33558528 bytes"]].concat(),
             ),
-            (
+            memory(
                 "memory-missing",
-                File::Good,
                 File::Missing,
-                vec!["Cannot open the memory file", "No such file"],
+                &["Cannot open the memory file", "No such file"],
             ),
-            (
+            state(
                 "cpuid-beyond-host",
                 File::Bytes(cpuid_state),
-                File::Good,
-                vec![
+                &[
                     "This host's CPU",
                     leaf,
                     "restore on a host with the same CPU features",
