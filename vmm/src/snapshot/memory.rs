@@ -69,6 +69,18 @@ pub enum MemoryError {
         /// The guest's RAM.
         expected: u64,
     },
+    /// A diff memory file and a full one are of different guests.
+    #[error("The diff memory file {diff} is {diff_size} bytes, but the full memory file {base} is {base_size} bytes: they are not of the same guest (give the memory of a Full snapshot and of a Diff snapshot taken after it)")]
+    RebaseSize {
+        /// The full memory file.
+        base: PathBuf,
+        /// Its size.
+        base_size: u64,
+        /// The diff memory file.
+        diff: PathBuf,
+        /// Its size.
+        diff_size: u64,
+    },
     /// The snapshot's layout is not one cabin makes.
     #[error("The snapshot's memory layout is invalid: {0}")]
     Layout(String),
@@ -283,10 +295,11 @@ pub fn rebase(base: &Path, diff: &Path) -> Result<u64, MemoryError> {
     let size = diff_file.metadata().map_err(open_err(diff))?.len();
     let base_size = base_file.metadata().map_err(open_err(base))?.len();
     if size != base_size {
-        return Err(MemoryError::Size {
-            path: diff.to_owned(),
-            found: size,
-            expected: base_size,
+        return Err(MemoryError::RebaseSize {
+            base: base.to_owned(),
+            base_size,
+            diff: diff.to_owned(),
+            diff_size: size,
         });
     }
     let mut copied = 0u64;

@@ -78,6 +78,17 @@ pub enum SnapshotError {
         /// Its version.
         found: u32,
     },
+    /// Shorter than the header itself.
+    #[error("{path} is cut short: it holds {found} bytes, less than the {HEADER_LEN}-byte header of a cabin snapshot")]
+    Header {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        found: usize,
+    },
+    /// A version no cabin writes.
+    #[error("{0} is corrupted: its header gives format version 0, which no cabin writes")]
+    VersionZero(PathBuf),
     /// Shorter or longer than its header says.
     #[error("{path} is cut short or has extra bytes: its header announces {announced} bytes of state, the file holds {found}")]
     Length {
@@ -151,14 +162,16 @@ impl Snapshot {
         let field = |at: usize, len: usize| bytes.get(at..at + len);
         let (Some(version), Some(length), Some(crc)) = (field(8, 4), field(12, 8), field(20, 4))
         else {
-            return Err(SnapshotError::Length {
+            return Err(SnapshotError::Header {
                 path: path(),
-                announced: 0,
-                found: 0,
+                found: bytes.len(),
             });
         };
         let version = u32::from_le_bytes(version.try_into().unwrap_or_default());
-        if version > VERSION || version == 0 {
+        if version == 0 {
+            return Err(SnapshotError::VersionZero(path()));
+        }
+        if version > VERSION {
             return Err(SnapshotError::Version {
                 path: path(),
                 found: version,

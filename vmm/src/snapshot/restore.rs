@@ -25,6 +25,9 @@ pub enum RestoreError {
     /// The VM (KVM, devices, disks, TAPs) could not be set up.
     #[error(transparent)]
     Build(#[from] BuildError),
+    /// A disk of the snapshot's is missing or unusable.
+    #[error("Cannot use the snapshot's disks (restore needs each at the path it had when the snapshot was taken)")]
+    Disks(#[source] ConfigError),
     /// The memory file is unusable.
     #[error(transparent)]
     Memory(#[from] MemoryError),
@@ -54,7 +57,7 @@ pub fn restore_vm(
     mem_file: &Path,
 ) -> Result<BuiltVm, RestoreError> {
     let inconsistent = |what: String| RestoreError::Inconsistent(what);
-    config.validate_disks().map_err(BuildError::from)?;
+    config.validate_disks().map_err(RestoreError::Disks)?;
     let kvm = open_kvm().map_err(BuildError::from)?;
     let limits = host_limits(&kvm)?;
     config.validate_machine(&limits).map_err(BuildError::from)?;
