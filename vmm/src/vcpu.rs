@@ -332,9 +332,8 @@ struct ControlState {
     halt_round: u64,
     /// How many vCPUs found themselves halted with interrupts off in this round.
     halted: usize,
-    /// Bumped to ask parked vCPUs for their state (see [`VcpuControl::save_parked`]).
-    save_round: u64,
-    /// Each vCPU's answer to the current save round, by index.
+    /// A save request (see [`VcpuControl::save_parked`]): one slot per vCPU, by
+    /// index, empty until that vCPU has read its state into it.
     saved: Vec<Option<Result<VcpuState, String>>>,
 }
 
@@ -419,7 +418,6 @@ impl VcpuControl {
     /// KVM wants) and waits for all of them; the first failure is the error.
     pub fn save_parked(&self, count: usize, timeout: Duration) -> Result<Vec<VcpuState>, String> {
         let mut state = self.lock();
-        state.save_round = state.save_round.wrapping_add(1);
         state.saved = (0..count).map(|_| None).collect();
         self.changed.notify_all();
         let (mut state, _) = self
@@ -450,15 +448,12 @@ impl VcpuControl {
         let mut state = self.lock();
         if state.paused && !state.stop {
             state.parked += 1;
-            let mut answered = state.save_round;
             self.changed.notify_all();
             while state.paused && !state.stop {
-                if state.save_round != answered {
-                    answered = state.save_round;
-                    let result = save();
-                    if let Some(slot) = state.saved.get_mut(index) {
-                        *slot = Some(result);
-                    }
+                // A save request is an empty slot for this vCPU, whether it was
+                // made before or after the vCPU parked.
+                if let Some(slot @ None) = state.saved.get_mut(index) {
+                    *slot = Some(save());
                     self.changed.notify_all();
                     continue;
                 }
@@ -769,6 +764,53 @@ mod tests {
         assert!(control.wait_parked(1, Duration::from_secs(10)));
         control.resume();
         assert!(worker.join().unwrap(), "a resumed vCPU may run");
+    }
+
+    #[test]
+    fn vcpu_control_save_is_answered_by_each_parked_vcpu_once() {
+        let control = Arc::new(VcpuControl::default());
+        control.request_pause();
+        let workers: Vec<_> = (0..2)
+            .map(|index| {
+                let control = control.clone();
+                std::thread::spawn(move || {
+                    let mut answers = 0;
+                    let mut save = || {
+                        answers += 1;
+                        Err(format!("answer {answers}"))
+                    };
+                    control.may_run(index, &mut save);
+                    answers
+                })
+            })
+            .collect();
+        assert!(control.wait_parked(2, Duration::from_secs(10)));
+        let err = control.save_parked(2, Duration::from_secs(10)).unwrap_err();
+        assert_eq!(err, "vCPU 0: answer 1");
+        let err = control.save_parked(2, Duration::from_secs(10)).unwrap_err();
+        assert_eq!(err, "vCPU 0: answer 2");
+        control.resume();
+        for worker in workers {
+            assert_eq!(worker.join().unwrap(), 2, "one answer per request");
+        }
+    }
+
+    #[test]
+    fn vcpu_control_save_waits_for_a_vcpu_that_parks_later() {
+        let control = Arc::new(VcpuControl::default());
+        control.request_pause();
+        let saver = {
+            let control = control.clone();
+            std::thread::spawn(move || control.save_parked(1, Duration::from_secs(10)))
+        };
+        // The vCPU parks only after the request was made.
+        let worker = {
+            let control = control.clone();
+            std::thread::spawn(move || control.may_run(0, &mut || Err("late".into())))
+        };
+        assert_eq!(saver.join().unwrap().unwrap_err(), "vCPU 0: late");
+        control.resume();
+        assert!(worker.join().unwrap());
     }
 
     #[test]

@@ -37,6 +37,11 @@ impl Controller {
                 "A Diff snapshot needs dirty-page tracking: set track_dirty_pages in PUT /machine-config before InstanceStart, or in PUT /snapshot/load".into(),
             ));
         }
+        if params.snapshot_path == params.mem_file_path {
+            return Err(refused(
+                "snapshot_path and mem_file_path are the same file: give two paths".into(),
+            ));
+        }
         for (what, path) in [
             ("snapshot_path", &params.snapshot_path),
             ("mem_file_path", &params.mem_file_path),
