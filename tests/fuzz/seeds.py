@@ -3,7 +3,9 @@
 seeds are committed). Each seed is a small valid input: well-formed virtqueue
 chains, a register sequence that brings a device up, API requests, a config file,
 a command line, an ELF and a bzImage header. Layouts follow src/queue.rs and the
-targets' doc comments."""
+targets' doc comments. corpus/snapshot is not written here: its two seeds are the
+state file of the smoke test's snapshot (a tiny guest, 1 vCPU), whole (first byte
+0) and as a bare payload (first byte 1)."""
 import json
 import os
 import struct

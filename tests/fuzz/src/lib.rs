@@ -12,13 +12,13 @@ mod queue;
 mod vmm;
 
 pub use devices::{block, console, mmio, net, rng};
-pub use vmm::{api, cli, config, http, loader};
+pub use vmm::{api, cli, config, http, loader, snapshot};
 
 /// A fuzz target: any bytes in, nothing out.
 pub type Target = fn(&[u8]);
 
 /// Every target by name; the name is also its binary and its corpus directory.
-pub const TARGETS: [(&str, Target); 10] = [
+pub const TARGETS: [(&str, Target); 11] = [
     ("block", block),
     ("net", net),
     ("console", console),
@@ -29,4 +29,5 @@ pub const TARGETS: [(&str, Target); 10] = [
     ("config", config),
     ("cli", cli),
     ("loader", loader),
+    ("snapshot", snapshot),
 ];

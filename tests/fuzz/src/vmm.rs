@@ -121,3 +121,28 @@ pub fn loader(data: &[u8]) {
         let _ = load_initrd(&mem, &path);
     }
 }
+
+/// A snapshot state file. The first byte picks the form: 0, the rest is a whole
+/// state file (header checks); anything else, the rest is a payload wrapped in a
+/// valid header, so the fuzzer reaches the decoder behind the checksum. A state
+/// that decodes is encoded again.
+pub fn snapshot(data: &[u8]) {
+    use vmm::snapshot::{Snapshot, MAGIC, VERSION};
+    let Some((&form, rest)) = data.split_first() else {
+        return;
+    };
+    let path = std::path::Path::new("fuzz");
+    let decoded = if form == 0 {
+        Snapshot::decode(path, rest)
+    } else {
+        let mut file = MAGIC.to_vec();
+        file.extend_from_slice(&VERSION.to_le_bytes());
+        file.extend_from_slice(&(rest.len() as u64).to_le_bytes());
+        file.extend_from_slice(&crc32fast::hash(rest).to_le_bytes());
+        file.extend_from_slice(rest);
+        Snapshot::decode(path, &file)
+    };
+    if let Ok(snapshot) = decoded {
+        let _ = postcard::to_stdvec(&snapshot);
+    }
+}
