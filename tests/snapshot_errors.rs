@@ -507,6 +507,21 @@ fn restore_conflicts_with_boot_options() {
     );
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("cannot be used with"), "{stderr}");
+    let (status, _, stderr) = run_cabin(
+        &[
+            "run",
+            "--restore",
+            "/nonexistent",
+            "--net",
+            "tap=t0,mac=02:00:00:00:00:09",
+        ],
+        TIMEOUT,
+    );
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr,
+        "cabin: --net with --restore takes only tap=NAME: the guest keeps the MAC it had in the snapshot\n"
+    );
 }
 
 #[test]

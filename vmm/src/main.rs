@@ -11,7 +11,7 @@ use vmm::seccomp::{self, ThreadFilter, ThreadKind};
 use vmm::vcpu::StopReason;
 use vmm::{
     error_chain, kvm, runner, snapshot, EXIT_ERROR, EXIT_GUEST_FAILURE, EXIT_GUEST_HALTED, EXIT_OK,
-    EXIT_SHUTDOWN_TIMEOUT,
+    EXIT_SHUTDOWN_TIMEOUT, EXIT_USAGE,
 };
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -46,6 +46,10 @@ fn run(args: RunArgs) -> i32 {
             }
         }
     };
+    if args.restore.is_some() && args.net.iter().any(|net| net.mac.is_some()) {
+        eprintln!("cabin: --net with --restore takes only tap=NAME: the guest keeps the MAC it had in the snapshot");
+        return EXIT_USAGE;
+    }
     let restore = args.restore.as_ref().map(|dir| LoadPlan {
         snapshot_path: dir.join(snapshot::STATE_FILE),
         mem_file: dir.join(snapshot::MEMORY_FILE),
