@@ -162,13 +162,10 @@ fn restored_guest_goes_on_counting_with_its_disk_and_network() {
     let ns_a = network("snap-a", "snaptap0");
     let mut original = boot_counter(&ns_a, &dir, "snaptap0", machine(256, false));
     wait_counts(&original.cabin, 2);
-    eprintln!("booted");
     let md5 = wrote(&original.cabin.stdout.text());
     ns_a.ping(GUEST_IP);
-    eprintln!("pinged");
     let snap = dir.join("snap");
     snapshot(&original.sock, &snap, false);
-    eprintln!("snapshotted");
     let last = counts(&original.cabin.stdout.text()).last().unwrap().0;
     original.cabin.signal(libc::SIGKILL);
     original.cabin.wait_exit(BOOT_TIMEOUT);
@@ -183,7 +180,6 @@ fn restored_guest_goes_on_counting_with_its_disk_and_network() {
         "tap=snaptap1",
     ]);
     assert_goes_on(&restored, last, &md5);
-    eprintln!("restored");
     ns_b.ping(GUEST_IP);
     restored.signal(libc::SIGTERM);
     restored.wait_exit(BOOT_TIMEOUT);
