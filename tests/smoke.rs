@@ -9,7 +9,7 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{asm, run_cabin, scratch_dir, tiny_elf, write_file, Cabin};
+use common::{asm, assert_counts_on, letters, run_cabin, scratch_dir, tiny_elf, write_file, Cabin};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -325,23 +325,6 @@ fn shutdown_presses_the_power_button_then_stops_a_guest_that_ignores_it() {
         cabin.stderr.text(),
         "cabin: the guest did not power off within 1 s of the power button; stopped it\n"
     );
-}
-
-/// The letters a counting guest printed, as counter values 0..=25.
-fn letters(text: &str) -> Vec<u8> {
-    text.bytes()
-        .filter(u8::is_ascii_lowercase)
-        .map(|b| b - b'a')
-        .collect()
-}
-
-/// Each value follows the one before it (mod 26): nothing was lost or repeated.
-fn assert_counts_on(values: &[u8], from: u8) {
-    let mut expected = from;
-    for (i, &v) in values.iter().enumerate() {
-        assert_eq!(v, expected, "value {i} of {values:?}");
-        expected = (expected + 1) % 26;
-    }
 }
 
 #[test]

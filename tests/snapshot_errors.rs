@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::{asm, run_cabin, scratch_dir, tiny_elf, write_file, Cabin};
+use common::{asm, assert_counts_on, letters, run_cabin, scratch_dir, tiny_elf, write_file, Cabin};
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use serde_json::json;
 use vmm::snapshot::Snapshot;
@@ -20,23 +20,6 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 /// The guest's RAM in MiB, and the memory file's size.
 const MEMORY_MIB: u64 = 32;
 const MEMORY_BYTES: u64 = MEMORY_MIB << 20;
-
-/// The values the counting guest printed, as 0..26.
-fn letters(text: &str) -> Vec<u8> {
-    text.bytes()
-        .filter(u8::is_ascii_lowercase)
-        .map(|b| b - b'a')
-        .collect()
-}
-
-/// Each value follows the one before it (mod 26).
-fn assert_counts_on(values: &[u8], from: u8) {
-    let mut expected = from;
-    for (i, &v) in values.iter().enumerate() {
-        assert_eq!(v, expected, "value {i} of {values:?}");
-        expected = (expected + 1) % 26;
-    }
-}
 
 fn counting_kernel(dir: &Path) -> String {
     write_file(

@@ -527,3 +527,22 @@ pub fn http(sock: &Path, method: &str, path: &str, body: Option<&str>) -> (u16, 
         String::from_utf8_lossy(&raw[header_len..]).into_owned(),
     )
 }
+
+/// The letters a counting guest ([`asm::count_in_memory_forever`]) printed, as
+/// counter values 0..=25.
+pub fn letters(text: &str) -> Vec<u8> {
+    text.bytes()
+        .filter(u8::is_ascii_lowercase)
+        .map(|b| b - b'a')
+        .collect()
+}
+
+/// Each value follows the one before it (mod 26), starting at `from`: nothing was
+/// lost or repeated.
+pub fn assert_counts_on(values: &[u8], from: u8) {
+    let mut expected = from;
+    for (i, &v) in values.iter().enumerate() {
+        assert_eq!(v, expected, "value {i} of {values:?}");
+        expected = (expected + 1) % 26;
+    }
+}
