@@ -36,7 +36,6 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 const GUEST_MEMORY_MIB: &str = "512";
 /// Size of each TCP transfer.
 const TRANSFER_BYTES: usize = 64 << 20;
-/// The host's busybox (busybox-static), for `nc` and `ping` on the host side.
 
 // --- artifacts and the guest command line ----------------------------------------
 

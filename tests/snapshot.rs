@@ -183,6 +183,24 @@ fn restored_guest_goes_on_counting_with_its_disk_and_network() {
     ns_b.ping(GUEST_IP);
     restored.signal(libc::SIGTERM);
     restored.wait_exit(BOOT_TIMEOUT);
+
+    // A TAP that does not exist: one line naming it, nothing run.
+    let mut missing = ns_b.spawn_cabin(&[
+        "run",
+        "--restore",
+        snap.to_str().unwrap(),
+        "--net",
+        "tap=nosuchtap",
+    ]);
+    let status = missing.wait_exit(BOOT_TIMEOUT);
+    let stderr = missing.stderr.text();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("cabin: ") && stderr.contains("nosuchtap"),
+        "{stderr}"
+    );
+    assert!(counts(&missing.stdout.text()).is_empty());
 }
 
 #[test]

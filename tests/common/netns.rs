@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::{cabin_bin, Cabin};
 
-/// The host's busybox (ping, nc), present in the sandbox too.
+/// The host's busybox (busybox-static), for `nc` and `ping` on the host side.
 pub const HOST_BUSYBOX: &str = "/bin/busybox";
 
 /// Runs a host command to completion; panics with its output unless it succeeds.
