@@ -7,6 +7,7 @@ use std::sync::Arc;
 use log::Level;
 use serde::{Deserialize, Serialize};
 use vm_superio::serial::SerialEvents;
+use vm_superio::Trigger;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{Error, EventFdTrigger};
@@ -59,6 +60,9 @@ impl SerialEvents for RxDrained {
         self.signal();
     }
 }
+
+/// IIR bit 0: set when no interrupt is pending.
+const IIR_NO_INTERRUPT: u8 = 0x01;
 
 /// A 16550A serial port.
 ///
@@ -182,6 +186,16 @@ impl Serial {
         self.uart = uart;
         if self.rx_interrupt_enabled() {
             self.uart.events().signal();
+        }
+        // An interrupt the UART had raised may not have reached the interrupt
+        // controller's saved state (KVM delivers irqfd writes asynchronously): a
+        // driver waiting for "transmitter empty" would then wait forever. Raise it
+        // again; a spurious one is read as "no interrupt pending" and ignored.
+        if state.interrupt_identification & IIR_NO_INTERRUPT == 0 {
+            self.uart
+                .interrupt_evt()
+                .trigger()
+                .map_err(RestoreError::SerialInterrupt)?;
         }
         Ok(())
     }
@@ -630,6 +644,29 @@ mod tests {
         assert_eq!(received, b"abc");
         target.write(THR, b"z");
         assert_eq!(out.contents(), b"z");
+    }
+
+    #[test]
+    fn serial_restore_raises_a_pending_interrupt_again_and_no_other() {
+        // The guest wrote a byte with the THR-empty interrupt enabled: IIR says
+        // THRE is pending. That interrupt may be lost between the irqfd and the
+        // saved interrupt controller; the restored port raises it again.
+        const IER_THR_EMPTY: u8 = 0x02;
+        let (mut source, _irq, _out) = serial();
+        let idle = source.save();
+        source.write(IER, &[IER_RX_DATA | IER_THR_EMPTY]);
+        source.write(THR, b"x");
+        let pending = source.save();
+        assert_eq!(pending.interrupt_identification & IIR_NO_INTERRUPT, 0);
+        assert_ne!(idle.interrupt_identification & IIR_NO_INTERRUPT, 0);
+
+        let (mut target, irq, _out) = serial();
+        target.restore(&pending).unwrap();
+        assert!(was_signalled(&irq));
+
+        let (mut target, irq, _out) = serial();
+        target.restore(&idle).unwrap();
+        assert!(!was_signalled(&irq));
     }
 
     #[test]
