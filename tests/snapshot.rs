@@ -21,7 +21,8 @@ const TAP_MAC: &str = "02:cb:00:00:00:01";
 
 /// Writes 256 KiB of random data to /dev/vdb (O_DIRECT) and prints its md5 as
 /// WROTE-<md5>, then counts forever, one COUNT-<n>-<md5 of vdb read back> line every
-/// 200 ms: a restored guest's next line shows its memory (n) and its disk I/O.
+/// 200 ms: a restored guest's next line shows its memory (n) and its disk I/O
+/// (and, for a failure's message, the frames eth0 received and sent).
 const COUNTER: &str = "ip link set eth0 up && ip addr add 10.200.0.2/30 dev eth0 || exit 9
 dd if=/dev/urandom of=/tmp/w bs=4096 count=64 2>/dev/null
 dd if=/tmp/w of=/dev/vdb bs=4096 oflag=direct conv=notrunc 2>/dev/null || exit 8
@@ -29,7 +30,7 @@ echo WROTE-$(md5sum </tmp/w | cut -c1-32)
 i=0
 while true; do
   i=$((i + 1))
-  echo COUNT-$i-$(dd if=/dev/vdb bs=4096 count=64 iflag=direct 2>/dev/null | md5sum | cut -c1-32)
+  echo COUNT-$i-$(dd if=/dev/vdb bs=4096 count=64 iflag=direct 2>/dev/null | md5sum | cut -c1-32)-rx$(cat /sys/class/net/eth0/statistics/rx_packets)-tx$(cat /sys/class/net/eth0/statistics/tx_packets)
   usleep 200000
 done";
 
@@ -39,8 +40,9 @@ fn counts(text: &str) -> Vec<(u64, String)> {
         .filter(|l| l.ends_with('\n'))
         .filter_map(|l| l.trim().strip_prefix("COUNT-"))
         .filter_map(|rest| {
-            let (n, md5) = rest.split_once('-')?;
-            Some((n.parse().ok()?, md5.to_owned()))
+            let mut fields = rest.split('-');
+            let n = fields.next()?.parse().ok()?;
+            Some((n, fields.next()?.to_owned()))
         })
         .collect()
 }
@@ -50,6 +52,32 @@ fn wrote(text: &str) -> String {
         .find_map(|l| l.trim().strip_prefix("WROTE-"))
         .map(str::to_owned)
         .unwrap_or_else(|| panic!("no WROTE line in {text}"))
+}
+
+/// Pings the guest from `ns`; on failure, panics with what the TAP and the guest
+/// counted and cabin's messages.
+fn ping(ns: &Netns, tap: &str, cabin: &Cabin) {
+    let out = ns
+        .command(
+            common::netns::HOST_BUSYBOX,
+            &["ping", "-c", "3", "-W", "10", GUEST_IP],
+        )
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        let link = ns
+            .command("ip", &["-s", "link", "show", tap])
+            .output()
+            .unwrap();
+        let lines = cabin.stdout.text();
+        panic!(
+            "no ping reply on {tap}: {}\nTAP: {}\nguest's last line: {:?}\ncabin stderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&link.stdout),
+            lines.lines().rev().find(|l| l.contains("COUNT-")),
+            cabin.stderr.text()
+        );
+    }
 }
 
 /// A namespace with TAP `tap` at the host's address and the shared MAC.
@@ -163,7 +191,7 @@ fn restored_guest_goes_on_counting_with_its_disk_and_network() {
     let mut original = boot_counter(&ns_a, &dir, "snaptap0", machine(2, 256, false));
     wait_counts(&original.cabin, 2);
     let md5 = wrote(&original.cabin.stdout.text());
-    ns_a.ping(GUEST_IP);
+    ping(&ns_a, "snaptap0", &original.cabin);
     let snap = dir.join("snap");
     snapshot(&original.sock, &snap, false);
     let last = counts(&original.cabin.stdout.text()).last().unwrap().0;
@@ -180,7 +208,7 @@ fn restored_guest_goes_on_counting_with_its_disk_and_network() {
         "tap=snaptap1",
     ]);
     assert_goes_on(&restored, last, &md5);
-    ns_b.ping(GUEST_IP);
+    ping(&ns_b, "snaptap1", &restored);
     restored.signal(libc::SIGTERM);
     restored.wait_exit(BOOT_TIMEOUT);
 
@@ -288,8 +316,8 @@ fn five_clones_of_one_snapshot_run_at_once_each_on_its_own_tap() {
         assert_goes_on(&cabin, last, &md5);
         clones.push((ns, cabin));
     }
-    for (ns, cabin) in &clones {
-        ns.ping(GUEST_IP);
+    for (i, (ns, cabin)) in clones.iter().enumerate() {
+        ping(ns, &format!("clone{i}"), cabin);
         let before = counts(&cabin.stdout.text()).len();
         wait_counts(cabin, before + 1);
     }
