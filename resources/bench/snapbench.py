@@ -497,8 +497,8 @@ def render_markdown(res):
         lines.append("Not measured (see the failures).")
     lines += ["", "Notes:"]
     lines += [f"- {n}" for n in notes]
-    lines.append(f"- Restore command: `{' '.join(res['argv']['restore'])}`; cold boot: "
-                 f"`{' '.join(res['argv']['cold'])}` (script in the JSON).")
+    lines.append(f"- Restore command: `{' '.join(res['argv']['restore'])}` (the cold boot's "
+                 "command line and the guest script are in the JSON).")
     if res["failures"]:
         lines += ["", f"**{len(res['failures'])} failed measurement(s):**"]
         for f in res["failures"]:
@@ -602,6 +602,9 @@ def main(argv):
         except (OSError, BenchError, subprocess.SubprocessError) as e:
             log(f"error: {e}")
             return 2
+        argvs = {"restore": restore_argv(ctx, "DIR"),
+                 "cold": ib.cabin_argv(ctx, [ctx.rootfs], guest_cmdline(), a.memory, 1,
+                                       root_readonly=True)}
         crun_skip = setup_crun(ctx)
         if crun_skip:
             notes.append(f"crun row skipped: {crun_skip}.")
@@ -672,9 +675,7 @@ def main(argv):
             "kernel": os.path.abspath(a.kernel), "rootfs": os.path.abspath(a.rootfs),
             "cmdline": CMDLINE, "script": GUEST_SCRIPT, "firecracker": a.firecracker,
         },
-        "argv": {"restore": [a.cabin, "run", "--restore", "DIR"],
-                 "cold": [a.cabin, "run", "--kernel", "K", "--memory", str(a.memory),
-                          "--vcpus", "1", "--cmdline", "...", "--disk", "path=ROOT,readonly=on"]},
+        "argv": argvs,
         "samples": samples,
         "summary": {k: stats(v) for k, v in samples.items()},
         "clones": clone_res,
