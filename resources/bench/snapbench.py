@@ -12,7 +12,8 @@ The guest: the project kernel and the busybox ext4 image as /dev/vda
 
 so a restored guest's first `TICK` line after its launch is "the guest answering".
 
-Measured in one run, interleaved per round:
+Measured in one run, interleaved per round (the starts' order rotates from one
+round to the next, so that none always follows the same one):
   create    boot the guest with --api-sock (`cabin ctl start`), wait for
             GUEST-UP and a few TICK lines, time `cabin ctl snapshot DIR` (wall
             clock) at --memory and at --big MiB; the state file's size, the
@@ -645,7 +646,7 @@ def main(argv):
                 steps.append(("crun", lambda: crun_once(ctx), None))
             if fc_dir:
                 steps.append(("firecracker", lambda: fc_restore_once(ctx, fc_dir), None))
-            for key, fn, needs in steps:
+            for key, fn, needs in steps[i % len(steps):] + steps[:i % len(steps)]:
                 if needs and needs not in keep:
                     continue  # its snapshot could not be made (a failure is listed)
                 s = measure(f"{'warm-up ' if warm else ''}{key}", fn)
