@@ -88,6 +88,8 @@ DIFF_RUN_S = 1.0
 RESTORED_LOG = re.compile(r"restored \S+ in (\d+) ms")
 SNAPSHOT_LOG = re.compile(r"(Full|Diff) snapshot in (\d+) ms")
 MIB = float(1 << 20)
+# After this many failures in a row a kind of measurement is not tried again.
+MAX_CONSECUTIVE_FAILURES = 2
 
 
 def log(msg):
@@ -242,7 +244,7 @@ def restore_argv(ctx, snapdir):
 
 def restore_once(ctx, snapdir):
     with ib.Vm(restore_argv(ctx, snapdir), ctx.env["cabin"]) as vm:
-        t = checked(vm, lambda: wait_ticks(vm, 1, vm.t_spawn + ctx.args.timeout))
+        t = checked(vm, lambda: wait_ticks(vm, 1, vm.t_spawn + ctx.args.restore_timeout))
         return {"start_ms": (t - vm.t_spawn) * 1000.0, "vmm_ms": logged_ms(vm, RESTORED_LOG)}
 
 
@@ -338,7 +340,7 @@ def fc_restore_once(ctx, snapdir):
                     "mem_backend": {"backend_type": "File",
                                     "backend_path": os.path.join(snapdir, "memory")},
                     "resume_vm": True})
-                return wait_ticks(vm, 1, t_spawn + ctx.args.timeout)
+                return wait_ticks(vm, 1, t_spawn + ctx.args.restore_timeout)
             t = checked(vm, body)
             return {"start_ms": (t - t_spawn) * 1000.0}
     finally:
@@ -375,7 +377,8 @@ def clones(ctx, snapdir, count):
             vms.append(ib.Vm(restore_argv(ctx, snapdir), ctx.env["cabin"]))
         last = t0
         for vm in vms:
-            last = max(last, checked(vm, lambda vm=vm: wait_ticks(vm, 1, t0 + ctx.args.timeout)))
+            last = max(last, checked(vm, lambda vm=vm: wait_ticks(
+                vm, 1, t0 + ctx.args.restore_timeout)))
         each = []
         for vm in vms:
             m = mapping_of(vm.proc.pid, memfile)
@@ -524,6 +527,8 @@ def parse_args(argv):
     p.add_argument("--big", type=int, default=2048, help="the larger guest's MiB (default 2048)")
     p.add_argument("--clones", type=int, default=10, help="restores at once (default 10)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds one step may take")
+    p.add_argument("--restore-timeout", type=float, default=60.0,
+                   help="seconds a restored guest may take to answer (default 60)")
     p.add_argument("--cabin", default=os.path.join(repo, "target", "release", "cabin"))
     p.add_argument("--crun", default="crun")
     p.add_argument("--firecracker", default=os.environ.get("FIRECRACKER") or None,
@@ -580,14 +585,23 @@ def main(argv):
     samples = {}
     clone_res = None
 
+    consecutive = {}
+
     def measure(what, fn):
+        kind = what.removeprefix("warm-up ")
+        if consecutive.get(kind, 0) >= MAX_CONSECUTIVE_FAILURES:
+            return None
         t0 = time.monotonic()
         try:
             s = fn()
         except (BenchError, OSError, subprocess.SubprocessError, ValueError) as e:
             log(f"FAILED: {what}: {e}")
             failures.append({"what": what, "error": str(e)})
+            consecutive[kind] = consecutive.get(kind, 0) + 1
+            if consecutive[kind] == MAX_CONSECUTIVE_FAILURES:
+                log(f"{kind}: {MAX_CONSECUTIVE_FAILURES} failures in a row, not trying it again")
             return None
+        consecutive[kind] = 0
         brief = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items()
                  if not isinstance(v, (dict, list))} if isinstance(s, dict) else s
         log(f"{what} ({time.monotonic() - t0:.1f} s): {json.dumps(brief)}")
