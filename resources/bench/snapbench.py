@@ -403,6 +403,17 @@ def clones(ctx, snapdir, count):
             vm.stop()
 
 
+def keep_failed(snapdir, dest):
+    """Copy a snapshot that did not restore (sparse) for a closer look; a note."""
+    shutil.rmtree(dest, ignore_errors=True)
+    r = subprocess.run(["cp", "-r", "--sparse=always", snapdir, dest], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+    if r.returncode != 0:
+        return f"a snapshot that failed to restore could not be kept: {r.stdout.decode().strip()}"
+    return (f"a snapshot that failed to restore was kept in {dest} (its disk was the staged "
+            "copy of the image, at the path in its state file)")
+
+
 # --- output ------------------------------------------------------------------------------------
 
 
@@ -529,6 +540,8 @@ def parse_args(argv):
     p.add_argument("--timeout", type=float, default=300.0, help="seconds one step may take")
     p.add_argument("--restore-timeout", type=float, default=60.0,
                    help="seconds a restored guest may take to answer (default 60)")
+    p.add_argument("--keep-failed", default=None, metavar="DIR",
+                   help="copy a snapshot whose restore failed to DIR/TAG (set by snapshot.sh)")
     p.add_argument("--cabin", default=os.path.join(repo, "target", "release", "cabin"))
     p.add_argument("--crun", default="crun")
     p.add_argument("--firecracker", default=os.environ.get("FIRECRACKER") or None,
@@ -630,6 +643,7 @@ def main(argv):
             notes.append("Firecracker: not given (set FIRECRACKER=/path/to/firecracker to add "
                          "its snapshot restore to the start table).")
         keep = {}
+        kept_failed = set()
         for i in range(a.warmup + a.runs):
             warm = i < a.warmup
             r = i - a.warmup
@@ -664,6 +678,9 @@ def main(argv):
                 if needs and needs not in keep:
                     continue  # its snapshot could not be made (a failure is listed)
                 s = measure(f"{'warm-up ' if warm else ''}{key}", fn)
+                if needs and s is None and a.keep_failed and needs not in kept_failed:
+                    kept_failed.add(needs)
+                    notes.append(keep_failed(keep[needs], os.path.join(a.keep_failed, needs)))
                 if s and not warm:
                     add(key, s["start_ms"])
                     if "vmm_ms" in s:

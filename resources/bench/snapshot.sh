@@ -12,6 +12,7 @@
 #   build/bench/snapshot.md     the tables
 #   build/bench/snapshot.json   every raw sample
 #   build/bench/snapshot.log    the driver's whole output
+#   build/bench/snapshot-failed/{small,big}  a snapshot whose restore failed, if any
 # In the sandbox the whole run is bounded by $CABIN_BENCH_SANDBOX_TIMEOUT seconds
 # (default 1800; 600 with --quick).
 # Exit status: the driver's (0 all measurements succeeded, 1 some failed, 2 bad
@@ -37,11 +38,14 @@ fi
 
 # shellcheck disable=SC2206 # CABIN_BENCH_ARGS is split into words on purpose
 extra=(${CABIN_BENCH_ARGS:-})
+rm -rf "$out/snapshot-failed"
+mkdir -p "$out/snapshot-failed"
 bench_run snapshot SNAPBENCH "$timeout" -- "$here/snapbench.py" \
     --cabin "$cabin" \
     --kernel "$CABIN_VMLINUX" \
     --rootfs "$CABIN_ROOTFS" \
     --host-cpu "$host_cpu" \
     --commit "$commit" \
+    --keep-failed "$out/snapshot-failed" \
     "${fc[@]}" "${extra[@]}" "$@"
 bench_finish
