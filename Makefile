@@ -127,6 +127,7 @@ bench: build artifacts
 	$(RES)/bench/io.sh
 	$(RES)/bench/api.sh
 	$(RES)/bench/ratelimit.sh
+	$(RES)/bench/snapshot.sh
 
 # VMs against containers (resources/bench/containers.py). QUICK=1: one run with
 # small sizes, written to build/bench/containers-quick.*, and every cell checked.

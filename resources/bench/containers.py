@@ -26,6 +26,16 @@ Launches, interleaved per round (host, crun, cabin, qemu for each kind):
             container's processes, or the VMM), and for VMs the guest RAM the
             guest touched (Rss of the guest-memory mapping). Repeated at each
             --memory-sizes value for the growth with the memory given.
+  restored  (cabin only, next to its idle launch at --memory) `cabin run
+            --restore DIR` of one snapshot, taken once, of an idle guest that
+            prints IDLE-READY and then `TICK` every ~2 ms (snapshotted after a
+            few): a restored guest printed FIRST-OUTPUT before its snapshot, so
+            its "launch to first output" is launch to its first TICK line after
+            the restore (the guest answering); its PSS (the VMM's
+            smaps_rollup) is taken then. Its guest RAM is the snapshot's memory
+            file mapped privately: only the pages the guest touches after the
+            restore become resident, and they are the file's (shared) pages
+            until written.
   true      `true`: launch to the launcher's exit (a VM's guest reboots).
   work      CPU: `dd if=/dev/zero bs=1M count=C | sha256sum` (C = --cpu-mib),
             timed between markers; disk: dd reads --disk-mib MiB of a file the
@@ -111,6 +121,9 @@ IDLE_SCRIPT = (
     "exec sleep 1000000\n"
 )
 TRUE_SCRIPT = "true\n"
+RESTORE_SCRIPT = "echo IDLE-READY\nwhile :; do echo TICK; usleep 2000; done\n"
+TICK = b"TICK"
+SNAPSHOT_TICKS = 3
 # D (the data file or disk), C (CPU MiB), M (disk MiB), E (an error file) and
 # R/W (dd flags: direct I/O in the VMs, whose disk is cached by the host, so
 # that the guest's own page cache is not measured instead) are set by a
@@ -129,8 +142,12 @@ WORK_BODY = (
 ROWS = [
     ("size_mib", "Size on disk to start (MiB)", "{:.1f}", True),
     ("first_output_ms", "Start: launch to first output (ms)", "{:.0f}", True),
+    ("restored_first_output_ms", "Start: restored from a snapshot, launch to first output (ms)",
+     "{:.0f}", True),
     ("true_exit_ms", "Start: launch to exit of `true` (ms)", "{:.0f}", True),
     ("idle_pss_mib", "Memory: PSS per idle instance (MiB)", "{:.1f}", True),
+    ("restored_idle_pss_mib", "Memory: PSS per idle instance restored from a snapshot (MiB)",
+     "{:.1f}", True),
     ("guest_touched_mib", "Memory: guest RAM touched (MiB)", "{:.1f}", True),
     ("cpu_s", "CPU: sha256 of generated data (s)", "{:.2f}", True),
     ("cpu_ratio", "CPU: time relative to the host process", "{:.2f}", True),
@@ -140,7 +157,9 @@ ROWS = [
     ("concurrent_s", "Density: concurrent start of N, until the last is up (s)", "{:.2f}", True),
 ]
 # Rows with no meaning for a runtime: the check allows them to be absent.
-NOT_APPLICABLE = {("guest_touched_mib", "host"), ("guest_touched_mib", "crun")}
+NOT_APPLICABLE = {("guest_touched_mib", "host"), ("guest_touched_mib", "crun")} | {
+    (key, rt) for key in ("restored_first_output_ms", "restored_idle_pss_mib")
+    for rt in RUNTIMES if rt != "cabin"}
 
 MAX_CONSECUTIVE_FAILURES = 2
 CONCURRENT = 20
@@ -303,9 +322,9 @@ def instance_pids(ctx, vm):
     return process_tree(roots)
 
 
-def wait_marker(vm, marker, deadline):
+def wait_marker(vm, marker, deadline, start=0):
     try:
-        return vm.console.wait_for(marker, deadline)
+        return vm.console.wait_for(marker, deadline, start)
     except BenchError as e:
         raise BenchError(f"{e}{vm.details()}") from e
 
@@ -351,6 +370,43 @@ def idle_once(ctx, rt, memory_mib):
             return sample
         finally:
             stop(ctx, vm)
+
+
+def idle_snapshot(ctx):
+    """The snapshot the restored rows start from, made on first use: the idle
+    guest of RESTORE_SCRIPT at --memory MiB, after a few TICK lines."""
+    if ctx.snapshot:
+        return ctx.snapshot
+    a = ctx.args
+    sock = os.path.join(ctx.scratch, "snapshot.sock")
+    snap = os.path.join(ctx.scratch, "snapshot")
+    line = f"{CMDLINE['cabin']} cabin.sh={base64.b64encode(RESTORE_SCRIPT.encode()).decode()}"
+    argv = ib.cabin_argv(ctx, [ctx.rootfs], line, a.memory, 1, root_readonly=True)
+    env = ctx.env["cabin"]
+    ctl = [ctx.bin["cabin"], "ctl", "--api-sock", sock]
+    try:
+        with ib.Vm(argv + ["--api-sock", sock], env) as vm:
+            ib.wait_path(sock, vm)
+            ib.timed_run(ctl + ["start"], env, "cabin ctl start")
+            deadline = time.monotonic() + a.timeout
+            end = 0
+            for _ in range(SNAPSHOT_TICKS):
+                _, end = wait_marker(vm, TICK, deadline, end)
+            ib.timed_run(ctl + ["snapshot", snap], env, "cabin ctl snapshot")
+    finally:
+        if os.path.exists(sock):
+            os.unlink(sock)
+    ctx.snapshot = snap
+    return snap
+
+
+def restored_once(ctx):
+    snap = idle_snapshot(ctx)
+    with ib.Vm([ctx.bin["cabin"], "run", "--restore", snap], ctx.env["cabin"]) as vm:
+        t, _ = wait_marker(vm, TICK, vm.t_spawn + ctx.args.timeout)
+        pids = process_tree([vm.proc.pid])
+        return {"restored_first_output_ms": (t - vm.t_spawn) * 1000.0,
+                "restored_idle_pss_mib": sum(pss_kb(p) for p in pids) / 1024.0}
 
 
 def true_once(ctx, rt):
@@ -758,6 +814,7 @@ def setup(ctx):
     os.makedirs(ctx.crun_root)
     ctx.crun_spec = crun_spec(ctx.bin["crun"], ctx.env["crun"], scratch)
     ctx.bundles = ctx.containers = 0
+    ctx.snapshot = None
     if ib.fs_type("/dev/shm") == "tmpfs" and os.access("/dev/shm", os.W_OK):
         ctx.data_dir = tempfile.mkdtemp(prefix="containers-", dir="/dev/shm")
     else:
@@ -824,6 +881,10 @@ def main(argv):
                     if m == a.memory:
                         rec["samples"][rt].append(s)
                         seen.setdefault(rt, s["seen"])
+                if m == a.memory and "cabin" in a.runtimes:
+                    s = measure("idle-restored", "cabin", lambda: restored_once(ctx))
+                    if s is not None:
+                        rec["samples"]["cabin"].append(s)
             for kind, fn in (("true", true_once), ("work", work_once)):
                 for rt in a.runtimes:
                     s = measure(kind, rt, lambda rt=rt, fn=fn: fn(ctx, rt))
@@ -876,7 +937,8 @@ def main(argv):
             "density_cap": a.density_cap, "concurrent": a.concurrent,
             "kernel": os.path.abspath(a.kernel), "rootfs": os.path.abspath(a.rootfs),
             "qemu_machine": a.qemu_machine, "cmdline": CMDLINE,
-            "scripts": {"idle": IDLE_SCRIPT, "true": TRUE_SCRIPT, "work": WORK_BODY},
+            "scripts": {"idle": IDLE_SCRIPT, "true": TRUE_SCRIPT, "work": WORK_BODY,
+                        "restored": RESTORE_SCRIPT},
         },
         "runtimes": list(RUNTIMES),
         "labels": LABEL,

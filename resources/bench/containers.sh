@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench-containers`: the same busybox workloads in a host process, a crun
-# container, a cabin microVM and a QEMU -M microvm VM; see containers.py for
-# what is measured and how.
+# container, a cabin microVM (booted, and for the idle launch also restored from
+# a snapshot) and a QEMU -M microvm VM; see containers.py for what is measured
+# and how.
 #
 # usage: resources/bench/containers.sh [containers.py options]  (e.g. --runs 7)
 #        make bench-containers [QUICK=1]
