@@ -1693,3 +1693,31 @@ fn ctl_without_cabin_exits_3_with_a_hint() {
     assert_eq!(err.lines().count(), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_stalled_vmm_gets_503_after_its_timeout_and_snapshots_get_longer() {
+    let dir = common::scratch_dir("api-stalled");
+    let socket = dir.join("api.sock");
+    // Requests reach a VMM thread that never answers.
+    let (to_vmm, _requests) = mpsc::channel();
+    let limits = Limits {
+        reply_timeout: Duration::from_secs(1),
+        snapshot_reply_timeout: Duration::from_secs(3),
+        ..Limits::default()
+    };
+    let wake = EventFd::new(EFD_NONBLOCK).unwrap();
+    let _server = server::start_with_limits(&socket, to_vmm, wake, limits).unwrap();
+
+    let started = Instant::now();
+    let reply = send(&socket, "GET", "/", None);
+    assert_eq!(reply.status, 503, "{reply:?}");
+    assert!(reply.fault().contains("within 1 s"), "{reply:?}");
+    assert!(started.elapsed() < limits.snapshot_reply_timeout);
+
+    let started = Instant::now();
+    let body = r#"{"snapshot_path": "/tmp/s", "mem_file_path": "/tmp/m"}"#;
+    let reply = send(&socket, "PUT", "/snapshot/create", Some(body));
+    assert_eq!(reply.status, 503, "{reply:?}");
+    assert!(reply.fault().contains("within 3 s"), "{reply:?}");
+    assert!(started.elapsed() >= limits.snapshot_reply_timeout);
+}

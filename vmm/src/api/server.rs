@@ -64,6 +64,9 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Time the VMM thread has to answer; past it the client gets 503.
     pub reply_timeout: Duration,
+    /// The same for `/snapshot/create` and `/snapshot/load`, which write or map
+    /// guest RAM (a snapshot of a large guest takes longer than any other call).
+    pub snapshot_reply_timeout: Duration,
     /// Connections open at once. At the limit a new client takes the place of the
     /// connection idle the longest; when none is idle it is answered 503 and closed.
     pub max_connections: usize,
@@ -77,6 +80,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             reply_timeout: Duration::from_secs(30),
+            snapshot_reply_timeout: Duration::from_secs(30 * 60),
             max_connections: 128,
         }
     }
@@ -328,6 +332,16 @@ struct Pending {
     since: Instant,
 }
 
+impl Pending {
+    /// How long the VMM thread has to answer this request.
+    fn reply_timeout(&self, limits: &Limits) -> Duration {
+        match self.route {
+            Route::CreateSnapshot | Route::LoadSnapshot => limits.snapshot_reply_timeout,
+            _ => limits.reply_timeout,
+        }
+    }
+}
+
 /// One client.
 struct Connection {
     stream: UnixStream,
@@ -390,7 +404,7 @@ impl Connection {
     /// When this connection must be looked at even if nothing happens on it.
     fn deadline(&self, limits: &Limits) -> Instant {
         let mut deadline = match &self.state {
-            ConnState::Waiting(pending) => pending.since + limits.reply_timeout,
+            ConnState::Waiting(pending) => pending.since + pending.reply_timeout(limits),
             ConnState::Reading => match self.request_since {
                 Some(since) => since + limits.request_timeout,
                 None => self.active_at + limits.idle_timeout,
@@ -786,7 +800,7 @@ impl Server {
                 ConnState::Waiting(pending) => {
                     let message = format!(
                         "The VMM thread did not answer within {} s",
-                        limits.reply_timeout.as_secs_f64()
+                        pending.reply_timeout(&limits).as_secs_f64()
                     );
                     let reply = Reply::fault(503, message);
                     self.finish(index, &pending.what, pending.key, reply, true, now);
