@@ -402,3 +402,8 @@ fn snapshot_then_restore_goes_on_counting_where_it_stopped() {
     loaded.signal(libc::SIGTERM);
     loaded.wait_exit(TIMEOUT);
 }
+
+#[test]
+fn snapshot_of_a_guest_paused_right_after_a_port_write_does_not_write_it_twice() {
+    common::snapshot_port_writer_three_times(TIMEOUT);
+}

@@ -322,3 +322,10 @@ fn five_clones_of_one_snapshot_run_at_once_each_on_its_own_tap() {
         wait_counts(cabin, before + 1);
     }
 }
+
+#[test]
+#[ignore = "needs native KVM or the sandbox: make test"]
+fn a_guest_paused_right_after_a_port_write_does_not_write_it_twice() {
+    // On ordinary KVM a port write completes on the next KVM_RUN: see the helper.
+    common::snapshot_port_writer_three_times(BOOT_TIMEOUT);
+}

@@ -363,6 +363,46 @@ impl fmt::Debug for VcpuThread {
     }
 }
 
+/// Lets KVM finish the instruction of the last exit before the vCPU's state is read.
+///
+/// After a port or MMIO read exit, KVM writes the value into the guest's register and
+/// moves RIP past the instruction only on the next KVM_RUN. Read between the two, the
+/// state would replay the instruction on restore: a second read of a register that
+/// changes when read (a UART's interrupt identification: the guest would miss its
+/// transmit interrupt and never print again), or a second write. KVM_RUN with
+/// `immediate_exit` completes that instruction and returns before running the guest;
+/// a string instruction may need more of its elements served first.
+fn finish_pending_io(fd: &mut VcpuFd, index: u32, pio: &Bus, mmio: &Bus) -> Result<(), String> {
+    const MAX_ROUNDS: usize = 64;
+    for _ in 0..MAX_ROUNDS {
+        fd.set_kvm_immediate_exit(1);
+        let action = match fd.run() {
+            Ok(exit) => {
+                let io_size = exit_io_size();
+                handle_exit_sized(index, pio, mmio, exit, io_size)
+            }
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                fd.set_kvm_immediate_exit(0);
+                return Ok(());
+            }
+            Err(e) => {
+                fd.set_kvm_immediate_exit(0);
+                return Err(format!(
+                    "KVM_RUN to finish the pending instruction failed: {e}"
+                ));
+            }
+        };
+        if let ExitAction::Stop(reason) = action {
+            fd.set_kvm_immediate_exit(0);
+            return Err(format!("the pending instruction stopped the VM: {reason}"));
+        }
+    }
+    fd.set_kvm_immediate_exit(0);
+    Err(format!(
+        "the pending instruction needed more than {MAX_ROUNDS} exits"
+    ))
+}
+
 impl VcpuThread {
     /// Runs the vCPU until the guest stops it or the VMM asks it to leave.
     pub fn run(mut self) {
@@ -390,8 +430,12 @@ impl VcpuThread {
         let mut halt_round = self.control.halt_round();
         let index = usize::try_from(self.index).unwrap_or(usize::MAX);
         loop {
-            let (fd, msrs, cpuid) = (&self.fd, &self.msr_indices, &self.cpuid);
-            let mut save = || VcpuState::save(fd, msrs, cpuid).map_err(|e| crate::error_chain(&e));
+            let (fd, msrs, cpuid) = (&mut self.fd, &self.msr_indices, &self.cpuid);
+            let (vcpu, pio, mmio) = (self.index, &self.pio, &self.mmio);
+            let mut save = || {
+                finish_pending_io(fd, vcpu, pio, mmio)?;
+                VcpuState::save(fd, msrs, cpuid).map_err(|e| crate::error_chain(&e))
+            };
             if !self.control.may_run(index, &mut save) {
                 return None;
             }
