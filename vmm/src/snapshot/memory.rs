@@ -166,18 +166,25 @@ pub fn write_memory(
         let mut offset = 0u64;
         while offset < len {
             let n = usize::try_from((len - offset).min(CHUNK as u64)).unwrap_or(CHUNK);
+            let first_page = usize::try_from(offset).unwrap_or(usize::MAX) / PAGE_SIZE;
+            let count = n.div_ceil(PAGE_SIZE);
+            if pages == Pages::Dirty
+                && !(first_page..first_page + count).any(|p| log.is_some_and(|l| is_set(l, p)))
+            {
+                // Nothing changed here: not even worth reading.
+                offset += n as u64;
+                continue;
+            }
             let chunk = &mut buf[..n];
             let addr = region.start_addr().unchecked_add(offset);
             mem.read_slice(chunk, addr)
                 .map_err(|_| MemoryError::Read(addr.raw_value()))?;
-            let first_page = usize::try_from(offset).unwrap_or(usize::MAX) / PAGE_SIZE;
             let keep = |i: usize, page: &[u8]| match pages {
                 Pages::All => page.iter().any(|&b| b != 0),
                 Pages::Dirty => log.is_some_and(|l| is_set(l, first_page + i)),
             };
             // Consecutive pages to keep go out in one write.
             let mut run: Option<usize> = None;
-            let count = n.div_ceil(PAGE_SIZE);
             for i in 0..=count {
                 let kept =
                     i < count && keep(i, &chunk[i * PAGE_SIZE..((i + 1) * PAGE_SIZE).min(n)]);
