@@ -295,20 +295,8 @@ fn shutdown_presses_the_power_button_then_stops_a_guest_that_ignores_it() {
     // when the timeout ends, with seccomp on (the VMM thread arms its timer).
     let dir = scratch_dir("smoke-shutdown");
     let code = asm::tick_forever(b'.', 1_000_000);
-    let kernel = write_file(&dir, "tiny.elf", &tiny_elf(&code));
-    let sock = dir.join("api.sock");
-    let mut cabin = Cabin::spawn(&[
-        "run",
-        "--kernel",
-        &kernel,
-        "--memory",
-        "32",
-        "--api-sock",
-        sock.to_str().unwrap(),
-    ]);
-    common::wait_for_socket(&sock, &cabin);
+    let (mut cabin, sock) = common::start_tiny_guest(&dir, &code);
     let ctl = |args: &[&str]| common::ctl(&sock, args);
-    assert!(ctl(&["start"]).status.success());
     cabin.expect_stdout(".", TIMEOUT);
 
     let shutdown = ctl(&["shutdown", "--timeout", "1"]);
@@ -333,20 +321,8 @@ fn snapshot_then_restore_goes_on_counting_where_it_stopped() {
     // killed; a new cabin restored from the snapshot prints the next value.
     let dir = scratch_dir("smoke-snapshot");
     let code = asm::count_in_memory_forever(200_000);
-    let kernel = write_file(&dir, "tiny.elf", &tiny_elf(&code));
-    let sock = dir.join("api.sock");
-    let mut cabin = Cabin::spawn(&[
-        "run",
-        "--kernel",
-        &kernel,
-        "--memory",
-        "32",
-        "--api-sock",
-        sock.to_str().unwrap(),
-    ]);
-    common::wait_for_socket(&sock, &cabin);
+    let (mut cabin, sock) = common::start_tiny_guest(&dir, &code);
     let ctl = |args: &[&str]| common::ctl(&sock, args);
-    assert!(ctl(&["start"]).status.success());
     assert!(cabin
         .stdout
         .wait_until(|text| letters(text).len() >= 30, TIMEOUT));

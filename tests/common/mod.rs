@@ -558,23 +558,7 @@ pub fn assert_counts_on(values: &[u8], from: u8) {
 /// fail; it guards ordinary KVM, where `tests/snapshot.rs` runs it too.)
 pub fn snapshot_port_writer_three_times(timeout: Duration) {
     let dir = scratch_dir("smoke-snapshot-io");
-    let kernel = write_file(
-        &dir,
-        "tiny.elf",
-        &tiny_elf(&asm::count_in_memory_forever(1)),
-    );
-    let sock = dir.join("api.sock");
-    let mut cabin = Cabin::spawn(&[
-        "run",
-        "--kernel",
-        &kernel,
-        "--memory",
-        "32",
-        "--api-sock",
-        sock.to_str().unwrap(),
-    ]);
-    wait_for_socket(&sock, &cabin);
-    assert!(ctl(&sock, &["start"]).status.success());
+    let (mut cabin, sock) = start_tiny_guest(&dir, &asm::count_in_memory_forever(1));
     for round in 0..3 {
         assert!(cabin
             .stdout
@@ -605,4 +589,28 @@ pub fn snapshot_port_writer_three_times(timeout: Duration) {
         // The next round snapshots the restored VM.
         std::fs::rename(&restored_sock, &sock).unwrap();
     }
+}
+
+/// Writes `code` as a tiny guest into `dir`, starts a cabin (32 MiB) serving its API
+/// on `dir/api.sock`, and boots the guest with `cabin ctl start`.
+pub fn start_tiny_guest(dir: &Path, code: &[u8]) -> (Cabin, PathBuf) {
+    let kernel = write_file(dir, "tiny.elf", &tiny_elf(code));
+    let sock = dir.join("api.sock");
+    let cabin = Cabin::spawn(&[
+        "run",
+        "--kernel",
+        &kernel,
+        "--memory",
+        "32",
+        "--api-sock",
+        sock.to_str().unwrap(),
+    ]);
+    wait_for_socket(&sock, &cabin);
+    let started = ctl(&sock, &["start"]);
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    (cabin, sock)
 }
