@@ -13,9 +13,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use virtio_queue::{Queue, QueueState, QueueT};
-use vm_memory::GuestAddress;
 
-use crate::virtio::rings::{ring_outside_memory, valid_queue_size};
+use crate::virtio::rings::{RingConfig, RingError};
 use crate::virtio::{ActivateError, ActivateParams, IrqTrigger, VirtioDeviceState};
 use crate::GuestMemoryMmap;
 
@@ -270,38 +269,27 @@ impl QueueSnapshot {
     /// taken as they are: a driver's avail index that runs ahead of them is caught
     /// when the device next reads the queue.
     pub fn to_queue(&self, mem: &GuestMemoryMmap) -> Result<Queue, RestoreError> {
-        if !valid_queue_size(u32::from(self.size), self.max_size) {
-            return Err(RestoreError::QueueSize {
-                size: self.size,
-                max_size: self.max_size,
-            });
-        }
-        let mut queue = Queue::new(self.max_size).map_err(|_| RestoreError::QueueSize {
-            size: self.size,
+        let config = RingConfig {
             max_size: self.max_size,
-        })?;
-        queue
-            .try_set_size(self.size)
-            .map_err(|_| RestoreError::QueueSize {
-                size: self.size,
-                max_size: self.max_size,
+            size: u32::from(self.size),
+            desc_table: self.desc_table,
+            avail_ring: self.avail_ring,
+            used_ring: self.used_ring,
+        };
+        let mut queue = config
+            .queue(self.ready.then_some(mem))
+            .map_err(|e| match e {
+                RingError::MaxSize | RingError::Size => RestoreError::QueueSize {
+                    size: self.size,
+                    max_size: self.max_size,
+                },
+                RingError::Misaligned { ring, addr, source } => {
+                    RestoreError::QueueMisaligned { ring, addr, source }
+                }
+                RingError::Outside { ring, addr, len } => {
+                    RestoreError::QueueOutsideMemory { ring, addr, len }
+                }
             })?;
-        let misaligned =
-            |ring, addr| move |source| RestoreError::QueueMisaligned { ring, addr, source };
-        queue
-            .try_set_desc_table_address(GuestAddress(self.desc_table))
-            .map_err(misaligned("descriptor table", self.desc_table))?;
-        queue
-            .try_set_avail_ring_address(GuestAddress(self.avail_ring))
-            .map_err(misaligned("driver area", self.avail_ring))?;
-        queue
-            .try_set_used_ring_address(GuestAddress(self.used_ring))
-            .map_err(misaligned("device area", self.used_ring))?;
-        if self.ready {
-            if let Some((ring, addr, len)) = ring_outside_memory(mem, &queue) {
-                return Err(RestoreError::QueueOutsideMemory { ring, addr, len });
-            }
-        }
         queue.set_next_avail(self.next_avail);
         queue.set_next_used(self.next_used);
         queue.set_event_idx(self.event_idx_enabled);

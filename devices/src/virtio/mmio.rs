@@ -37,7 +37,6 @@ use virtio_bindings::virtio_config::{
 };
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::{Queue, QueueState, QueueT};
-use vm_memory::GuestAddress;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::{
@@ -46,7 +45,7 @@ use super::{
 };
 use crate::bus::BusDevice;
 use crate::ratelimit::log_ratelimited;
-use crate::virtio::rings::{ring_outside_memory, valid_queue_size};
+use crate::virtio::rings::{RingConfig, RingError};
 
 #[path = "mmio_persist.rs"]
 mod persist;
@@ -634,35 +633,33 @@ impl MmioTransport {
                 index: self.queue_sel,
             });
         };
-        let mut queue = Queue::new(max_size).map_err(|_| Error::QueueInvalid { index })?;
-        let size_error = || Error::QueueSize {
-            index,
-            size: config.size,
+        let ring_config = RingConfig {
             max_size,
+            size: config.size,
+            desc_table: config.desc_table,
+            avail_ring: config.avail_ring,
+            used_ring: config.used_ring,
         };
-        if !valid_queue_size(config.size, max_size) {
-            return Err(size_error());
-        }
-        let size = u16::try_from(config.size).map_err(|_| size_error())?;
-        queue.try_set_size(size).map_err(|_| size_error())?;
-        let misaligned = |ring, addr| {
-            move |source| Error::QueueMisaligned {
+        let mut queue = ring_config.queue(Some(&self.mem)).map_err(|e| match e {
+            RingError::MaxSize => Error::QueueInvalid { index },
+            RingError::Size => Error::QueueSize {
+                index,
+                size: config.size,
+                max_size,
+            },
+            RingError::Misaligned { ring, addr, source } => Error::QueueMisaligned {
                 index,
                 ring,
                 addr,
                 source,
-            }
-        };
-        queue
-            .try_set_desc_table_address(GuestAddress(config.desc_table))
-            .map_err(misaligned("descriptor table", config.desc_table))?;
-        queue
-            .try_set_avail_ring_address(GuestAddress(config.avail_ring))
-            .map_err(misaligned("driver area", config.avail_ring))?;
-        queue
-            .try_set_used_ring_address(GuestAddress(config.used_ring))
-            .map_err(misaligned("device area", config.used_ring))?;
-        self.check_rings_in_memory(index, &queue)?;
+            },
+            RingError::Outside { ring, addr, len } => Error::QueueOutsideMemory {
+                index,
+                ring,
+                addr,
+                len,
+            },
+        })?;
         queue.set_ready(true);
         // Agrees with the checks above; they run first because this one logs every
         // refusal without a rate limit.
@@ -670,18 +667,6 @@ impl MmioTransport {
             return Err(Error::QueueInvalid { index });
         }
         Ok(queue)
-    }
-
-    fn check_rings_in_memory(&self, index: usize, queue: &Queue) -> Result<(), Error> {
-        match ring_outside_memory(&self.mem, queue) {
-            Some((ring, addr, len)) => Err(Error::QueueOutsideMemory {
-                index,
-                ring,
-                addr,
-                len,
-            }),
-            None => Ok(()),
-        }
     }
 
     /// QueueNotify reached the transport (no ioeventfd caught it): signal the queue's

@@ -22,12 +22,8 @@ mod ring {
 }
 
 /// The first ring of `queue` (by its size and addresses) that does not lie wholly
-/// inside `mem`, as (name, address, length in bytes); `None` when all do. Shared by
-/// QueueReady and snapshot restore.
-pub(crate) fn ring_outside_memory(
-    mem: &GuestMemoryMmap,
-    queue: &Queue,
-) -> Option<(&'static str, u64, u64)> {
+/// inside `mem`, as (name, address, length in bytes); `None` when all do.
+fn ring_outside_memory(mem: &GuestMemoryMmap, queue: &Queue) -> Option<(&'static str, u64, u64)> {
     let entries = u64::from(queue.size());
     let rings = [
         (
@@ -52,7 +48,76 @@ pub(crate) fn ring_outside_memory(
 }
 
 /// Whether `size` is a queue size the driver may choose: a power of two between 1
-/// and `max_size`. Shared by QueueReady and snapshot restore.
-pub(crate) fn valid_queue_size(size: u32, max_size: u16) -> bool {
+/// and `max_size`.
+fn valid_queue_size(size: u32, max_size: u16) -> bool {
     size.is_power_of_two() && size <= u32::from(max_size)
+}
+
+/// Why a queue configuration was refused; each caller names the queue in its own
+/// error type.
+#[derive(Debug)]
+pub(crate) enum RingError {
+    /// The maximum size is not one virtio-queue takes.
+    MaxSize,
+    /// The size is not a power of two between 1 and the maximum.
+    Size,
+    /// A ring's address is not aligned as the ring needs.
+    Misaligned {
+        /// Which ring.
+        ring: &'static str,
+        /// Its address.
+        addr: u64,
+        /// virtio-queue's verdict.
+        source: virtio_queue::Error,
+    },
+    /// A ring does not lie wholly inside guest memory.
+    Outside {
+        /// Which ring.
+        ring: &'static str,
+        /// Its address.
+        addr: u64,
+        /// Its length in bytes.
+        len: u64,
+    },
+}
+
+/// A split virtqueue's configuration, as the driver wrote it (QueueReady) or as a
+/// snapshot holds it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RingConfig {
+    pub(crate) max_size: u16,
+    pub(crate) size: u32,
+    pub(crate) desc_table: u64,
+    pub(crate) avail_ring: u64,
+    pub(crate) used_ring: u64,
+}
+
+impl RingConfig {
+    /// A queue (not yet ready) with this configuration applied, each part checked:
+    /// the size, each ring's alignment and, when `mem` is given, that every ring lies
+    /// inside it. Shared by QueueReady and snapshot restore.
+    pub(crate) fn queue(&self, mem: Option<&GuestMemoryMmap>) -> Result<Queue, RingError> {
+        let mut queue = Queue::new(self.max_size).map_err(|_| RingError::MaxSize)?;
+        if !valid_queue_size(self.size, self.max_size) {
+            return Err(RingError::Size);
+        }
+        let size = u16::try_from(self.size).map_err(|_| RingError::Size)?;
+        queue.try_set_size(size).map_err(|_| RingError::Size)?;
+        let misaligned = |ring, addr| move |source| RingError::Misaligned { ring, addr, source };
+        queue
+            .try_set_desc_table_address(GuestAddress(self.desc_table))
+            .map_err(misaligned("descriptor table", self.desc_table))?;
+        queue
+            .try_set_avail_ring_address(GuestAddress(self.avail_ring))
+            .map_err(misaligned("driver area", self.avail_ring))?;
+        queue
+            .try_set_used_ring_address(GuestAddress(self.used_ring))
+            .map_err(misaligned("device area", self.used_ring))?;
+        if let Some(mem) = mem {
+            if let Some((ring, addr, len)) = ring_outside_memory(mem, &queue) {
+                return Err(RingError::Outside { ring, addr, len });
+            }
+        }
+        Ok(queue)
+    }
 }
