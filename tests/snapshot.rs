@@ -98,6 +98,22 @@ struct Original {
     sock: PathBuf,
 }
 
+impl Original {
+    /// Waits until the guest counts; the md5 of what it wrote to its disk.
+    fn counting(&self) -> String {
+        wait_counts(&self.cabin, 2);
+        wrote(&self.cabin.stdout.text())
+    }
+
+    /// Kills the (snapshotted) VM; the last value the guest printed.
+    fn kill(mut self) -> u64 {
+        let last = counts(&self.cabin.stdout.text()).last().unwrap().0;
+        self.cabin.signal(libc::SIGKILL);
+        self.cabin.wait_exit(BOOT_TIMEOUT);
+        last
+    }
+}
+
 fn boot_counter(ns: &Netns, dir: &Path, tap: &str, machine: serde_json::Value) -> Original {
     let sock = dir.join("api.sock");
     let image = rootfs_copy(dir);
@@ -188,15 +204,12 @@ fn assert_goes_on(cabin: &Cabin, last: u64, md5: &str) {
 fn restored_guest_goes_on_counting_with_its_disk_and_network() {
     let dir = scratch_dir("snapshot-restore");
     let ns_a = network("snap-a", "snaptap0");
-    let mut original = boot_counter(&ns_a, &dir, "snaptap0", machine(2, 256, false));
-    wait_counts(&original.cabin, 2);
-    let md5 = wrote(&original.cabin.stdout.text());
+    let original = boot_counter(&ns_a, &dir, "snaptap0", machine(2, 256, false));
+    let md5 = original.counting();
     ping(&ns_a, "snaptap0", &original.cabin);
     let snap = dir.join("snap");
     snapshot(&original.sock, &snap, false);
-    let last = counts(&original.cabin.stdout.text()).last().unwrap().0;
-    original.cabin.signal(libc::SIGKILL);
-    original.cabin.wait_exit(BOOT_TIMEOUT);
+    let last = original.kill();
 
     // Another namespace, another TAP name: `--net` overrides it by position.
     let ns_b = network("snap-b", "snaptap1");
@@ -236,9 +249,8 @@ fn restored_guest_goes_on_counting_with_its_disk_and_network() {
 fn diff_on_top_of_full_restores_the_state_of_a_full_snapshot() {
     let dir = scratch_dir("snapshot-diff");
     let ns = network("snap-d", "snaptap2");
-    let mut original = boot_counter(&ns, &dir, "snaptap2", machine(2, 128, true));
-    wait_counts(&original.cabin, 2);
-    let md5 = wrote(&original.cabin.stdout.text());
+    let original = boot_counter(&ns, &dir, "snaptap2", machine(2, 128, true));
+    let md5 = original.counting();
     let (full, diff, same) = (dir.join("full"), dir.join("diff"), dir.join("same"));
     snapshot(&original.sock, &full, false);
     let resumed = common::ctl(&original.sock, &["resume"]);
@@ -248,9 +260,7 @@ fn diff_on_top_of_full_restores_the_state_of_a_full_snapshot() {
     snapshot(&original.sock, &diff, true);
     // A full snapshot of the same moment (still paused) to compare with.
     snapshot(&original.sock, &same, false);
-    let last = counts(&original.cabin.stdout.text()).last().unwrap().0;
-    original.cabin.signal(libc::SIGKILL);
-    original.cabin.wait_exit(BOOT_TIMEOUT);
+    let last = original.kill();
 
     // The diff holds only what changed: far less than the full file's data.
     let merged = dir.join("merged");
@@ -283,14 +293,11 @@ fn diff_on_top_of_full_restores_the_state_of_a_full_snapshot() {
 fn five_clones_of_one_snapshot_run_at_once_each_on_its_own_tap() {
     let dir = scratch_dir("snapshot-clones");
     let ns = network("snap-c", "snaptap3");
-    let mut original = boot_counter(&ns, &dir, "snaptap3", machine(1, 128, false));
-    wait_counts(&original.cabin, 2);
-    let md5 = wrote(&original.cabin.stdout.text());
+    let original = boot_counter(&ns, &dir, "snaptap3", machine(1, 128, false));
+    let md5 = original.counting();
     let snap = dir.join("snap");
     snapshot(&original.sock, &snap, false);
-    let last = counts(&original.cabin.stdout.text()).last().unwrap().0;
-    original.cabin.signal(libc::SIGKILL);
-    original.cabin.wait_exit(BOOT_TIMEOUT);
+    let last = original.kill();
     drop(ns);
 
     // Each clone in a namespace of its own, on a TAP of the same address, loaded

@@ -159,14 +159,17 @@ impl VcpuControl {
 mod tests {
     use super::*;
 
+    /// A vCPU thread that asks once whether it may run; its answer.
+    fn vcpu_thread(control: &Arc<VcpuControl>) -> std::thread::JoinHandle<bool> {
+        let control = control.clone();
+        std::thread::spawn(move || control.may_run(0, &mut || Err("no vCPU".into())))
+    }
+
     #[test]
     fn vcpu_control_pause_parks_and_resume_releases() {
         let control = Arc::new(VcpuControl::default());
         control.request_pause();
-        let worker = {
-            let control = control.clone();
-            std::thread::spawn(move || control.may_run(0, &mut || Err("no vCPU".into())))
-        };
+        let worker = vcpu_thread(&control);
         assert!(control.wait_parked(1, Duration::from_secs(10)));
         control.resume();
         assert!(worker.join().unwrap(), "a resumed vCPU may run");
@@ -233,10 +236,7 @@ mod tests {
     fn vcpu_control_stop_releases_parked_vcpus() {
         let control = Arc::new(VcpuControl::default());
         control.request_pause();
-        let worker = {
-            let control = control.clone();
-            std::thread::spawn(move || control.may_run(0, &mut || Err("no vCPU".into())))
-        };
+        let worker = vcpu_thread(&control);
         assert!(control.wait_parked(1, Duration::from_secs(10)));
         control.request_stop();
         assert!(!worker.join().unwrap(), "a stopped vCPU must leave");
