@@ -429,7 +429,7 @@ fn api_load_refuses_bad_snapshots_and_requests_then_loads_a_good_one() {
     eprintln!("diff without tracking: {message}");
     let nowhere = dir.join("no-such-dir");
     let fragments = [format!(
-        "the directory {} does not exist",
+        "directory {} does not exist; create it first",
         nowhere.display()
     )];
     let message = api.refused("/snapshot/create", create(&nowhere, "Full"), &fragments);

@@ -29,7 +29,7 @@ pub mod snapshot;
 pub use document::to_document;
 pub use file::{load_config_file, ConfigFileError};
 pub use limits::{check_rate_limiter, RateLimiter, TokenBucket};
-pub use observe::{Entropy, Logger, Metrics, Serial};
+pub use observe::{check_output_path, Entropy, Logger, Metrics, Serial};
 pub use patch::{check_drive_patch, check_net_patch, DriveUpdate, NetUpdate};
 
 /// Largest `vcpu_count`: as many processors as cabin's MP table describes.

@@ -1,7 +1,6 @@
 //! The event loop's side of snapshots: writing one of the paused VM, and starting
 //! the VM from one instead of booting it.
 
-use std::path::Path;
 use std::time::Instant;
 
 use event_manager::EventOps;
@@ -9,8 +8,8 @@ use log::info;
 
 use super::running::Start;
 use super::{Controller, RunError};
-use crate::api::model::iface_id_of;
 use crate::api::model::snapshot::{LoadPlan, SnapshotCreate, SnapshotType};
+use crate::api::model::{check_output_path, iface_id_of};
 use crate::api::ApiResponse;
 use crate::config::VmConfig;
 use crate::error_chain;
@@ -46,7 +45,7 @@ impl Controller {
             ("snapshot_path", &params.snapshot_path),
             ("mem_file_path", &params.mem_file_path),
         ] {
-            check_parent(what, path).map_err(refused)?;
+            check_output_path(what, &path.to_string_lossy()).map_err(refused)?;
         }
         let vm = self.vm.as_ref().ok_or_else(super::no_vm)?;
         let started = Instant::now();
@@ -149,29 +148,4 @@ impl Controller {
         }
         Ok(config)
     }
-}
-
-/// A snapshot file can be written only into an existing directory.
-fn check_parent(what: &str, path: &Path) -> Result<(), String> {
-    if path.as_os_str().is_empty() {
-        return Err(format!("{what} is empty"));
-    }
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if !parent.is_dir() {
-        return Err(format!(
-            "{what} {}: the directory {} does not exist",
-            path.display(),
-            parent.display()
-        ));
-    }
-    if path.is_dir() {
-        return Err(format!(
-            "{what} {} is a directory: give a file path",
-            path.display()
-        ));
-    }
-    Ok(())
 }
