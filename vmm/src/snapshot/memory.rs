@@ -121,15 +121,11 @@ fn take_dirty(
         let mut log = vm
             .get_dirty_log(slot, len)
             .map_err(|e| MemoryError::DirtyLog(slot, e))?;
+        // Both logs have one bit per 4 KiB page, 64 to a word.
         let bitmap: &AtomicBitmap = region.deref().bitmap();
-        for (page, word) in (0..len / PAGE_SIZE).map(|p| (p, p / 64)) {
-            if bitmap.is_addr_set(page * PAGE_SIZE) {
-                if let Some(w) = log.get_mut(word) {
-                    *w |= 1 << (page % 64);
-                }
-            }
+        for (word, devices) in log.iter_mut().zip(bitmap.get_and_reset()) {
+            *word |= devices;
         }
-        bitmap.reset();
         out.push(log);
     }
     Ok(Some(out))
