@@ -9,6 +9,7 @@
 mod common;
 
 use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Command;
@@ -198,6 +199,32 @@ fn firecracker_client_flow_configures_boots_and_measures() {
     client.ok("PATCH", "/vm", json!({"state": "Paused"}));
     let (_, described) = client.send("GET", "/", None);
     assert!(described.contains("\"Paused\""), "{described}");
+    // Snapshots of the paused VM on the same connection, as a Firecracker client
+    // takes them: a full one, then a diff (the machine tracks dirty pages), which
+    // right after the full one holds next to nothing.
+    let file = |name: &str| dir.join(name);
+    client.ok(
+        "PUT",
+        "/snapshot/create",
+        json!({"snapshot_type": "Full", "snapshot_path": file("vm.state"),
+               "mem_file_path": file("vm.mem")}),
+    );
+    client.ok(
+        "PUT",
+        "/snapshot/create",
+        json!({"snapshot_type": "Diff", "snapshot_path": file("diff.state"),
+               "mem_file_path": file("diff.mem")}),
+    );
+    let full = std::fs::metadata(file("vm.mem")).unwrap();
+    let diff = std::fs::metadata(file("diff.mem")).unwrap();
+    assert_eq!((full.len(), diff.len()), (128 << 20, 128 << 20));
+    assert!(
+        diff.blocks() < full.blocks() / 10,
+        "diff {} blocks, full {}",
+        diff.blocks(),
+        full.blocks()
+    );
+    assert!(std::fs::metadata(file("vm.state")).unwrap().len() > 0);
     client.ok("PATCH", "/vm", json!({"state": "Resumed"}));
     let ticks = cabin.stdout.text().matches("TICK-").count();
     assert!(
@@ -221,6 +248,7 @@ fn firecracker_client_flow_configures_boots_and_measures() {
         "PUT /entropy: 204",
         "PUT /actions: 204",
         "PATCH /vm: 204",
+        "PUT /snapshot/create: 204",
     ] {
         assert!(log.contains(request), "{request:?} not in the log:\n{log}");
     }
