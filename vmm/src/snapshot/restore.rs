@@ -166,10 +166,3 @@ pub fn restore_vm(
         msr_indices: msr_indices(&kvm)?,
     })
 }
-
-/// `ConfigError` for a snapshot whose configuration cabin refuses.
-impl From<ConfigError> for RestoreError {
-    fn from(e: ConfigError) -> Self {
-        RestoreError::Build(BuildError::Config(e))
-    }
-}
