@@ -22,27 +22,38 @@ RES := resources
 # Paths of the cached artifacts (computed, not built, by paths.sh).
 ARTIFACT_ENV = eval "$$($(RES)/paths.sh)"
 CABIN_RELEASE := target/release/cabin
+# The guest agent, linked statically (glibc's static libc) so it runs in a busybox
+# guest with no shared libraries; built for an explicit target so its flags do not
+# touch the host binaries' build, then installed next to cabin.
+AGENT_TARGET := x86_64-unknown-linux-gnu
+AGENT_RELEASE := target/release/cabin-agent
 
-.PHONY: all build deps artifacts kernel initramfs rootfs sandbox run test lint unit e2e fuzz bench bench-containers soak check clean
+.PHONY: all build agent deps artifacts kernel initramfs rootfs sandbox run test lint unit e2e fuzz bench bench-containers soak check clean
 
 all: build
 
 deps:
 	$(RES)/deps.sh
 
-build:
+build: agent
 	$(CARGO) build --release
+
+agent:
+	CARGO_TARGET_$(subst -,_,$(shell echo $(AGENT_TARGET) | tr a-z A-Z))_RUSTFLAGS="-C target-feature=+crt-static" \
+	  $(CARGO) build --release -p cabin-agent --target $(AGENT_TARGET)
+	mkdir -p $(dir $(AGENT_RELEASE))
+	install -m 0755 "$${CARGO_TARGET_DIR:-target}/$(AGENT_TARGET)/release/cabin-agent" $(AGENT_RELEASE)
 
 kernel: deps
 	$(RES)/kernel/build.sh
 
-initramfs: deps
+initramfs: deps agent
 	$(RES)/initramfs/build.sh
 
 sandbox: deps
 	$(RES)/sandbox/build.sh
 
-rootfs: deps
+rootfs: deps agent
 	$(RES)/rootfs/build.sh
 	$(RES)/rootfs/debian.sh
 

@@ -171,11 +171,33 @@ kernel_hash() {
         "str:$KERNEL_SRC_PKG=$src_ver" "str:gcc=$gcc_ver" "str:ld=$ld_ver"
 }
 
+# cabin-agent goes into every guest image. The images are keyed by its sources
+# (and the compiler), not by its binary, so paths.sh can name them before
+# anything is built; the build scripts copy the binary `make agent` made.
+agent_hash() {
+    local rustc_ver
+    rustc_ver="$(rustc --version 2>/dev/null || echo none)"
+    {
+        printf 'rustc %s\n' "$rustc_ver"
+        (cd "$CABIN_RESOURCES/agent" && find . -type f \( -name '*.rs' -o -name Cargo.toml \) |
+            LC_ALL=C sort | xargs sha256sum)
+    } | sha256sum | cut -c1-16
+}
+
+# The static cabin-agent binary `make agent` installs (CABIN_AGENT overrides).
+agent_binary() {
+    local bin="${CABIN_AGENT:-$CABIN_RESOURCES/../target/release/cabin-agent}"
+    [[ -x "$bin" ]] || die "no cabin-agent binary at $bin: run \`make agent\` first (it builds the static guest agent)"
+    file -b "$bin" | grep -q 'statically linked' ||
+        die "$bin is not statically linked: build it with \`make agent\` (a busybox guest has no shared libraries)"
+    printf '%s\n' "$bin"
+}
+
 initramfs_hash() {
     local bb
     bb="$(pkg_version busybox-static)" || return 1
     hash_inputs "str:epoch=$CABIN_LIB_EPOCH" file:initramfs/build.sh file:initramfs/init \
-        file:initramfs/test-init "str:busybox-static=$bb"
+        file:initramfs/test-init "str:busybox-static=$bb" "str:agent=$(agent_hash)"
 }
 
 sandbox_hash() {
@@ -193,7 +215,7 @@ rootfs_hash() {
     bb="$(pkg_version busybox-static)" || return 1
     e2fs="$(pkg_version e2fsprogs)" || return 1
     hash_inputs "str:epoch=$CABIN_LIB_EPOCH" file:rootfs/build.sh file:rootfs/init \
-        "str:busybox-static=$bb" "str:e2fsprogs=$e2fs"
+        "str:busybox-static=$bb" "str:e2fsprogs=$e2fs" "str:agent=$(agent_hash)"
 }
 
 # The Debian image (rootfs/debian.sh): debootstrap's minbase variant of
@@ -247,7 +269,8 @@ debian_hash() {
         die "apt does not know ${DEBIAN_KEY_PKGS[*]} in $DEBIAN_SUITE (run resources/deps.sh)"
     kpkgs="$(debian_kernel_pkgs)" || die "apt does not know linux-image-amd64 (run resources/deps.sh)"
     hash_inputs "str:epoch=$CABIN_LIB_EPOCH" file:rootfs/debian.sh "str:debootstrap=$dbs" \
-        "str:e2fsprogs=$e2fs" "str:$DEBIAN_SUITE $DEBIAN_INCLUDE" "str:$vers" "str:$kpkgs"
+        "str:e2fsprogs=$e2fs" "str:$DEBIAN_SUITE $DEBIAN_INCLUDE" "str:$vers" "str:$kpkgs" \
+        "str:agent=$(agent_hash)"
 }
 
 # The artifact directories. (Command substitutions do not inherit `set -e`,

@@ -582,10 +582,11 @@ fn configuration_round_trips_through_get_vm_config() {
     let kernel = fixture.file("vmlinux");
     let image = fixture.file("rootfs.img");
     let path_in_dir = |name: &str| fixture.dir.join(name).to_str().unwrap().to_owned();
-    let (log, metrics, serial) = (
+    let (log, metrics, serial, uds) = (
         path_in_dir("cabin.log"),
         path_in_dir("metrics.json"),
         path_in_dir("serial.out"),
+        path_in_dir("v.sock"),
     );
     let puts = [
         (
@@ -621,6 +622,10 @@ fn configuration_round_trips_through_get_vm_config() {
             json!({"rate_limiter": {"bandwidth": {"size": 1024, "refill_time": 100}}}),
         ),
         ("/serial", json!({"serial_out_path": serial})),
+        (
+            "/vsock",
+            json!({"vsock_id": "vsock0", "guest_cid": 7, "uds_path": uds}),
+        ),
     ];
     for (path, body) in &puts {
         let reply = fixture.send_json("PUT", path, body);
@@ -676,6 +681,7 @@ fn configuration_round_trips_through_get_vm_config() {
         json!({"rate_limiter": {"bandwidth": {"size": 1024, "refill_time": 100}}})
     );
     assert_eq!(document["serial"], json!({"serial_out_path": serial}));
+    assert_eq!(document["vsock"], json!({"guest_cid": 7, "uds_path": uds}));
     // What GET /vm/config returns is a config file cabin loads.
     let file = fixture.dir.join("vm.json");
     std::fs::write(&file, document.to_string()).unwrap();
@@ -691,6 +697,8 @@ fn configuration_round_trips_through_get_vm_config() {
     assert_eq!(loaded.metrics_path.as_deref(), Some(Path::new(&metrics)));
     assert_eq!(loaded.serial_out.as_deref(), Some(Path::new(&serial)));
     assert!(loaded.entropy.is_some() && loaded.logger.is_some());
+    let vsock = loaded.vsock.unwrap();
+    assert_eq!((vsock.guest_cid, vsock.uds_path), (7, PathBuf::from(&uds)));
 }
 
 #[test]
@@ -1046,6 +1054,30 @@ fn bad_new_fields_are_400_naming_the_field_and_change_nothing() {
         ),
         (
             "PUT",
+            "/vsock",
+            json!({"guest_cid": 2, "uds_path": "v.sock"}),
+            "guest_cid 2 is reserved".into(),
+        ),
+        (
+            "PUT",
+            "/vsock",
+            json!({"guest_cid": 3, "uds_path": format!("{missing_dir}/v.sock")}),
+            format!("uds_path {missing_dir}/v.sock: directory {missing_dir} does not exist"),
+        ),
+        (
+            "PUT",
+            "/vsock",
+            json!({"guest_cid": 3}),
+            "missing field `uds_path`".into(),
+        ),
+        (
+            "PUT",
+            "/vsock",
+            json!({"guest_cid": 3, "uds_path": "v.sock", "port": 1}),
+            "unknown field `port`".into(),
+        ),
+        (
+            "PUT",
             "/serial",
             json!({"serial_out_path": format!("{missing_dir}/serial.out")}),
             format!(
@@ -1200,7 +1232,6 @@ fn unsupported_firecracker_endpoints_are_400_naming_the_feature() {
     let doc = openapi();
     let description = doc["info"]["description"].as_str().unwrap();
     let cases = [
-        ("PUT", "/vsock", "vsock"),
         ("PUT", "/balloon", "The balloon device"),
         ("GET", "/balloon", "The balloon device"),
         ("PATCH", "/balloon/statistics", "The balloon device"),

@@ -191,12 +191,21 @@ fn bad_cases() -> &'static [BadCase] {
                 &[not_cabin],
             ),
             state(
-                "state-version-2",
-                version(2),
+                "state-version-3",
+                version(3),
                 &[
-                    "is a version 2 snapshot",
-                    "reads versions up to 1",
+                    "is a version 3 snapshot",
+                    "reads versions up to 2",
                     "with the cabin that made it",
+                ],
+            ),
+            state(
+                "state-version-1",
+                version(1),
+                &[
+                    "is a version 1 snapshot from an older cabin",
+                    "reads version 2",
+                    "take the snapshot again",
                 ],
             ),
             state(

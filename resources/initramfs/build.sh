@@ -10,7 +10,7 @@ set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
-ensure_packages busybox-static cpio gzip
+ensure_packages busybox-static cpio gzip file
 
 out="$(initramfs_dir)"
 if [[ -d "$out" ]]; then
@@ -24,6 +24,7 @@ if [[ -d "$out" ]]; then
 fi
 [[ "$(id -u)" == 0 ]] || die "building the initramfs needs root (to create /dev/console)"
 
+agent="$(agent_binary)"
 note "building guest initramfs images..."
 tmp="$out.tmp"
 rm -rf "$tmp"
@@ -44,6 +45,7 @@ make_image() {
         [[ -e "$root/$applet" ]] || ln -s /bin/busybox "$root/$applet"
     done < <("$root/bin/busybox" --list-full)
     install -m 0755 "$init" "$root/init"
+    install -m 0755 "$agent" "$root/sbin/cabin-agent"
     # The kernel opens /dev/console for init before devtmpfs is mounted.
     mknod -m 600 "$root/dev/console" c 5 1
     # Fixed owners and timestamps make the image reproducible.

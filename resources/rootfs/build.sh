@@ -22,7 +22,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 SIZE_MIB=32
 
-ensure_packages busybox-static e2fsprogs
+ensure_packages busybox-static e2fsprogs file
 
 out="$(rootfs_dir)"
 image="$out/busybox.ext4"
@@ -51,6 +51,8 @@ chmod 0700 "$root/root"
 install -m 0755 /bin/busybox "$root/bin/busybox"
 # Our init first: busybox also has an `init` applet at /sbin/init.
 install -m 0755 "$CABIN_RESOURCES/rootfs/init" "$root/sbin/init"
+# The guest agent, started by init (`cabin exec`, `cabin cp`).
+install -m 0755 "$(agent_binary)" "$root/sbin/cabin-agent"
 # One symlink per applet, at the path busybox itself reports.
 while IFS= read -r applet; do
     [[ -e "$root/$applet" || -L "$root/$applet" ]] || ln -s /bin/busybox "$root/$applet"

@@ -63,7 +63,7 @@ MASK_UNITS=(
     systemd-firstboot.service
 )
 
-ensure_packages debootstrap e2fsprogs debian-archive-keyring
+ensure_packages debootstrap e2fsprogs debian-archive-keyring file
 ensure_known linux-image-amd64
 
 # debian_sources: "URI SUITE" for each deb source of $DEBIAN_SUITE,
@@ -144,6 +144,7 @@ if [[ -f "$image" ]]; then # built by someone else while we waited
     exit 0
 fi
 [[ "$(id -u)" == 0 ]] || die "building the Debian image needs root (debootstrap)"
+agent="$(agent_binary)"
 
 tmp="$out.tmp"
 root="$tmp/root"
@@ -377,6 +378,25 @@ WantedBy=multi-user.target
 EOF
 mkdir -p "$sysd/multi-user.target.wants"
 ln -sfn ../cabin-boot-marker.service "$sysd/multi-user.target.wants/cabin-boot-marker.service"
+# The guest agent (`cabin exec`, `cabin cp`) on vsock port 10789. Debian's
+# kernel has the vsock transport as a module, which udev loads when it finds
+# the virtio-vsock device.
+mkdir -p "$root/usr/local/sbin"
+install -m 0755 "$agent" "$root/usr/local/sbin/cabin-agent"
+cat >"$sysd/cabin-agent.service" <<'EOF'
+# cabin: the guest agent that `cabin exec` and `cabin cp` talk to over vsock.
+[Unit]
+Description=cabin guest agent (vsock port 10789)
+
+[Service]
+ExecStart=/usr/local/sbin/cabin-agent
+Restart=always
+RestartSec=1
+
+[Install]
+WantedBy=multi-user.target
+EOF
+ln -sfn ../cabin-agent.service "$sysd/multi-user.target.wants/cabin-agent.service"
 
 # /etc and /var count as up to date with /usr: the ConditionNeedsUpdate=
 # units (ldconfig, hwdb and journal catalog rebuilds, sysusers) then skip

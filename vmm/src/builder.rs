@@ -12,6 +12,7 @@ use devices::virtio::block::{Block, BlockConfig};
 use devices::virtio::console::Console;
 use devices::virtio::net::Net;
 use devices::virtio::rng::Rng;
+use devices::virtio::vsock::{Vsock, VsockConfig as VsockDeviceConfig};
 use devices::GuestMemoryMmap;
 use kvm_bindings::{
     kvm_pit_config, kvm_userspace_memory_region, CpuId, Msrs, KVM_MAX_CPUID_ENTRIES,
@@ -65,6 +66,9 @@ pub enum BuildError {
     /// The entropy device could not be created.
     #[error("Cannot create the entropy device")]
     Entropy(#[source] std::io::Error),
+    /// The vsock device could not be created (its socket, mostly).
+    #[error("Cannot create the vsock device")]
+    Vsock(#[source] devices::virtio::vsock::Error),
     /// The zero page could not be written.
     #[error("Cannot write the boot parameters")]
     BootParams(#[source] arch::boot::Error),
@@ -282,6 +286,7 @@ pub(crate) fn attach_devices(
     let nets = attach_nets(config, &mut virtio)?;
     attach_entropy(config, &mut virtio)?;
     let console_input = attach_console(config, &legacy, &mut virtio)?;
+    attach_vsock(config, &mut virtio)?;
     Ok(AttachedDevices {
         pio,
         mmio,
@@ -418,6 +423,22 @@ fn attach_entropy(config: &VmConfig, virtio: &mut VirtioContext<'_>) -> Result<(
     virtio.attach(
         "entropy device (virtio-rng)".to_owned(),
         Arc::new(Mutex::new(rng)),
+    )
+}
+
+fn attach_vsock(config: &VmConfig, virtio: &mut VirtioContext<'_>) -> Result<(), BuildError> {
+    let Some(vsock) = &config.vsock else {
+        return Ok(());
+    };
+    let device = Vsock::new(&VsockDeviceConfig {
+        guest_cid: u64::from(vsock.guest_cid),
+        uds_path: vsock.uds_path.clone(),
+    })
+    .map_err(BuildError::Vsock)?;
+    metrics().register_counters("vsock".to_owned(), device.metrics());
+    virtio.attach(
+        format!("vsock device (virtio-vsock, CID {})", vsock.guest_cid),
+        Arc::new(Mutex::new(device)),
     )
 }
 

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use devices::virtio::block::CacheType;
 
-use crate::config::{ConsoleKind, DiskConfig, NetConfig, VmConfig, DEFAULT_MEM_MIB, DEFAULT_VCPUS};
+use crate::api::model::MIN_GUEST_CID;
+use crate::config::{
+    ConsoleKind, DiskConfig, NetConfig, VmConfig, VsockConfig, DEFAULT_MEM_MIB, DEFAULT_VCPUS,
+};
 
 /// cabin: a small KVM virtual machine monitor.
 #[derive(Debug, Parser)]
@@ -133,6 +136,12 @@ pub struct RunArgs {
     /// A virtio-net device on an existing TAP; repeatable (eth0, eth1, ...).
     #[arg(long, value_name = "tap=NAME[,mac=MAC]", value_parser = parse_net)]
     pub net: Vec<NetConfig>,
+    /// A virtio-vsock device: the guest gets context id N, host processes reach its
+    /// listeners through the Unix socket UDS (`CONNECT <port>`), and a guest
+    /// connecting to the host's port P reaches a listener on UDS_P. With --restore,
+    /// only path=UDS (the socket the restored device listens on).
+    #[arg(long, value_name = "cid=N,path=UDS", value_parser = parse_vsock)]
+    pub vsock: Option<VsockArg>,
     /// Serve the lifecycle API on this Unix socket and boot on InstanceStart;
     /// the other options pre-fill the configuration.
     #[arg(long, value_name = "PATH")]
@@ -207,6 +216,42 @@ pub fn parse_net(spec: &str) -> Result<NetConfig, String> {
     })
 }
 
+/// `--vsock`: the context id is absent only with `--restore`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VsockArg {
+    /// The guest's context id.
+    pub cid: Option<u32>,
+    /// The host side's Unix socket, absolute.
+    pub uds_path: PathBuf,
+}
+
+/// Parses `cid=N,path=UDS` (or only `path=UDS`), with the API's checks.
+pub fn parse_vsock(spec: &str) -> Result<VsockArg, String> {
+    let mut cid = None;
+    let mut path = None;
+    for part in spec.split(',') {
+        let (key, value) = part
+            .split_once('=')
+            .ok_or_else(|| format!("'{part}' is not key=value (keys: cid, path)"))?;
+        match key {
+            "cid" => {
+                let n = value
+                    .parse::<u32>()
+                    .map_err(|_| format!("cid={value} is not a number from 3 to {}", u32::MAX - 1))?;
+                cid = Some(n);
+            }
+            "path" => path = Some(value),
+            _ => return Err(format!("unknown key '{key}' (keys: cid, path)")),
+        }
+    }
+    let path = path.ok_or("path=UDS is missing")?;
+    let checked = crate::api::model::check_vsock(cid.unwrap_or(MIN_GUEST_CID), path)?;
+    Ok(VsockArg {
+        cid,
+        uds_path: checked.uds_path,
+    })
+}
+
 /// Parses `path=FILE[,readonly=on|off][,id=NAME][,cache=unsafe|writeback]`.
 pub fn parse_disk(spec: &str) -> Result<DiskConfig, String> {
     let mut path = None;
@@ -264,6 +309,12 @@ impl From<RunArgs> for VmConfig {
             disks: args.disk,
             console: args.console,
             nets: args.net,
+            vsock: args.vsock.and_then(|vsock| {
+                Some(VsockConfig {
+                    guest_cid: vsock.cid?,
+                    uds_path: vsock.uds_path,
+                })
+            }),
             machine: crate::config::MachineOptions {
                 no_acpi: args.no_acpi,
                 ..Default::default()
@@ -410,6 +461,26 @@ mod tests {
             .unwrap_err()
             .contains("multicast"));
         assert!(parse_net("tap=t,mac=zz:00:00:00:00:01").is_err());
+    }
+
+    #[test]
+    fn parse_vsock_takes_cid_and_path_and_refuses_mistakes() {
+        let vsock = parse_vsock("cid=7,path=v.sock").unwrap();
+        assert_eq!(vsock.cid, Some(7));
+        assert!(vsock.uds_path.is_absolute() && vsock.uds_path.ends_with("v.sock"));
+        assert_eq!(parse_vsock("path=/tmp/v.sock").unwrap().cid, None);
+        let cases = [
+            ("cid=3", "path=UDS is missing"),
+            ("cid=2,path=v", "guest_cid 2 is reserved"),
+            ("cid=x,path=v", "cid=x is not a number"),
+            ("cid=3,path=/nonexistent/v", "directory /nonexistent does not exist"),
+            ("cid=3,port=1", "unknown key 'port'"),
+            ("cid", "'cid' is not key=value"),
+        ];
+        for (spec, expected) in cases {
+            let err = parse_vsock(spec).unwrap_err();
+            assert!(err.contains(expected), "{spec}: {err}");
+        }
     }
 
     #[test]

@@ -99,6 +99,15 @@ pub struct EntropyConfig {
     pub rate_limiter: Option<RateLimiterConfig>,
 }
 
+/// A virtio-vsock device with a Unix-socket host side (`--vsock`, `PUT /vsock`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VsockConfig {
+    /// The guest's context id (3 or more).
+    pub guest_cid: u32,
+    /// The Unix socket host processes connect to (absolute).
+    pub uds_path: PathBuf,
+}
+
 /// Everything needed to build and boot one VM.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VmConfig {
@@ -128,6 +137,8 @@ pub struct VmConfig {
     pub entropy: Option<EntropyConfig>,
     /// Where the guest's serial output goes instead of stdout (`PUT /serial`).
     pub serial_out: Option<PathBuf>,
+    /// A virtio-vsock device (`--vsock`, `PUT /vsock`); `None`: none.
+    pub vsock: Option<VsockConfig>,
 }
 
 impl Default for VmConfig {
@@ -147,6 +158,7 @@ impl Default for VmConfig {
             metrics_path: None,
             entropy: None,
             serial_out: None,
+            vsock: None,
         }
     }
 }

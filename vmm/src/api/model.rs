@@ -25,12 +25,14 @@ mod limits;
 mod observe;
 mod patch;
 pub mod snapshot;
+mod vsock;
 
 pub use document::to_document;
 pub use file::{load_config_file, ConfigFileError};
 pub use limits::{check_rate_limiter, RateLimiter, TokenBucket};
 pub use observe::{check_output_path, Entropy, Logger, Metrics, Serial};
 pub use patch::{check_drive_patch, check_net_patch, DriveUpdate, NetUpdate};
+pub use vsock::{check_vsock, Vsock, VsockOverride, MIN_GUEST_CID};
 
 /// Largest `vcpu_count`: as many processors as cabin's MP table describes.
 pub const MAX_VCPUS: u32 = arch::layout::MAX_SUPPORTED_CPUS as u32;
@@ -448,6 +450,13 @@ pub struct VmDocument {
         skip_serializing_if = "Option::is_none"
     )]
     pub serial: Option<Serial>,
+    /// A virtio-vsock device.
+    #[serde(
+        default,
+        deserialize_with = "de_vsock",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub vsock: Option<Vsock>,
 }
 
 /// One configuration change, as the API thread hands it to the VMM thread.
@@ -471,6 +480,8 @@ pub enum ConfigChange {
     Entropy(Entropy),
     /// `PUT /serial`.
     Serial(Serial),
+    /// `PUT /vsock`.
+    Vsock(Vsock),
 }
 
 /// A change to a running VM's device.
@@ -541,6 +552,7 @@ named_fields! {
     de_metrics => "metrics": Option<Metrics>;
     de_entropy => "entropy": Option<Entropy>;
     de_serial => "serial": Option<Serial>;
+    de_vsock => "vsock": Option<Vsock>;
     de_kernel_image_path => "kernel_image_path": String;
     de_initrd_path => "initrd_path": Option<String>;
     de_boot_args => "boot_args": Option<String>;
@@ -570,7 +582,7 @@ named_fields! {
 /// - a drive with an existing `drive_id` replaces it in place, a root device moves
 ///   to the front (/dev/vda);
 /// - a network interface with an existing `iface_id` replaces it in place;
-/// - logger, metrics, entropy and serial replace what was set before.
+/// - logger, metrics, entropy, serial and vsock replace what was set before.
 ///
 /// Files must exist here; whether they can be opened is checked again at start.
 pub fn apply(config: &mut VmConfig, change: ConfigChange) -> Result<(), String> {
@@ -609,6 +621,10 @@ pub fn apply(config: &mut VmConfig, change: ConfigChange) -> Result<(), String> 
         }
         ConfigChange::Serial(serial) => {
             config.serial_out = observe::check_serial(&serial)?;
+            Ok(())
+        }
+        ConfigChange::Vsock(vsock) => {
+            config.vsock = Some(check_vsock(vsock.guest_cid, &vsock.uds_path)?);
             Ok(())
         }
     }

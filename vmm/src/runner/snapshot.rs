@@ -8,6 +8,7 @@ use log::info;
 
 use super::running::Start;
 use super::{Controller, RunError};
+use crate::api::model::check_vsock;
 use crate::api::model::snapshot::{LoadPlan, SnapshotCreate, SnapshotType};
 use crate::api::model::{check_output_path, iface_id_of};
 use crate::api::ApiResponse;
@@ -145,6 +146,14 @@ impl Controller {
                 ));
             };
             config.nets[index].tap = change.host_dev_name.clone();
+        }
+        if let Some(path) = &plan.vsock_override {
+            let Some(vsock) = &mut config.vsock else {
+                return Err("vsock_override: the snapshot's VM has no vsock device".into());
+            };
+            let checked = check_vsock(vsock.guest_cid, &path.to_string_lossy())
+                .map_err(|e| format!("vsock_override: {e}"))?;
+            vsock.uds_path = checked.uds_path;
         }
         Ok(config)
     }

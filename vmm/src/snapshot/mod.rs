@@ -30,8 +30,9 @@ pub const MEMORY_FILE: &str = "memory";
 
 /// The first bytes of every cabin state file.
 pub const MAGIC: [u8; 8] = *b"CABINSNP";
-/// The format this cabin writes, and the newest it reads.
-pub const VERSION: u32 = 1;
+/// The format this cabin writes, and the only one it reads. 2: the configuration
+/// has a vsock device.
+pub const VERSION: u32 = 2;
 /// magic, version, payload length, CRC-32.
 const HEADER_LEN: usize = 8 + 4 + 8 + 4;
 /// A state file's payload is far smaller than this (a few KiB per vCPU).
@@ -73,6 +74,14 @@ pub enum SnapshotError {
     /// Written by a newer cabin.
     #[error("{path} is a version {found} snapshot, and this cabin reads versions up to {VERSION}: restore it with the cabin that made it")]
     Version {
+        /// The file.
+        path: PathBuf,
+        /// Its version.
+        found: u32,
+    },
+    /// Written by an older cabin, in a format this one no longer reads.
+    #[error("{path} is a version {found} snapshot from an older cabin, and this cabin reads version {VERSION}: restore it with the cabin that made it, or take the snapshot again")]
+    OldVersion {
         /// The file.
         path: PathBuf,
         /// Its version.
@@ -173,6 +182,12 @@ impl Snapshot {
         }
         if version > VERSION {
             return Err(SnapshotError::Version {
+                path: path(),
+                found: version,
+            });
+        }
+        if version < VERSION {
+            return Err(SnapshotError::OldVersion {
                 path: path(),
                 found: version,
             });

@@ -85,5 +85,6 @@ pub fn to_document(config: &VmConfig) -> VmDocument {
             serial_out_path: Some(path_text(path)),
             rate_limiter: None,
         }),
+        vsock: config.vsock.as_ref().map(super::vsock::to_body),
     }
 }

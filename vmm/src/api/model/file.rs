@@ -134,6 +134,7 @@ fn apply_document(
         ("metrics", document.metrics.map(ConfigChange::Metrics)),
         ("entropy", document.entropy.map(ConfigChange::Entropy)),
         ("serial", document.serial.map(ConfigChange::Serial)),
+        ("vsock", document.vsock.map(ConfigChange::Vsock)),
     ];
     for (section, change) in sections {
         if let Some(change) = change {

@@ -83,6 +83,9 @@ pub struct SnapshotLoad {
     /// Other TAPs for the snapshot's interfaces.
     #[serde(default)]
     pub network_overrides: Vec<NetworkOverride>,
+    /// Another Unix socket for the snapshot's vsock device.
+    #[serde(default)]
+    pub vsock_override: Option<super::VsockOverride>,
 }
 
 /// A load request checked: one memory file, no Uffd.
@@ -100,6 +103,9 @@ pub struct LoadPlan {
     pub network_overrides: Vec<NetworkOverride>,
     /// TAPs for the snapshot's interfaces in order (`cabin run --restore --net`).
     pub positional_taps: Vec<String>,
+    /// The Unix socket the restored vsock device listens on instead of the
+    /// snapshot's.
+    pub vsock_override: Option<PathBuf>,
 }
 
 impl SnapshotLoad {
@@ -130,6 +136,7 @@ impl SnapshotLoad {
             resume_vm: self.resume_vm,
             network_overrides: self.network_overrides,
             positional_taps: Vec::new(),
+            vsock_override: self.vsock_override.map(|o| o.uds_path),
         })
     }
 }

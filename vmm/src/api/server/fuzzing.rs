@@ -65,7 +65,7 @@ pub fn http(data: &[u8]) {
 
 /// The endpoints that take a body, for the `api` target's first byte.
 fn body_route(selector: u8) -> Route {
-    const COUNT: u8 = 13;
+    const COUNT: u8 = 14;
     match selector % COUNT {
         0 => Route::PutMachineConfig,
         1 => Route::PatchMachineConfig,
@@ -79,7 +79,8 @@ fn body_route(selector: u8) -> Route {
         9 => Route::PutEntropy,
         10 => Route::PutSerial,
         11 => Route::PutActions,
-        _ => Route::PatchVm,
+        12 => Route::PatchVm,
+        _ => Route::PutVsock,
     }
 }
 

@@ -27,6 +27,7 @@ pub(super) enum Route {
     PutMetrics,
     PutEntropy,
     PutSerial,
+    PutVsock,
     PutActions,
     PatchVm,
     GetVmConfig,
@@ -37,8 +38,7 @@ pub(super) enum Route {
 }
 
 /// Firecracker's endpoints cabin does not implement, each with the feature it is.
-const UNSUPPORTED: [(&str, &str); 7] = [
-    ("/vsock", "vsock"),
+const UNSUPPORTED: [(&str, &str); 6] = [
     ("/balloon", "The balloon device"),
     ("/balloon/statistics", "The balloon device"),
     ("/mmds", "MMDS (the microVM metadata service)"),
@@ -94,6 +94,7 @@ pub(super) fn route(method: &str, target: &str) -> Result<Route, Reply> {
         "/metrics" => put(Route::PutMetrics),
         "/entropy" => put(Route::PutEntropy),
         "/serial" => put(Route::PutSerial),
+        "/vsock" => put(Route::PutVsock),
         "/actions" => put(Route::PutActions),
         "/vm" => by_method("PATCH", (method == "PATCH").then_some(Route::PatchVm)),
         "/vm/config" => by_method("GET", (method == "GET").then_some(Route::GetVmConfig)),
@@ -183,6 +184,7 @@ pub(super) fn dispatch(route: &Route, body: &[u8]) -> Result<Dispatch, Reply> {
         Route::PutMetrics => configure(ConfigChange::Metrics(parse_body("PUT /metrics", body)?)),
         Route::PutEntropy => configure(ConfigChange::Entropy(parse_body("PUT /entropy", body)?)),
         Route::PutSerial => configure(ConfigChange::Serial(parse_body("PUT /serial", body)?)),
+        Route::PutVsock => configure(ConfigChange::Vsock(parse_body("PUT /vsock", body)?)),
         Route::PutDrive(id) => {
             let drive: model::Drive = parse_body(&format!("PUT /drives/{id}"), body)?;
             if drive.drive_id != *id {
