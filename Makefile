@@ -93,17 +93,18 @@ FUZZ_TIME ?= 60
 fuzz:
 	FUZZ_TIME="$(FUZZ_TIME)" FUZZ_TARGETS="$(FUZZ_TARGETS)" tests/fuzz/run.sh
 
-# End-to-end tests with real guest kernels (tests/{boot,disk,distro,lifecycle,net,firecracker_client,console,acpi}.rs):
+# End-to-end tests with real guest kernels (tests/{boot,disk,distro,lifecycle,net,firecracker_client,console,acpi,snapshot,vsock}.rs):
 # natively where `cabin check` says guests boot here, else in the nested sandbox
 # (with the checkout shared at its own path, wherever it is: /tmp is a tmpfs there).
 # The nested sandbox (QEMU TCG emulating AMD SVM) occasionally crashes or locks up
 # by itself; run reports that as status 125, distinct from any test result, and the
 # run is retried in a fresh sandbox, at most three times (each bounded to 15 min).
-# The snapshot tests run in a sandbox of their own: restoring guests takes the
-# sandbox's kernel down more often than booting them (README, "The nested
-# sandbox"), and a crash there then costs a retry of those tests only.
+# The snapshot and vsock tests (the latter restore a guest too) run in a sandbox
+# of their own: restoring guests takes the sandbox's kernel down more often than
+# booting them (README, "The nested sandbox"), and a crash there then costs a
+# retry of those tests only.
 E2E_TESTS := boot disk distro lifecycle net firecracker_client console acpi
-E2E_OWN_SANDBOX := snapshot
+E2E_OWN_SANDBOX := snapshot vsock
 e2e_bins = $(CARGO) test -p vmm $(foreach t,$(1),--test $(t)) --no-run --message-format=json 2>/dev/null \
 	  | jq -r 'select(.reason == "compiler-artifact" and .profile.test == true) | .executable | select(. != null)'
 e2e: artifacts
