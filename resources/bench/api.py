@@ -51,7 +51,7 @@ Nothing is asserted. Exit status: 0 when every measurement ran and every answer
 had the expected status, 1 when some did not (the report lists them), 2 on bad
 arguments or missing inputs.
 
-Python 3 standard library only.
+Python 3 standard library only; the nearest-rank percentile is bootbench.py's, imported.
 """
 
 import argparse
@@ -70,6 +70,11 @@ import subprocess
 import sys
 import tempfile
 import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.dont_write_bytecode = True  # the repository (read-only in the sandbox) stays clean
+sys.path.insert(0, HERE)
+from bootbench import percentile  # noqa: E402  (nearest rank, shared with the other drivers)
 
 MD_BEGIN = "===== APIBENCH MARKDOWN BEGIN ====="
 MD_END = "===== APIBENCH MARKDOWN END ====="
@@ -252,14 +257,6 @@ def closed_loop(conns, per_conn, pick, latencies=None, statuses=None):
             gc.enable()
         ep.close()
     return wall, done
-
-
-def percentile(sorted_values, q):
-    """Nearest-rank percentile (q in 0..100) of an already sorted list."""
-    if not sorted_values:
-        return None
-    rank = max(1, -(-len(sorted_values) * q // 100))
-    return sorted_values[min(len(sorted_values), int(rank)) - 1]
 
 
 # --- the VMM processes --------------------------------------------------------------

@@ -415,6 +415,14 @@ def version_once(argv, env, timeout=60):
 # --- statistics and output ----------------------------------------------------
 
 
+def percentile(sorted_values, q):
+    """Nearest-rank percentile (q in 0..100) of an already sorted list."""
+    if not sorted_values:
+        return None
+    rank = max(1, -(-len(sorted_values) * q // 100))
+    return sorted_values[min(len(sorted_values), int(rank)) - 1]
+
+
 def summarize(values):
     if not values:
         return None

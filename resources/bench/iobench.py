@@ -619,6 +619,16 @@ def run_ok(argv, what):
     return r.stdout.decode("utf-8", "replace")
 
 
+def tcp_listening(proc_net_tcp, port):
+    """Whether the text of /proc/net/tcp (or tcp6) has a socket listening on PORT."""
+    local = f":{port:04X}"
+    for line in proc_net_tcp.splitlines():
+        f = line.split()
+        if len(f) > 3 and f[1].endswith(local) and f[3] == "0A":
+            return True
+    return False
+
+
 class Netns:
     def __init__(self):
         self.name = f"{NETNS_PREFIX}-{os.getpid()}"
@@ -644,12 +654,7 @@ class Netns:
     def listening(self, port):
         r = subprocess.run(self.exec_argv("cat", "/proc/net/tcp", "/proc/net/tcp6"),
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False)
-        local = f":{port:04X}"
-        for line in r.stdout.decode().splitlines()[1:]:
-            f = line.split()
-            if len(f) > 3 and f[1].endswith(local) and f[3] == "0A":
-                return True
-        return False
+        return tcp_listening(r.stdout.decode("utf-8", "replace"), port)
 
     def close(self):
         self.del_tap()

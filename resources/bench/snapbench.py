@@ -115,8 +115,7 @@ def stats(values):
     if not values:
         return None
     s = bb.summarize(values)
-    ordered = sorted(values)
-    s["p90"] = ordered[min(len(ordered) - 1, max(0, -(-9 * len(ordered) // 10) - 1))]
+    s["p90"] = bb.percentile(sorted(values), 90)
     return s
 
 
