@@ -459,6 +459,26 @@ def ratio_cell(a, b):
     return f"{a['median'] / b['median']:.2f}"
 
 
+def environment(args):
+    """Where and when a driver measured: the JSON's "environment" (ARGS: the
+    drivers' common --environment, --host-cpu and --commit)."""
+    return {
+        "kind": args.environment,
+        "host_cpu": args.host_cpu or cpu_model(),
+        "cpu_model": cpu_model(),
+        "cpus": os.cpu_count(),
+        "kernel_release": platform.release(),
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": args.commit,
+    }
+
+
+def environment_line(env):
+    """The report's first line: date, commit, host CPU and environment."""
+    return (f"{env['date_utc']}, commit {env['commit'] or '?'}; host CPU {env['host_cpu']}; "
+            f"environment: **{env['kind']}** ({env['cpus']} CPUs, kernel {env['kernel_release']}).")
+
+
 def cpu_model():
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:

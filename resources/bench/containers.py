@@ -76,7 +76,6 @@ iobench.py's and bootbench.py's, imported.
 
 import argparse
 import base64
-import datetime
 import json
 import math
 import os
@@ -284,12 +283,19 @@ def launch(ctx, rt, kind, memory_mib=None, data=None):
     if rt == "host":
         env = dict(os.environ, PATH=ctx.busybox_bin)
         return ib.Vm([ctx.bin["busybox"], "sh", "-c", script], env)
+    return crun_launch(ctx, script, memory_mib, data)
+
+
+def crun_launch(ctx, script, memory_mib, data=None):
+    """`crun run` of a fresh bundle running SCRIPT: an ib.Vm with container_id and
+    bundle set (stop() ends the container; the bundle is the caller's to remove)."""
     ctx.containers += 1
     cid = f"cbench-{os.getpid()}-{ctx.containers}"
     bundle = crun_bundle(ctx, script, memory_mib, data)
     vm = ib.Vm([ctx.bin["crun"], "--root", ctx.crun_root, "run", "--bundle", bundle, cid],
                ctx.env["crun"])
     vm.container_id = cid
+    vm.bundle = bundle
     return vm
 
 
@@ -590,8 +596,7 @@ def render_markdown(res):
     lines = [
         "## VMs against containers: the same busybox workloads",
         "",
-        f"{env['date_utc']}, commit {env['commit'] or '?'}; host CPU {env['host_cpu']}; "
-        f"environment: **{env['kind']}** ({env['cpus']} CPUs, kernel {env['kernel_release']}).",
+        bb.environment_line(env),
     ]
     if env["kind"] != "direct":
         lines.append("Measured inside the nested sandbox (QEMU TCG with nested KVM): these are not "
@@ -922,15 +927,7 @@ def main(argv):
                 memtotal = int(line.split()[1])
     res = {
         "schema": SCHEMA,
-        "environment": {
-            "kind": a.environment,
-            "host_cpu": a.host_cpu or bb.cpu_model(),
-            "cpu_model": bb.cpu_model(),
-            "cpus": os.cpu_count(),
-            "kernel_release": platform.release(),
-            "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "commit": a.commit,
-        },
+        "environment": bb.environment(a),
         "config": {
             "quick": a.quick, "runs": a.runs, "memory": a.memory, "memory_sizes": a.memory_sizes,
             "cpu_mib": a.cpu_mib, "disk_mib": a.disk_mib, "density_budget": a.density_budget,

@@ -54,10 +54,8 @@ iobench.py's, bootbench.py's and containers.py's, imported.
 
 import argparse
 import base64
-import datetime
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -277,18 +275,13 @@ def setup_crun(ctx):
 
 
 def crun_once(ctx):
-    bundle = cb.crun_bundle(ctx, "echo GUEST-UP", ctx.args.memory, None)
-    ctx.containers += 1
-    cid = f"snapbench-{os.getpid()}-{ctx.containers}"
-    vm = ib.Vm([ctx.bin["crun"], "--root", ctx.crun_root, "run", "--bundle", bundle, cid],
-               ctx.env["crun"])
-    vm.container_id = cid
+    vm = cb.crun_launch(ctx, "echo GUEST-UP", ctx.args.memory)
     try:
         t, _ = checked(vm, lambda: vm.console.wait_for(UP, vm.t_spawn + ctx.args.timeout))
         return {"start_ms": (t - vm.t_spawn) * 1000.0}
     finally:
         cb.stop(ctx, vm)
-        shutil.rmtree(bundle, ignore_errors=True)
+        shutil.rmtree(vm.bundle, ignore_errors=True)
 
 
 # --- Firecracker (optional) -------------------------------------------------------------------
@@ -435,8 +428,7 @@ def render_markdown(res):
     lines = [
         "## Snapshots: create, restore, clones",
         "",
-        f"{env['date_utc']}, commit {env['commit'] or '?'}; host CPU {env['host_cpu']}; "
-        f"environment: **{env['kind']}** ({env['cpus']} CPUs, kernel {env['kernel_release']}).",
+        bb.environment_line(env),
     ]
     if env["kind"] != "direct":
         lines.append("Measured inside the nested sandbox (QEMU TCG with nested KVM): **these are "
@@ -691,15 +683,7 @@ def main(argv):
 
     res = {
         "schema": SCHEMA,
-        "environment": {
-            "kind": a.environment,
-            "host_cpu": a.host_cpu or bb.cpu_model(),
-            "cpu_model": bb.cpu_model(),
-            "cpus": os.cpu_count(),
-            "kernel_release": platform.release(),
-            "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "commit": a.commit,
-        },
+        "environment": bb.environment(a),
         "config": {
             "quick": a.quick, "runs": a.runs, "create_runs": a.create_runs, "warmup": a.warmup,
             "memory": a.memory, "big": a.big, "clones": a.clones,
