@@ -5,7 +5,8 @@
 #   make bench  boot time, memory, a distribution's kernel to multi-user, disk, network
 #               and lifecycle against QEMU -M microvm
 #               API latency/throughput/RSS (FIRECRACKER=path adds it as a peer) and
-#               rate-limiter accuracy
+#               rate-limiter accuracy; snapshots; cabin exec against crun exec and
+#               vsock against TCP
 #   make soak   100 guests, 30 at once, with disk and network traffic (cabin and QEMU)
 #   make fuzz [FUZZ_TIME=s] [FUZZ_TARGETS="block http ..."]  run each fuzz target
 #               under AFL++ for FUZZ_TIME seconds (cargo-afl installed into the cache)
@@ -131,8 +132,9 @@ e2e: artifacts
 # Benchmarks (not tests): boot time and memory, Debian's own kernel and initrd to
 # the multi-user target and poweroff, then disk, network and lifecycle, each
 # against QEMU -M microvm in the same environment; the API server (latency,
-# throughput, RSS under 100,000 requests); rate-limiter accuracy. Results in
-# build/bench/.
+# throughput, RSS under 100,000 requests); rate-limiter accuracy; snapshots;
+# `cabin exec` against `crun exec` and vsock against TCP in the same guest.
+# Results in build/bench/.
 bench: build artifacts
 	$(RES)/bench/boot.sh
 	$(RES)/bench/distro.sh
@@ -140,6 +142,7 @@ bench: build artifacts
 	$(RES)/bench/api.sh
 	$(RES)/bench/ratelimit.sh
 	$(RES)/bench/snapshot.sh
+	$(RES)/bench/exec.sh
 
 # VMs against containers (resources/bench/containers.py). QUICK=1: one run with
 # small sizes, written to build/bench/containers-quick.*, and every cell checked.
