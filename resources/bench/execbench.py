@@ -612,7 +612,8 @@ def main(argv):
         "receiver read to the end); all but TCP host → guest include one `cabin exec` start. "
         "TCP is busybox nc over virtio-net on a TAP; its receiver in the guest was started "
         "with `cabin exec` before the clock.",
-        f"Guest script (kernel command line `cabin.sh=`): `{GUEST_SCRIPT.strip()}`.",
+        "Guest script (kernel command line `cabin.sh=`, one line per `;`): "
+        f"`{GUEST_SCRIPT.strip().replace(chr(10), '; ')}`.",
     ]
     res = {
         "schema": SCHEMA,
