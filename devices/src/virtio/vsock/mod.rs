@@ -46,6 +46,8 @@ mod unix;
 #[cfg(test)]
 mod device_tests;
 #[cfg(test)]
+mod hostile_tests;
+#[cfg(test)]
 mod test_utils;
 
 use std::io;

@@ -27,7 +27,7 @@ use vmm_sys_util::timerfd::TimerFd;
 use super::connection::{ConnState, Connection};
 use super::metrics::VsockMetrics;
 use super::packet::{op, Header, SHUTDOWN_BOTH, TYPE_STREAM};
-use super::unix::{connect_nonblocking, MAX_SOCKET_PATH};
+use super::unix::{connect_nonblocking, set_nonblocking, MAX_SOCKET_PATH};
 use super::{
     Error, VsockConfig, CLOSE_TIMEOUT_MS, HOST_CID, MAX_CONNECTIONS, MAX_CONNECT_LINE,
     MAX_GUEST_CID, MAX_PENDING_STREAMS, MIN_GUEST_CID,
@@ -90,7 +90,8 @@ pub struct Muxer {
     readers: Epoll,
     gate_open: bool,
     timer: TimerFd,
-    timer_armed: bool,
+    /// When the close timer fires, if armed.
+    timer_at: Option<Instant>,
     pub(super) close_timeout: Duration,
     pending: HashMap<u64, Pending>,
     pub(super) conns: HashMap<u64, Connection>,
@@ -183,6 +184,7 @@ impl Muxer {
         let outer = Epoll::new().map_err(|e| listen_err("epoll_create1", e))?;
         let readers = Epoll::new().map_err(|e| listen_err("epoll_create1", e))?;
         let timer = TimerFd::new().map_err(|e| listen_err("timerfd_create", e.into()))?;
+        set_nonblocking(timer.as_raw_fd()).map_err(|e| listen_err("fcntl", e))?;
         let muxer = Muxer {
             guest_cid: cid,
             uds_path: path.clone(),
@@ -192,7 +194,7 @@ impl Muxer {
             readers,
             gate_open: false,
             timer,
-            timer_armed: false,
+            timer_at: None,
             close_timeout: Duration::from_millis(CLOSE_TIMEOUT_MS),
             pending: HashMap::new(),
             conns: HashMap::new(),
@@ -531,9 +533,10 @@ impl Muxer {
         }
     }
 
-    /// Arms the close timer if it is not armed.
+    /// Makes the close timer fire by a deadline set now (`close_timeout` from now).
     pub(super) fn arm_timer(&mut self) {
-        if !self.timer_armed {
+        let deadline = Instant::now() + self.close_timeout;
+        if self.timer_at.is_none_or(|at| deadline < at) {
             self.rearm(self.close_timeout);
         }
     }
@@ -541,7 +544,7 @@ impl Muxer {
     fn rearm(&mut self, after: Duration) {
         let after = after.max(Duration::from_millis(1));
         match self.timer.reset(after, None) {
-            Ok(()) => self.timer_armed = true,
+            Ok(()) => self.timer_at = Some(Instant::now() + after),
             Err(e) => log_ratelimited!(Level::Error, "virtio-vsock: timerfd_settime: {e}"),
         }
     }
@@ -549,12 +552,18 @@ impl Muxer {
     /// The close timer fired: resets the connections and drops the pending streams
     /// past their deadline, and arms the timer for the next deadline.
     pub fn timer_fired(&mut self) {
-        // The outer set reported the timer readable, so this read does not block.
-        if let Err(e) = self.timer.wait() {
-            log_ratelimited!(Level::Error, "virtio-vsock: cannot read the timerfd: {e}");
+        match self.timer.wait().map_err(io::Error::from) {
+            Ok(_) => self.timer_at = None,
+            // Re-armed since it was reported: it fires again later.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) => {
+                log_ratelimited!(Level::Error, "virtio-vsock: cannot read the timerfd: {e}");
+                self.timer_at = None;
+            }
         }
-        self.timer_armed = false;
-        let now = Instant::now();
+        // A deadline a moment away counts as reached: the timer may fire a little
+        // early against `Instant`, and a 1 ms re-arm for it would be wasted.
+        let now = Instant::now() + Duration::from_millis(1);
         let expired: Vec<u64> = self
             .conns
             .iter()
@@ -590,11 +599,11 @@ impl Muxer {
         self.pending.clear();
         self.backlog.clear();
         self.set_gate(false);
-        if self.timer_armed {
+        if self.timer_at.is_some() {
             if let Err(e) = self.timer.clear() {
                 log_ratelimited!(Level::Error, "virtio-vsock: timerfd_settime: {e}");
             }
-            self.timer_armed = false;
+            self.timer_at = None;
         }
     }
 
