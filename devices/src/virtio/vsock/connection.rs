@@ -238,3 +238,77 @@ impl Connection {
         self.to_host.len().saturating_sub(self.uncounted)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn() -> (Connection, UnixStream) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        (Connection::new(ours, 1, 2, ConnState::Established), theirs)
+    }
+
+    #[test]
+    fn peer_credit_wraps_like_the_spec_counters() {
+        let (mut c, _peer) = conn();
+        c.tx_cnt = 5;
+        c.update_peer_credit(&Header {
+            buf_alloc: 100,
+            fwd_cnt: u32::MAX - 4,
+            ..Header::default()
+        });
+
+        // 10 bytes in flight across the wrap.
+        assert_eq!(c.peer_credit(), 90);
+        c.record_sent(90);
+        assert_eq!(c.peer_credit(), 0);
+        assert!(c.needs_credit_request());
+        assert!(!c.wants_read());
+    }
+
+    #[test]
+    fn peer_credit_bogus_fwd_cnt_gives_none() {
+        let (mut c, _peer) = conn();
+        c.update_peer_credit(&Header {
+            buf_alloc: 100,
+            fwd_cnt: 1000,
+            ..Header::default()
+        });
+
+        assert_eq!(c.peer_credit(), 0);
+    }
+
+    #[test]
+    fn receive_data_beyond_buffer_refused() {
+        let (mut c, _peer) = conn();
+        // The peer never reads: what the socket does not take stays buffered.
+        let chunk = vec![0u8; 64 << 10];
+        let mut refused = false;
+        for _ in 0..64 {
+            if let Err(e) = c.receive_data(&chunk) {
+                assert!(matches!(e, ConnError::CreditExceeded { .. }));
+                refused = true;
+                break;
+            }
+            assert!(c.buffered() <= CONN_BUF_ALLOC as usize);
+        }
+        assert!(refused);
+    }
+
+    #[test]
+    fn own_bytes_not_counted_in_fwd_cnt() {
+        let (mut c, mut peer) = conn();
+        c.push_own_bytes(b"OK 1\n").unwrap();
+        c.receive_data(b"abc").unwrap();
+        let mut header = Header::default();
+
+        c.fill_credit(&mut header);
+
+        assert_eq!(header.fwd_cnt, 3);
+        assert_eq!(header.buf_alloc, CONN_BUF_ALLOC);
+        let mut got = [0u8; 8];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"OK 1\nabc");
+    }
+}

@@ -135,6 +135,12 @@ impl Vsock {
                     };
                     let max = usize::try_from(buf.max_payload()).unwrap_or(0);
                     let max = max.min(self.scratch.len());
+                    if max == 0 {
+                        // Room for a header only: useless for data (and a read of 0
+                        // bytes would look like the end of the stream).
+                        Self::complete_empty(active, &self.metrics, head);
+                        continue;
+                    }
                     match self.muxer.read_for_guest(id, &mut self.scratch[..max]) {
                         Some(header) => {
                             let len = usize::try_from(header.len).unwrap_or(0);
@@ -177,15 +183,20 @@ impl Vsock {
         match RxBuffer::new(chain, &active.mem) {
             Ok(buf) => Some(Some((head, buf))),
             Err(e) => {
-                add_to_counter(&metrics.rx_bad_buffers, 1);
                 log_ratelimited!(Level::Warn, "virtio-vsock: rx chain {head} unusable: {e}");
-                if let Err(e) = rx.add_used(&active.mem, head, 0) {
-                    log_ratelimited!(Level::Warn, "virtio-vsock: cannot complete rx chain: {e}");
-                }
-                active.used[RX_QUEUE] = true;
+                Self::complete_empty(active, metrics, head);
                 Some(None)
             }
         }
+    }
+
+    /// Completes an rx chain that cannot hold a packet with nothing in it.
+    fn complete_empty(active: &mut Active, metrics: &VsockMetrics, head: u16) {
+        add_to_counter(&metrics.rx_bad_buffers, 1);
+        if let Err(e) = active.queues[RX_QUEUE].add_used(&active.mem, head, 0) {
+            log_ratelimited!(Level::Warn, "virtio-vsock: cannot complete rx chain: {e}");
+        }
+        active.used[RX_QUEUE] = true;
     }
 
     /// Writes a packet into an rx chain and completes it.

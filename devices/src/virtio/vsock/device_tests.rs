@@ -492,3 +492,57 @@ fn reset_closes_streams_listener_stays() {
     assert!(UnixStream::connect(&h.uds).is_ok());
     h.vsock.process_queue(RX_QUEUE);
 }
+
+#[test]
+fn pending_host_streams_bounded() {
+    let mem = memory();
+    let mut h = Harness::new(&mem);
+    let _streams: Vec<UnixStream> = (0..MAX_PENDING_STREAMS + 6)
+        .map(|_| UnixStream::connect(&h.uds).unwrap())
+        .collect();
+
+    h.pump(100);
+
+    assert_eq!(h.vsock.metrics().conns_refused.load(Ordering::Relaxed), 6);
+    assert!(!h.readable(50));
+}
+
+#[test]
+fn pending_host_streams_silent_dropped_after_timeout() {
+    let mem = memory();
+    let mut h = Harness::new(&mem);
+    h.vsock.muxer.close_timeout = Duration::from_millis(20);
+    let mut streams: Vec<UnixStream> = (0..3)
+        .map(|_| UnixStream::connect(&h.uds).unwrap())
+        .collect();
+    streams[0].write_all(b"CONNECT").unwrap();
+
+    h.pump(300);
+
+    assert_eq!(h.vsock.metrics().conns_refused.load(Ordering::Relaxed), 3);
+    for stream in &mut streams {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        assert_eq!(stream.read(&mut [0u8; 1]).unwrap(), 0);
+    }
+    assert!(!h.readable(50));
+}
+
+#[test]
+fn header_only_rx_buffer_completed_empty_no_spin() {
+    let mem = memory();
+    let mut h = Harness::new(&mem);
+    let mut stream = guest_connection(&mut h);
+    h.post(RX_QUEUE, &[(HDR_LEN as u32, true)]);
+    h.vsock.process_queue(RX_QUEUE);
+
+    stream.write_all(b"data").unwrap();
+    h.pump(100);
+
+    let used = h.new_used(RX_QUEUE);
+    assert_eq!(used.len(), 1);
+    assert_eq!(used[0].1, 0);
+    assert!(!h.readable(50));
+    assert!(!h.vsock.muxer.conns.is_empty(), "not mistaken for an EOF");
+}

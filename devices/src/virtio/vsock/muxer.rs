@@ -30,7 +30,7 @@ use super::packet::{op, Header, SHUTDOWN_BOTH, TYPE_STREAM};
 use super::unix::{connect_nonblocking, set_nonblocking, MAX_SOCKET_PATH};
 use super::{
     Error, VsockConfig, CLOSE_TIMEOUT_MS, HOST_CID, MAX_CONNECTIONS, MAX_CONNECT_LINE,
-    MAX_GUEST_CID, MAX_PENDING_STREAMS, MIN_GUEST_CID,
+    MAX_CONTROL_BACKLOG, MAX_GUEST_CID, MAX_PENDING_STREAMS, MIN_GUEST_CID,
 };
 use crate::ratelimit::log_ratelimited;
 use crate::virtio::add_to_counter;
@@ -45,6 +45,11 @@ const READERS_TAG: u64 = 2;
 const FIRST_ID: u64 = 16;
 /// First host port handed to host-initiated connections.
 pub const FIRST_HOST_PORT: u32 = 1 << 30;
+/// Hard bound of the control backlog. The txq stops at [`MAX_CONTROL_BACKLOG`] and
+/// each guest packet queues at most one reply; host events queue at most a few
+/// packets per connection (REQUEST, SHUTDOWN, one credit packet, RST), and no new
+/// host connection is taken while the backlog is at [`MAX_CONTROL_BACKLOG`].
+const MAX_BACKLOG: usize = MAX_CONTROL_BACKLOG + 4 * MAX_CONNECTIONS;
 /// Most connections accepted from the listener per event.
 const ACCEPTS_PER_EVENT: usize = 16;
 
@@ -359,7 +364,8 @@ impl Muxer {
             add_to_counter(&self.metrics.conns_refused, 1);
             return;
         };
-        if !self.active || self.conns.len() >= MAX_CONNECTIONS {
+        let busy = self.conns.len() >= MAX_CONNECTIONS || self.backlog.len() >= MAX_CONTROL_BACKLOG;
+        if !self.active || busy {
             add_to_counter(&self.metrics.conns_refused, 1);
             return;
         }
@@ -405,6 +411,14 @@ impl Muxer {
     pub(super) fn push(&mut self, local_port: u32, peer_port: u32, op: u16, flags: u32) {
         if op == op::RST {
             add_to_counter(&self.metrics.rst_sent, 1);
+        }
+        if self.backlog.len() >= MAX_BACKLOG {
+            // Unreachable while the bounds above hold; a last guard on memory.
+            self.backlog.pop_front();
+            log_ratelimited!(
+                Level::Warn,
+                "virtio-vsock: control backlog full, oldest dropped"
+            );
         }
         self.backlog.push_back(Control {
             local_port,
