@@ -163,7 +163,7 @@ fn rx_buffer_writes_across_segments() {
     let len = buf.write(&mem, &sample(), b"0123456789").unwrap();
 
     assert_eq!(len, 54);
-    let mut bytes = vec![0u8; 54];
+    let mut bytes = [0u8; 54];
     mem.read_slice(&mut bytes[..40], GuestAddress(0x1000))
         .unwrap();
     mem.read_slice(&mut bytes[40..46], GuestAddress(0x2000))
