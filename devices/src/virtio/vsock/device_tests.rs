@@ -546,3 +546,22 @@ fn header_only_rx_buffer_completed_empty_no_spin() {
     assert!(!h.readable(50));
     assert!(!h.vsock.muxer.conns.is_empty(), "not mistaken for an EOF");
 }
+
+#[test]
+fn paused_listener_not_watched_until_the_timer() {
+    let mem = memory();
+    let mut h = Harness::new(&mem);
+    h.post_rx(2);
+    h.vsock.muxer.close_timeout = Duration::from_millis(100);
+    h.vsock.muxer.pause_listener();
+    let mut stream = UnixStream::connect(&h.uds).unwrap();
+    stream.write_all(b"CONNECT 5\n").unwrap();
+
+    assert!(!h.readable(30), "a paused listener must not wake the loop");
+    h.pump(500);
+
+    // The REQUEST (then the RST of the unanswered connection's timeout).
+    let packets = h.rx_packets();
+    assert_eq!(packets[0].0.op, op::REQUEST);
+    assert_eq!(packets[0].0.dst_port, 5);
+}

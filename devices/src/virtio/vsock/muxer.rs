@@ -89,6 +89,8 @@ pub struct Muxer {
     pub(super) guest_cid: u64,
     uds_path: PathBuf,
     listener: UnixListener,
+    /// The listener left the outer set after a failed accept; the timer puts it back.
+    listener_paused: bool,
     /// The listener's inode (device, inode), to unlink only our own socket.
     listener_inode: (u64, u64),
     outer: Epoll,
@@ -195,6 +197,7 @@ impl Muxer {
             uds_path: path.clone(),
             listener_inode: (meta.dev(), meta.ino()),
             listener,
+            listener_paused: false,
             outer,
             readers,
             gate_open: false,
@@ -285,8 +288,16 @@ impl Muxer {
             let stream = match self.listener.accept() {
                 Ok((stream, _)) => stream,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(e) => {
-                    log_ratelimited!(Level::Warn, "virtio-vsock: accept failed: {e}");
+                    // Out of fds or memory: the listener stays readable, so it leaves
+                    // the set until the timer puts it back, or the loop would spin.
+                    log_ratelimited!(
+                        Level::Warn,
+                        "virtio-vsock: accept failed: {e}; pausing the listener"
+                    );
+                    self.pause_listener();
                     return;
                 }
             };
@@ -314,6 +325,37 @@ impl Muxer {
                 },
             );
             self.arm_timer();
+        }
+    }
+
+    /// Takes the listener out of the outer set for a timer period.
+    pub(super) fn pause_listener(&mut self) {
+        let fd = self.listener.as_raw_fd();
+        match self
+            .outer
+            .ctl(ControlOperation::Delete, fd, EpollEvent::default())
+        {
+            Ok(()) => {
+                self.listener_paused = true;
+                self.arm_timer();
+            }
+            Err(e) => log_ratelimited!(Level::Error, "virtio-vsock: epoll_ctl (listener): {e}"),
+        }
+    }
+
+    /// Puts a paused listener back in the outer set.
+    fn resume_listener(&mut self) {
+        if !self.listener_paused {
+            return;
+        }
+        let event = EpollEvent::new(EventSet::IN, LISTENER_TAG);
+        let fd = self.listener.as_raw_fd();
+        match self.outer.ctl(ControlOperation::Add, fd, event) {
+            Ok(()) => self.listener_paused = false,
+            Err(e) => {
+                log_ratelimited!(Level::Error, "virtio-vsock: epoll_ctl (listener): {e}");
+                self.arm_timer();
+            }
         }
     }
 
@@ -575,6 +617,7 @@ impl Muxer {
                 self.timer_at = None;
             }
         }
+        self.resume_listener();
         // A deadline a moment away counts as reached: the timer may fire a little
         // early against `Instant`, and a 1 ms re-arm for it would be wasted.
         let now = Instant::now() + Duration::from_millis(1);
