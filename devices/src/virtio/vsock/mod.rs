@@ -48,6 +48,8 @@ mod device_tests;
 #[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]
+mod stream_tests;
+#[cfg(test)]
 mod test_utils;
 
 use std::io;
