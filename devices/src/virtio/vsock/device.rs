@@ -110,22 +110,14 @@ impl Vsock {
         let Some(active) = self.active.as_mut() else {
             return;
         };
-        while self.muxer.has_control() {
-            match Self::rx_buffer(active, &self.metrics) {
-                Some(Some((head, buf))) => {
-                    if let Some(header) = self.muxer.pop_control() {
-                        Self::deliver(active, &self.metrics, head, &buf, &header, &[]);
-                    }
-                }
-                Some(None) => {}
-                None => break,
-            }
-        }
+        Self::drain_control(active, &mut self.muxer, &self.metrics);
         if !active.rx_starved {
             let ready = self.muxer.ready_readers(&mut self.events);
             'streams: for id in ready {
                 for _ in 0..PACKETS_PER_STREAM_PASS {
-                    if self.muxer.has_control() {
+                    // Control packets first (a RESPONSE before the data it allows).
+                    Self::drain_control(active, &mut self.muxer, &self.metrics);
+                    if active.rx_starved {
                         break 'streams;
                     }
                     let (head, buf) = match Self::rx_buffer(active, &self.metrics) {
@@ -155,20 +147,25 @@ impl Vsock {
                     }
                 }
             }
-            // A SHUTDOWN or RST the reads queued goes out now if it can.
-            while self.muxer.has_control() {
-                match Self::rx_buffer(active, &self.metrics) {
-                    Some(Some((head, buf))) => {
-                        if let Some(header) = self.muxer.pop_control() {
-                            Self::deliver(active, &self.metrics, head, &buf, &header, &[]);
-                        }
-                    }
-                    Some(None) => {}
-                    None => break,
-                }
-            }
+            // A SHUTDOWN, RST or credit packet the reads queued goes out now if it can.
+            Self::drain_control(active, &mut self.muxer, &self.metrics);
         }
         self.muxer.set_gate(!active.rx_starved);
+    }
+
+    /// Puts queued control packets on the rxq until it runs dry.
+    fn drain_control(active: &mut Active, muxer: &mut Muxer, metrics: &VsockMetrics) {
+        while muxer.has_control() {
+            match Self::rx_buffer(active, metrics) {
+                Some(Some((head, buf))) => {
+                    if let Some(header) = muxer.pop_control() {
+                        Self::deliver(active, metrics, head, &buf, &header, &[]);
+                    }
+                }
+                Some(None) => {}
+                None => break,
+            }
+        }
     }
 
     /// The next rx chain: `None` when there is none (the rxq is starved),
