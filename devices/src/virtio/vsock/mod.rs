@@ -170,6 +170,18 @@ pub enum Error {
         /// The path.
         path: PathBuf,
     },
+    /// cabin may not create (or replace) the socket there.
+    #[error(
+        "Vsock uds_path {}: permission denied ({call}); choose a path in a directory cabin \
+         may write",
+        path.display()
+    )]
+    PermissionDenied {
+        /// The path.
+        path: PathBuf,
+        /// The refused call.
+        call: &'static str,
+    },
     /// A system call failed while setting up the listener.
     #[error("Cannot listen on vsock uds_path {}: {call} failed", path.display())]
     Listen {

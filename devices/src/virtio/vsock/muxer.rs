@@ -122,10 +122,16 @@ fn bind_listener(path: &Path) -> Result<UnixListener, Error> {
             max: MAX_SOCKET_PATH,
         });
     }
-    let listen_err = |call, source| Error::Listen {
-        path: path.to_path_buf(),
-        call,
-        source,
+    let listen_err = |call, source: io::Error| match source.kind() {
+        io::ErrorKind::PermissionDenied => Error::PermissionDenied {
+            path: path.to_path_buf(),
+            call,
+        },
+        _ => Error::Listen {
+            path: path.to_path_buf(),
+            call,
+            source,
+        },
     };
     match std::fs::symlink_metadata(path) {
         Ok(meta) if !meta.file_type().is_socket() => {
