@@ -14,9 +14,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,7 @@ use vmm_sys_util::timerfd::TimerFd;
 use super::connection::{ConnState, Connection};
 use super::metrics::VsockMetrics;
 use super::packet::{op, Header, SHUTDOWN_BOTH, TYPE_STREAM};
-use super::unix::{connect_nonblocking, set_nonblocking, MAX_SOCKET_PATH};
+use super::unix::{bind_listener, parse_connect, set_nonblocking};
 use super::{
     Error, VsockConfig, CLOSE_TIMEOUT_MS, HOST_CID, MAX_CONNECTIONS, MAX_CONNECT_LINE,
     MAX_CONTROL_BACKLOG, MAX_GUEST_CID, MAX_PENDING_STREAMS, MIN_GUEST_CID,
@@ -109,74 +109,6 @@ pub struct Muxer {
     /// Whether the device runs (host connections are refused otherwise).
     pub(super) active: bool,
     pub(super) metrics: Arc<VsockMetrics>,
-}
-
-/// Binds and listens on `path` (nonblocking), replacing a stale socket nobody
-/// listens on; refuses a live socket or anything else at the path.
-fn bind_listener(path: &Path) -> Result<UnixListener, Error> {
-    let len = path.as_os_str().len();
-    if len > MAX_SOCKET_PATH {
-        return Err(Error::PathTooLong {
-            path: path.to_path_buf(),
-            len,
-            max: MAX_SOCKET_PATH,
-        });
-    }
-    let listen_err = |call, source: io::Error| match source.kind() {
-        io::ErrorKind::PermissionDenied => Error::PermissionDenied {
-            path: path.to_path_buf(),
-            call,
-        },
-        _ => Error::Listen {
-            path: path.to_path_buf(),
-            call,
-            source,
-        },
-    };
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if !meta.file_type().is_socket() => {
-            return Err(Error::NotASocket {
-                path: path.to_path_buf(),
-            })
-        }
-        Ok(_) => match connect_nonblocking(path) {
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                std::fs::remove_file(path).map_err(|e| listen_err("unlink", e))?;
-            }
-            Ok(_) => {
-                return Err(Error::InUse {
-                    path: path.to_path_buf(),
-                })
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                return Err(Error::InUse {
-                    path: path.to_path_buf(),
-                })
-            }
-            Err(e) => return Err(listen_err("connect", e)),
-        },
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(listen_err("stat", e)),
-    }
-    let parent_missing = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .is_some_and(|p| !p.is_dir());
-    if parent_missing {
-        return Err(Error::NoDirectory {
-            path: path.to_path_buf(),
-        });
-    }
-    let listener = UnixListener::bind(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => Error::NoDirectory {
-            path: path.to_path_buf(),
-        },
-        _ => listen_err("bind", e),
-    })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| listen_err("ioctl(FIONBIO)", e))?;
-    Ok(listener)
 }
 
 impl Muxer {
@@ -713,13 +645,4 @@ fn interest(set: &Epoll, fd: RawFd, add: bool, events: EventSet, id: u64) -> io:
         log_ratelimited!(Level::Error, "virtio-vsock: epoll_ctl: {e}");
     }
     result
-}
-
-/// The port of a `CONNECT <port>` line (newline removed): ASCII decimal u32.
-pub fn parse_connect(line: &[u8]) -> Option<u32> {
-    let digits = line.strip_prefix(b"CONNECT ")?;
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
 }
