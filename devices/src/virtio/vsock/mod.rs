@@ -27,6 +27,23 @@
 //! whose data the guest cannot take leaves the set's read interest, so the event
 //! loop never spins on it.
 //!
+//! Limits, so that neither a guest nor host processes can make the device grow
+//! without bound: [`MAX_CONNECTIONS`] connections, [`MAX_PENDING_STREAMS`] host
+//! streams still sending their `CONNECT` line, [`MAX_CONTROL_BACKLOG`] control
+//! packets before the txq waits, [`CONN_BUF_ALLOC`] buffered bytes per connection.
+//! A connection that is closing, a `CONNECT` line or a host-initiated REQUEST that
+//! does not finish within [`CLOSE_TIMEOUT_MS`] is dropped (a RST to the guest).
+//!
+//! System calls on the VMM thread once the device exists (for its seccomp filter):
+//! `epoll_wait` and `epoll_ctl` (its two epoll sets), `accept4` and `ioctl(FIONBIO)`
+//! (host connections), `recvfrom` and `sendto(MSG_NOSIGNAL)` (std's socket read and
+//! write), `shutdown(SHUT_WR)`, `close`, `socket(AF_UNIX, SOCK_STREAM |
+//! SOCK_NONBLOCK | SOCK_CLOEXEC)` and `connect` (guest-initiated connections),
+//! `read` and `timerfd_settime` (the close timer), `write` (the irqfd). Dropping the
+//! device: `statx` (or `newfstatat`) and `unlink`. Creating it: `statx`, `socket`,
+//! `connect` and `unlink` (a stale socket), `bind`, `listen`, `ioctl(FIONBIO)`,
+//! `epoll_create1`, `timerfd_create`, `fcntl`.
+//!
 //! [`packet`] parses and builds packets over descriptor chains (no fds);
 //! [`connection`] is one connection's state and credit; [`muxer`] the listener,
 //! streams and ports; [`device`] the [`VirtioDevice`] implementation; [`metrics`]
