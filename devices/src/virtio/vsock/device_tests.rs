@@ -565,3 +565,42 @@ fn paused_listener_not_watched_until_the_timer() {
     assert_eq!(packets[0].0.op, op::REQUEST);
     assert_eq!(packets[0].0.dst_port, 5);
 }
+
+#[test]
+fn guest_shutdown_send_half_closes_host_stream() {
+    let mem = memory();
+    let mut h = Harness::new(&mem);
+    let (mut stream, req) = h.established();
+    h.rx_packets();
+    let mut shutdown = guest_header(GUEST_PORT, req.src_port, op::SHUTDOWN);
+    shutdown.flags = packet::SHUTDOWN_SEND;
+
+    h.send(&shutdown, &[]);
+
+    assert_eq!(stream.read(&mut [0u8; 4]).unwrap(), 0, "EOF for the host");
+    stream.write_all(b"late").unwrap();
+    h.pump(100);
+    let packets = h.rx_packets();
+    assert_eq!(packets.len(), 1);
+    assert_eq!(packets[0].1, b"late");
+}
+
+#[test]
+fn guest_shutdown_rcv_stops_reading_host_stream() {
+    let mem = memory();
+    let mut h = Harness::new(&mem);
+    let (mut stream, req) = h.established();
+    h.rx_packets();
+    let mut shutdown = guest_header(GUEST_PORT, req.src_port, op::SHUTDOWN);
+    shutdown.flags = packet::SHUTDOWN_RCV;
+
+    h.send(&shutdown, &[]);
+    stream.write_all(b"unwanted").unwrap();
+
+    assert!(!h.readable(50));
+    assert!(h.rx_packets().is_empty());
+    h.send(&guest_header(GUEST_PORT, req.src_port, op::RW), b"still");
+    let mut got = [0u8; 5];
+    stream.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"still");
+}
