@@ -612,3 +612,23 @@ fn guest_shutdown_rcv_stops_reading_host_stream() {
     stream.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"still");
 }
+
+#[test]
+fn host_data_sent_with_the_connect_line_waits_for_the_response() {
+    let mem = memory();
+    let mut h = Harness::new(&mem);
+    h.post_rx(4);
+    let mut stream = UnixStream::connect(&h.uds).unwrap();
+    stream.write_all(b"CONNECT 1234\nearly bytes").unwrap();
+    h.pump(100);
+    let packets = h.rx_packets();
+    assert_eq!(packets.len(), 1, "only the REQUEST before the RESPONSE");
+    let req = packets[0].0;
+
+    h.send(&guest_header(1234, req.src_port, op::RESPONSE), &[]);
+    h.pump(100);
+
+    let packets = h.rx_packets();
+    assert_eq!(packets.len(), 1);
+    assert_eq!(packets[0].1, b"early bytes");
+}
