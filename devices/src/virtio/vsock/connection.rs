@@ -167,17 +167,18 @@ impl Connection {
         self.flush()
     }
 
-    /// Queues the device's own bytes (not guest data) for the host stream, after
-    /// what is already queued.
+    /// Sends the device's own bytes (the `OK` line, not guest data) to the host
+    /// stream, before any guest data: refused once guest data is queued, since
+    /// they would not count in `fwd_cnt` from the front of the buffer.
     pub fn push_own_bytes(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
-        if self.to_host.is_empty() {
-            self.to_host.extend(bytes);
-            self.uncounted = bytes.len();
-            return self.flush();
+        if !self.to_host.is_empty() {
+            return Err(ConnError::Io(io::Error::other(
+                "the device's own bytes would follow guest data",
+            )));
         }
-        // Only the OK line is ever pushed, before any guest data.
         self.to_host.extend(bytes);
-        Ok(())
+        self.uncounted = bytes.len();
+        self.flush()
     }
 
     /// Writes what is buffered to the host stream until it is empty or the stream
