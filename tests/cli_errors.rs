@@ -342,9 +342,18 @@ fn vsock_mistakes_are_named() {
         ]
     };
     let cases: [(String, &[&str]); 4] = [
-        (format!("cid=2,path={uds}"), &["guest_cid 2 is reserved", "give 3 or more"]),
-        (format!("cid=three,path={uds}"), &["cid=three is not a number"]),
-        ("cid=3,path=/nonexistent/v.sock".to_owned(), &["directory /nonexistent does not exist"]),
+        (
+            format!("cid=2,path={uds}"),
+            &["guest_cid 2 is reserved", "give 3 or more"],
+        ),
+        (
+            format!("cid=three,path={uds}"),
+            &["cid=three is not a number"],
+        ),
+        (
+            "cid=3,path=/nonexistent/v.sock".to_owned(),
+            &["directory /nonexistent does not exist"],
+        ),
         ("cid=3".to_owned(), &["path=UDS is missing"]),
     ];
     for (spec, fragments) in cases {
@@ -382,7 +391,11 @@ fn vsock_socket_in_use_is_refused_and_a_stale_one_replaced() {
     let mut first = common::Cabin::spawn(&args);
     let deadline = std::time::Instant::now() + TIMEOUT;
     while !uds.exists() {
-        assert!(std::time::Instant::now() < deadline, "{}", first.stderr.text());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            first.stderr.text()
+        );
         std::thread::sleep(Duration::from_millis(10)); // polling for the socket file, bounded
     }
     // A second VM on the same socket: refused, the first one's socket untouched.
