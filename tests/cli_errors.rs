@@ -325,3 +325,103 @@ fn unwritable_disk_without_readonly_says_how_to_fix() {
         "{stderr}"
     );
 }
+
+#[test]
+fn vsock_mistakes_are_named() {
+    let kernel = good_kernel("vsockargs");
+    let dir = scratch_dir("vsockargs-dir");
+    let uds = dir.join("v.sock");
+    let uds = uds.to_str().unwrap();
+    let with = |spec: &str| {
+        vec![
+            "run".to_owned(),
+            "--kernel".to_owned(),
+            kernel.clone(),
+            "--vsock".to_owned(),
+            spec.to_owned(),
+        ]
+    };
+    let cases: [(String, &[&str]); 4] = [
+        (
+            format!("cid=2,path={uds}"),
+            &["guest_cid 2 is reserved", "give 3 or more"],
+        ),
+        (
+            format!("cid=three,path={uds}"),
+            &["cid=three is not a number"],
+        ),
+        (
+            "cid=3,path=/nonexistent/v.sock".to_owned(),
+            &["directory /nonexistent does not exist"],
+        ),
+        ("cid=3".to_owned(), &["path=UDS is missing"]),
+    ];
+    for (spec, fragments) in cases {
+        let args = with(&spec);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        expect_error(&args, 2, fragments);
+    }
+    let args = with(&format!("path={uds}"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    expect_error(&args, 2, &["--vsock needs cid=N"]);
+    let spec = format!("cid=3,path={uds}");
+    expect_error(
+        &["run", "--restore", dir.to_str().unwrap(), "--vsock", &spec],
+        2,
+        &["--vsock with --restore takes only path=UDS"],
+    );
+    // A regular file where the socket should go is not replaced.
+    std::fs::write(uds, b"not a socket").unwrap();
+    let spec = format!("cid=3,path={uds}");
+    expect_error(
+        &["run", "--kernel", &kernel, "--vsock", &spec],
+        1,
+        &[uds, "not a socket"],
+    );
+    assert_eq!(std::fs::read(uds).unwrap(), b"not a socket");
+}
+
+#[test]
+fn vsock_socket_in_use_is_refused_and_a_stale_one_replaced() {
+    let dir = scratch_dir("vsockbusy");
+    let kernel = write_file(&dir, "idle.elf", &tiny_elf(&asm::idle_forever()));
+    let uds = dir.join("v.sock");
+    let spec = format!("cid=3,path={}", uds.display());
+    let args = ["run", "--kernel", &kernel, "--vsock", &spec];
+    let mut first = common::Cabin::spawn(&args);
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !uds.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            first.stderr.text()
+        );
+        std::thread::sleep(Duration::from_millis(10)); // polling for the socket file, bounded
+    }
+    // A second VM on the same socket: refused, the first one's socket untouched.
+    expect_error(&args, 1, &[uds.to_str().unwrap(), "in use"]);
+    // The guest has no vsock driver: a host connection is closed, not left hanging.
+    let mut conn = std::os::unix::net::UnixStream::connect(&uds).unwrap();
+    conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+    std::io::Write::write_all(&mut conn, b"CONNECT 10789\n").unwrap();
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut conn, &mut rest).unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+    // Killed, the first leaves its socket file behind; the next cabin replaces it.
+    first.signal(libc::SIGKILL);
+    first.wait_exit(TIMEOUT);
+    assert!(uds.exists());
+    let mut second = common::Cabin::spawn(&args);
+    let connected = (0..1000).any(|_| {
+        let ok = std::os::unix::net::UnixStream::connect(&uds).is_ok();
+        if !ok {
+            std::thread::sleep(Duration::from_millis(10)); // polling for the new listener, bounded
+        }
+        ok
+    });
+    assert!(connected, "{}", second.stderr.text());
+    // A clean exit removes the socket.
+    second.signal(libc::SIGTERM);
+    second.wait_exit(TIMEOUT);
+    assert!(!uds.exists(), "{}", second.stderr.text());
+}

@@ -35,12 +35,8 @@ impl Guest {
         let sock = dir.join("api.sock");
         let uds = dir.join("v.sock");
         let vsock = format!("cid=3,path={}", uds.display());
-        let cabin = spawn_interactive_initramfs(&[
-            "--vsock",
-            &vsock,
-            "--api-sock",
-            sock.to_str().unwrap(),
-        ]);
+        let cabin =
+            spawn_interactive_initramfs(&["--vsock", &vsock, "--api-sock", sock.to_str().unwrap()]);
         common::wait_for_socket(&sock, &cabin);
         let out = ctl(&sock, &["start"]);
         assert!(out.status.success(), "{out:?}");
@@ -77,7 +73,11 @@ impl Guest {
     fn assert_alive(&self) {
         let out = ctl(&self.sock, &["status"]);
         let status = String::from_utf8_lossy(&out.stdout);
-        assert!(status.contains("Running"), "{status}\n{}", self.cabin.stderr.text());
+        assert!(
+            status.contains("Running"),
+            "{status}\n{}",
+            self.cabin.stderr.text()
+        );
     }
 }
 
@@ -152,7 +152,11 @@ fn random_bytes(len: usize) -> Vec<u8> {
 fn exec_gives_stdout_stderr_and_exit_status_exactly() {
     let guest = Guest::boot("exec-exact");
     let out = guest.exec(
-        &["sh", "-c", "echo out-line; echo err-line >&2; printf 'no newline'; exit 7"],
+        &[
+            "sh",
+            "-c",
+            "echo out-line; echo err-line >&2; printf 'no newline'; exit 7",
+        ],
         b"",
     );
     assert_eq!(out.status.code(), Some(7), "{}", describe(&out, &guest));
@@ -166,13 +170,21 @@ fn exec_gives_stdout_stderr_and_exit_status_exactly() {
 
     // A command killed by a signal: 128 + N, as shells report it.
     let out = guest.exec(&["sh", "-c", "kill -TERM $$"], b"");
-    assert_eq!(out.status.code(), Some(128 + 15), "{}", describe(&out, &guest));
+    assert_eq!(
+        out.status.code(),
+        Some(128 + 15),
+        "{}",
+        describe(&out, &guest)
+    );
 
     // A missing program and one that is not executable: 127 and 126, one line.
     let out = guest.exec(&["/no/such/program", "x"], b"");
     assert_eq!(out.status.code(), Some(127), "{}", describe(&out, &guest));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.starts_with("cabin exec: /no/such/program: "), "{stderr}");
+    assert!(
+        stderr.starts_with("cabin exec: /no/such/program: "),
+        "{stderr}"
+    );
     assert!(stderr.contains("No such file or directory"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     let out = guest.exec(&["/etc/passwd"], b"");
@@ -270,7 +282,12 @@ fn start_exec(guest: &Guest, script: &str, first: &str) -> (Child, std::process:
     let mut byte = [0u8; 1];
     while !seen.ends_with(first.as_bytes()) {
         let n = stdout.read(&mut byte).unwrap();
-        assert_eq!(n, 1, "exec ended before {first:?}: {:?}", String::from_utf8_lossy(&seen));
+        assert_eq!(
+            n,
+            1,
+            "exec ended before {first:?}: {:?}",
+            String::from_utf8_lossy(&seen)
+        );
         seen.push(byte[0]);
     }
     (child, stdout)
@@ -305,8 +322,14 @@ fn the_agent_killed_mid_command_is_reported_and_cabin_survives() {
     let took = start.elapsed();
     assert_eq!(out.status.code(), Some(255), "{}", describe(&out, &guest));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("no agent answered on vsock port 10789 within 3"), "{stderr}");
-    assert!(took >= Duration::from_secs(3) && took < Duration::from_secs(60), "{took:?}");
+    assert!(
+        stderr.contains("no agent answered on vsock port 10789 within 3"),
+        "{stderr}"
+    );
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(60),
+        "{took:?}"
+    );
     guest.assert_alive();
 }
 
@@ -326,7 +349,8 @@ fn the_host_side_closing_mid_stream_ends_the_command() {
     // The agent kills the orphaned command; poll the guest until it is gone.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let state = guest.exec_ok("kill -0 $(cat /tmp/streamer.pid) 2>/dev/null && echo alive || echo gone");
+        let state = guest
+            .exec_ok("kill -0 $(cat /tmp/streamer.pid) 2>/dev/null && echo alive || echo gone");
         if state == "gone\n" {
             break;
         }
@@ -369,7 +393,11 @@ fn a_guest_connection_reaches_a_host_listener() {
         got
     });
     let out = guest.exec(
-        &["sh", "-c", "echo hello-from-guest | cabin-agent connect 5000"],
+        &[
+            "sh",
+            "-c",
+            "echo hello-from-guest | cabin-agent connect 5000",
+        ],
         b"",
     );
     assert!(out.status.success(), "{}", describe(&out, &guest));
@@ -386,7 +414,10 @@ fn a_guest_connection_reaches_a_host_listener() {
 #[ignore = "boots a Linux guest: make test (or the sandbox) runs it"]
 fn exec_works_after_pause_resume_and_after_a_restore() {
     let guest = Guest::boot("exec-pause");
-    assert_eq!(guest.exec_ok("echo before > /tmp/mark; cat /tmp/mark"), "before\n");
+    assert_eq!(
+        guest.exec_ok("echo before > /tmp/mark; cat /tmp/mark"),
+        "before\n"
+    );
     for action in ["pause", "resume"] {
         let out = ctl(&guest.sock, &[action]);
         assert!(out.status.success(), "{action}: {out:?}");

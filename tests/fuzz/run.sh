@@ -20,7 +20,7 @@ cd "$repo"
 
 # Keep equal to the `afl` dependency in tests/fuzz/Cargo.toml.
 AFL_VERSION=0.18.2
-ALL_TARGETS="block net console rng mmio http api config cli loader snapshot"
+ALL_TARGETS="block net console rng vsock mmio http api config cli loader snapshot"
 FUZZ_TIME=${FUZZ_TIME:-60}
 FUZZ_TARGETS=${FUZZ_TARGETS:-$ALL_TARGETS}
 CABIN_CACHE=${CABIN_CACHE:-$HOME/.cache/cabin}

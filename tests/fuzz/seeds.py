@@ -121,6 +121,47 @@ def rng_seeds():
     write("rng", "two-requests", img.seed())
 
 
+def vsock_seeds():
+    # virtio_vsock_hdr: src_cid, dst_cid, src_port, dst_port, len, type, op, flags,
+    # buf_alloc, fwd_cnt. Guest CID 3, host CID 2; STREAM = 1.
+    def hdr(op, length=0, src_port=1000, dst_port=5000, flags=0):
+        return struct.pack("<QQIIIHHIII", 3, 2, src_port, dst_port, length, 1, op, flags, 65536, 0)
+
+    REQUEST, RESPONSE, RST, SHUTDOWN, RW, CREDIT_UPDATE, CREDIT_REQUEST = 1, 2, 3, 4, 5, 6, 7
+    img = Image()
+    # rx buffers: one for a header and data together, one split.
+    img.chain(0, 0, [(0x1000, 44 + 256, WRITE)])
+    img.chain(0, 1, [(0x1200, 44, WRITE), (0x1300, 256, WRITE)])
+    img.avail(0, [0, 1])
+    # tx: a request to the host listener on port 5000, data (header and payload
+    # apart), a credit request, a shutdown; an answer to the host's connection.
+    img.put(0x2000, hdr(REQUEST))
+    img.put(0x2100, hdr(RW, 5))
+    img.put(0x2180, b"hello")
+    img.put(0x2200, hdr(CREDIT_REQUEST))
+    img.put(0x2300, hdr(SHUTDOWN, flags=3))
+    img.chain(1, 0, [(0x2000, 44, 0)])
+    img.chain(1, 1, [(0x2100, 44, 0), (0x2180, 5, 0)])
+    img.chain(1, 3, [(0x2200, 44, 0)])
+    img.chain(1, 4, [(0x2300, 44, 0)])
+    img.avail(1, [0, 1, 3, 4])
+    write("vsock", "request-rw-shutdown", img.seed())
+
+    img = Image()
+    img.chain(0, 0, [(0x1000, 44 + 256, WRITE)])
+    img.avail(0, [0])
+    # The host's CONNECT 1234 (option bit 0) gets this guest's RESPONSE, then data
+    # and a reset; the host's first local port is 1 << 30.
+    img.put(0x2000, hdr(RESPONSE, src_port=1234, dst_port=1 << 30))
+    img.put(0x2100, hdr(RW, 3, src_port=1234, dst_port=1 << 30) + b"abc")
+    img.put(0x2200, hdr(RST, src_port=1234, dst_port=1 << 30))
+    img.chain(1, 0, [(0x2000, 44, 0)])
+    img.chain(1, 1, [(0x2100, 47, 0)])
+    img.chain(1, 2, [(0x2200, 44, 0)])
+    img.avail(1, [0, 1, 2])
+    write("vsock", "host-connect", img.seed(b"\x01\0\0\0"))
+
+
 def mmio_seeds():
     WIDTH = {1: 0, 2: 1, 4: 2, 8: 3, 0: 4, 3: 5}
 
@@ -261,6 +302,7 @@ if __name__ == "__main__":
     net_seeds()
     console_seeds()
     rng_seeds()
+    vsock_seeds()
     mmio_seeds()
     api_seeds()
     http_seeds()

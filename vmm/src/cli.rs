@@ -235,9 +235,9 @@ pub fn parse_vsock(spec: &str) -> Result<VsockArg, String> {
             .ok_or_else(|| format!("'{part}' is not key=value (keys: cid, path)"))?;
         match key {
             "cid" => {
-                let n = value
-                    .parse::<u32>()
-                    .map_err(|_| format!("cid={value} is not a number from 3 to {}", u32::MAX - 1))?;
+                let n = value.parse::<u32>().map_err(|_| {
+                    format!("cid={value} is not a number from 3 to {}", u32::MAX - 1)
+                })?;
                 cid = Some(n);
             }
             "path" => path = Some(value),
@@ -473,7 +473,10 @@ mod tests {
             ("cid=3", "path=UDS is missing"),
             ("cid=2,path=v", "guest_cid 2 is reserved"),
             ("cid=x,path=v", "cid=x is not a number"),
-            ("cid=3,path=/nonexistent/v", "directory /nonexistent does not exist"),
+            (
+                "cid=3,path=/nonexistent/v",
+                "directory /nonexistent does not exist",
+            ),
             ("cid=3,port=1", "unknown key 'port'"),
             ("cid", "'cid' is not key=value"),
         ];

@@ -316,6 +316,9 @@ fn vmm_rules() -> RuleResult<Vec<(i64, Vec<SeccompRule>)>> {
                 &[
                     libc::TCGETS,
                     libc::TCSETS,
+                    // vsock: a host stream accepted from the device's socket is
+                    // made nonblocking (std's set_nonblocking).
+                    libc::FIONBIO,
                     KVM_GET_DIRTY_LOG(),
                     KVM_GET_IRQCHIP(),
                     KVM_GET_CLOCK(),
@@ -344,8 +347,19 @@ fn vmm_rules() -> RuleResult<Vec<(i64, Vec<SeccompRule>)>> {
         (libc::SYS_unlink, any()),
         // PATCH /drives opens the new backing file of a running guest's drive.
         (libc::SYS_openat, any()),
-        // Rate limiters arm their timerfd when a queue is throttled.
+        // Rate limiters arm their timerfd when a queue is throttled (and the vsock
+        // device its close timer).
         (libc::SYS_timerfd_settime, any()),
+        // vsock: host processes connect to the device's Unix socket ...
+        (libc::SYS_accept4, any()),
+        // ... a guest connecting to the host reaches `<uds_path>_<port>` through a
+        // new nonblocking Unix stream socket ...
+        (libc::SYS_socket, arg_in(0, &[libc::AF_UNIX as u64])?),
+        (libc::SYS_connect, any()),
+        // ... bytes go out with std's socket write (send with MSG_NOSIGNAL) ...
+        (libc::SYS_sendto, arg_in(3, &[libc::MSG_NOSIGNAL as u64])?),
+        // ... and a finished direction is shut down.
+        (libc::SYS_shutdown, any()),
     ])
 }
 
@@ -552,7 +566,7 @@ mod tests {
     fn rules_sizes_change_only_on_purpose() {
         // Firecracker allows 50/31/27 for its vmm/api/vcpu threads; a new entry
         // needs a reason in the list and an update here.
-        assert_eq!(rules(ThreadKind::Vmm).unwrap().len(), 42);
+        assert_eq!(rules(ThreadKind::Vmm).unwrap().len(), 46);
         assert_eq!(rules(ThreadKind::Api).unwrap().len(), 31);
         assert_eq!(rules(ThreadKind::Vcpu).unwrap().len(), 28);
     }

@@ -17,6 +17,7 @@ pub(crate) mod rings;
 pub mod rng;
 #[cfg(test)]
 pub(crate) mod test_utils;
+pub mod vsock;
 
 use std::io;
 use std::os::fd::RawFd;
@@ -42,6 +43,8 @@ pub mod device_type {
     pub const CONSOLE: u32 = 3;
     /// Entropy source.
     pub const RNG: u32 = 4;
+    /// Socket device (AF_VSOCK).
+    pub const VSOCK: u32 = 19;
 }
 
 /// VIRTIO_F_VERSION_1: the device speaks virtio 1.x (mandatory for virtio-mmio v2).

@@ -7,6 +7,7 @@ use super::console::ConsoleState;
 use super::device_type;
 use super::net::NetState;
 use super::rng::RngState;
+use super::vsock::VsockState;
 use crate::snapshot::{QueueSnapshot, RestoreError};
 
 /// A virtio device's own state ([`super::VirtioDevice::save`]).
@@ -20,6 +21,8 @@ pub enum VirtioDeviceState {
     Console(ConsoleState),
     /// A virtio-rng device.
     Rng(RngState),
+    /// A virtio-vsock device.
+    Vsock(VsockState),
 }
 
 impl VirtioDeviceState {
@@ -30,6 +33,7 @@ impl VirtioDeviceState {
             VirtioDeviceState::Net(_) => device_type::NET,
             VirtioDeviceState::Console(_) => device_type::CONSOLE,
             VirtioDeviceState::Rng(_) => device_type::RNG,
+            VirtioDeviceState::Vsock(_) => device_type::VSOCK,
         }
     }
 
@@ -40,6 +44,7 @@ impl VirtioDeviceState {
             VirtioDeviceState::Net(state) => &state.queues,
             VirtioDeviceState::Console(state) => &state.queues,
             VirtioDeviceState::Rng(state) => &state.queues,
+            VirtioDeviceState::Vsock(state) => &state.queues,
         }
     }
 
@@ -50,6 +55,7 @@ impl VirtioDeviceState {
             VirtioDeviceState::Net(state) => state.acked_features,
             VirtioDeviceState::Console(state) => state.acked_features,
             VirtioDeviceState::Rng(state) => state.acked_features,
+            VirtioDeviceState::Vsock(state) => state.acked_features,
         }
     }
 
@@ -69,6 +75,7 @@ pub fn device_name(device_type: u32) -> &'static str {
         device_type::NET => "net",
         device_type::CONSOLE => "console",
         device_type::RNG => "rng",
+        device_type::VSOCK => "vsock",
         _ => "unknown",
     }
 }

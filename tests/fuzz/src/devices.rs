@@ -15,6 +15,7 @@ use devices::virtio::mmio::{MmioTransport, MMIO_WINDOW_SIZE};
 use devices::virtio::net::frame::{complete_rx_header, read_tx_frame, write_rx_frame};
 use devices::virtio::net::MAX_BUFFER_LEN;
 use devices::virtio::rng::Rng;
+use devices::virtio::vsock::{Vsock, VsockConfig, EPOLL_EVENT_TOKEN, RX_QUEUE, TX_QUEUE};
 use devices::virtio::{ActivateParams, IrqTrigger, VirtioDevice};
 use devices::GuestMemoryMmap;
 use virtio_queue::{DescriptorChain, Queue, QueueT};
@@ -170,6 +171,70 @@ pub fn rng(data: &[u8]) {
     if activate(&mut rng, guest).is_some() {
         rng.process_queue(0);
     }
+}
+
+thread_local! {
+    /// The vsock target's directory (its device socket and a host listener on
+    /// port 5000), one per thread.
+    static VSOCK_DIR: RefCell<Option<(vmm_sys_util::tempdir::TempDir, std::os::unix::net::UnixListener)>> =
+        const { RefCell::new(None) };
+}
+
+/// The directory of this thread's vsock sockets, with a host listener at
+/// `v.sock_5000` (guest-initiated connections to port 5000 reach it).
+fn vsock_dir() -> Option<PathBuf> {
+    VSOCK_DIR.with(|dir| {
+        let mut dir = dir.borrow_mut();
+        if dir.is_none() {
+            let tmp =
+                vmm_sys_util::tempdir::TempDir::new_with_prefix("/tmp/cabin-fuzz-vsock").ok()?;
+            let listener =
+                std::os::unix::net::UnixListener::bind(tmp.as_path().join("v.sock_5000")).ok()?;
+            listener.set_nonblocking(true).ok()?;
+            *dir = Some((tmp, listener));
+        }
+        dir.as_ref().map(|(tmp, _)| tmp.as_path().to_path_buf())
+    })
+}
+
+/// virtio-vsock (guest CID 3) with its Unix-socket backend: when option bit 0 is
+/// set a host process connects first and asks for port 1234; then the transmit
+/// queue (the guest's packets: requests, data, credit, shutdowns, resets), the
+/// device's sockets, the receive queue and the transmit queue again are processed.
+pub fn vsock(data: &[u8]) {
+    let Some(guest) = Guest::new(data, 3) else {
+        return;
+    };
+    let Some(dir) = vsock_dir() else {
+        return;
+    };
+    let flags = guest.options[0];
+    let config = VsockConfig {
+        guest_cid: 3,
+        uds_path: dir.join("v.sock"),
+    };
+    let Ok(mut vsock) = Vsock::new(&config) else {
+        return;
+    };
+    let host = if flags & 1 != 0 {
+        std::os::unix::net::UnixStream::connect(&config.uds_path)
+            .and_then(|mut stream| {
+                io::Write::write_all(&mut stream, b"CONNECT 1234\n").map(|()| stream)
+            })
+            .ok()
+    } else {
+        None
+    };
+    if activate(&mut vsock, guest).is_none() {
+        return;
+    }
+    vsock.process_event(EPOLL_EVENT_TOKEN);
+    vsock.process_queue(TX_QUEUE);
+    vsock.process_event(EPOLL_EVENT_TOKEN);
+    vsock.process_queue(RX_QUEUE);
+    vsock.process_queue(TX_QUEUE);
+    drop(host);
+    vsock.process_event(EPOLL_EVENT_TOKEN);
 }
 
 /// The virtio-mmio transport over a real device (virtio-rng, whose queue it also

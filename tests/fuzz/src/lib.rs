@@ -11,18 +11,19 @@ mod devices;
 mod queue;
 mod vmm;
 
-pub use devices::{block, console, mmio, net, rng};
+pub use devices::{block, console, mmio, net, rng, vsock};
 pub use vmm::{api, cli, config, http, loader, snapshot};
 
 /// A fuzz target: any bytes in, nothing out.
 pub type Target = fn(&[u8]);
 
 /// Every target by name; the name is also its binary and its corpus directory.
-pub const TARGETS: [(&str, Target); 11] = [
+pub const TARGETS: [(&str, Target); 12] = [
     ("block", block),
     ("net", net),
     ("console", console),
     ("rng", rng),
+    ("vsock", vsock),
     ("mmio", mmio),
     ("http", http),
     ("api", api),

@@ -12,6 +12,9 @@ use crate::config::VsockConfig;
 /// The lowest context id a guest may have: 0 and 1 are reserved, 2 is the host.
 pub const MIN_GUEST_CID: u32 = 3;
 
+/// The longest socket path (`sun_path` holds 108 bytes with the final NUL).
+const MAX_UDS_PATH: usize = 107;
+
 /// `PUT /vsock`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,8 +58,15 @@ pub fn check_vsock(guest_cid: u32, uds_path: &str) -> Result<VsockConfig, String
         ));
     }
     let path = check_output_path("uds_path", uds_path)?;
-    let uds_path = std::path::absolute(&path)
-        .map_err(|e| format!("uds_path {}: {e}", path.display()))?;
+    let uds_path =
+        std::path::absolute(&path).map_err(|e| format!("uds_path {}: {e}", path.display()))?;
+    let len = uds_path.as_os_str().len();
+    if len > MAX_UDS_PATH {
+        return Err(format!(
+            "uds_path {} is {len} bytes long, more than a Unix socket address holds ({MAX_UDS_PATH}): choose a shorter path",
+            uds_path.display()
+        ));
+    }
     Ok(VsockConfig {
         guest_cid,
         uds_path,
@@ -89,11 +99,23 @@ mod tests {
     fn check_vsock_refuses_reserved_cids_and_missing_directories() {
         for cid in [0, 1, 2, u32::MAX] {
             let err = check_vsock(cid, "v.sock").unwrap_err();
-            assert!(err.contains(&format!("guest_cid {cid} is reserved")), "{err}");
+            assert!(
+                err.contains(&format!("guest_cid {cid} is reserved")),
+                "{err}"
+            );
         }
         let err = check_vsock(3, "/nonexistent/dir/v.sock").unwrap_err();
-        assert!(err.contains("directory /nonexistent/dir does not exist"), "{err}");
-        assert!(check_vsock(3, "").unwrap_err().contains("uds_path is empty"));
+        assert!(
+            err.contains("directory /nonexistent/dir does not exist"),
+            "{err}"
+        );
+        assert!(check_vsock(3, "")
+            .unwrap_err()
+            .contains("uds_path is empty"));
+        let long = format!("/tmp/{}", "a".repeat(120));
+        assert!(check_vsock(3, &long)
+            .unwrap_err()
+            .contains("choose a shorter path"));
         let config = check_vsock(3, "v.sock").unwrap();
         assert!(config.uds_path.is_absolute(), "{config:?}");
         assert!(config.uds_path.ends_with("v.sock"));
