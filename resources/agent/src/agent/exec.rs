@@ -37,6 +37,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Exit is sent or a write failed.
 type Writer = Arc<Mutex<Option<File>>>;
 
+/// One of the command's output pipes, if it was piped.
+type OutputPipe = Option<Box<dyn Read + Send>>;
+
 /// The child's pid, and whether it has been reaped.
 struct ChildGuard {
     pid: libc::pid_t,
@@ -205,7 +208,7 @@ pub fn run(mut conn: File, request: ExecRequest) {
         spawn_thread("stdin", move || feed_stdin(reader, stdin, guard))
     };
     let mut pumps = Vec::new();
-    let outputs: [(Option<Box<dyn Read + Send>>, fn(Vec<u8>) -> Frame); 2] = [
+    let outputs: [(OutputPipe, fn(Vec<u8>) -> Frame); 2] = [
         (child.stdout.take().map(|p| Box::new(p) as _), Frame::Stdout),
         (child.stderr.take().map(|p| Box::new(p) as _), Frame::Stderr),
     ];
