@@ -40,6 +40,9 @@ type Writer = Arc<Mutex<Option<File>>>;
 /// One of the command's output pipes, if it was piped.
 type OutputPipe = Option<Box<dyn Read + Send>>;
 
+/// Wraps output bytes in their frame (Stdout or Stderr).
+type FrameKind = fn(Vec<u8>) -> Frame;
+
 /// The child's pid, and whether it has been reaped.
 struct ChildGuard {
     pid: libc::pid_t,
@@ -87,7 +90,7 @@ struct PumpState {
 /// Copies one output pipe of the command into Stdout or Stderr frames.
 fn pump(
     mut pipe: impl Read,
-    wrap: fn(Vec<u8>) -> Frame,
+    wrap: FrameKind,
     writer: Writer,
     child: Arc<ChildGuard>,
     state: Arc<PumpState>,
@@ -208,7 +211,7 @@ pub fn run(mut conn: File, request: ExecRequest) {
         spawn_thread("stdin", move || feed_stdin(reader, stdin, guard))
     };
     let mut pumps = Vec::new();
-    let outputs: [(OutputPipe, fn(Vec<u8>) -> Frame); 2] = [
+    let outputs: [(OutputPipe, FrameKind); 2] = [
         (child.stdout.take().map(|p| Box::new(p) as _), Frame::Stdout),
         (child.stderr.take().map(|p| Box::new(p) as _), Frame::Stderr),
     ];
