@@ -10,24 +10,23 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{os_text, refuse, shutdown, THREAD_STACK};
 use crate::protocol::{read_frame, write_frame, ExecRequest, ExitReason, Frame, DATA_CHUNK};
 
 /// PATH for the command when neither the agent nor the request sets one.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-/// After the command exits, its output pipes are drained until they have been empty
-/// this long (a background process it left may hold them open forever).
+/// After the command exits, its output pipes are forwarded until they reach EOF or
+/// stay empty this long (a background process it left may hold them open forever).
 const DRAIN_IDLE: Duration = Duration::from_millis(200);
-/// How often the drain checks the pumps.
-const DRAIN_POLL: Duration = Duration::from_millis(10);
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -38,7 +37,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 type Writer = Arc<Mutex<Option<File>>>;
 
 /// One of the command's output pipes, if it was piped.
-type OutputPipe = Option<Box<dyn Read + Send>>;
+type OutputPipe = Option<File>;
 
 /// Wraps output bytes in their frame (Stdout or Stderr).
 type FrameKind = fn(Vec<u8>) -> Frame;
@@ -78,40 +77,53 @@ fn send(writer: &Writer, child: &ChildGuard, frame: &Frame) -> bool {
     false
 }
 
-/// What the drain watches in an output pump.
-#[derive(Default)]
-struct PumpState {
-    /// Since when the pump has been waiting in read(), if it is.
-    waiting_since: Mutex<Option<Instant>>,
-    /// The pipe reached EOF (or the pump stopped).
-    done: AtomicBool,
+/// Whether the pipe has data (or EOF) within `timeout`; errors count as ready, so
+/// that the read that follows reports them.
+fn readable(pipe: &File, timeout: Duration) -> bool {
+    let mut fds = libc::pollfd {
+        fd: pipe.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `fds` is one live pollfd and the count passed is 1, so poll writes only
+    // its `revents`; the descriptor is open for as long as `pipe` is borrowed.
+    let rc = unsafe { libc::poll(&mut fds, 1, millis) };
+    rc != 0
 }
 
-/// Copies one output pipe of the command into Stdout or Stderr frames.
+/// Copies one output pipe of the command into Stdout or Stderr frames until EOF, or
+/// until the pipe has stayed empty for [`DRAIN_IDLE`] after the command exited (a
+/// background process it left may hold the pipe open forever). Whatever the command
+/// wrote before exiting is in the pipe by then, so it is all forwarded.
 fn pump(
-    mut pipe: impl Read,
+    mut pipe: File,
     wrap: FrameKind,
     writer: Writer,
     child: Arc<ChildGuard>,
-    state: Arc<PumpState>,
+    exited: Arc<AtomicBool>,
 ) {
     let mut buf = vec![0u8; DATA_CHUNK];
     loop {
-        *lock(&state.waiting_since) = Some(Instant::now());
-        let read = pipe.read(&mut buf);
-        *lock(&state.waiting_since) = None;
-        match read {
-            Ok(0) => break,
+        // Read before waiting: an exit seen here happened before the wait began.
+        let exited_before = exited.load(Ordering::SeqCst);
+        if !readable(&pipe, DRAIN_IDLE) {
+            if exited_before {
+                return;
+            }
+            continue;
+        }
+        match pipe.read(&mut buf) {
+            Ok(0) => return,
             Ok(n) => {
                 if !send(&writer, &child, &wrap(buf[..n].to_vec())) {
-                    break;
+                    return;
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => break,
+            Err(_) => return,
         }
     }
-    state.done.store(true, Ordering::SeqCst);
 }
 
 /// Reads the client's frames: Stdin data into the child, StdinEof closes its stdin.
@@ -210,32 +222,35 @@ pub fn run(mut conn: File, request: ExecRequest) {
         let guard = Arc::clone(&guard);
         spawn_thread("stdin", move || feed_stdin(reader, stdin, guard))
     };
+    let exited = Arc::new(AtomicBool::new(false));
     let mut pumps = Vec::new();
     let outputs: [(OutputPipe, FrameKind); 2] = [
-        (child.stdout.take().map(|p| Box::new(p) as _), Frame::Stdout),
-        (child.stderr.take().map(|p| Box::new(p) as _), Frame::Stderr),
+        (
+            child.stdout.take().map(|p| File::from(OwnedFd::from(p))),
+            Frame::Stdout,
+        ),
+        (
+            child.stderr.take().map(|p| File::from(OwnedFd::from(p))),
+            Frame::Stderr,
+        ),
     ];
-    for (pipe, wrap) in outputs {
-        let state = Arc::new(PumpState::default());
-        if let Some(pipe) = pipe {
-            let (writer, guard, pump_state) =
-                (Arc::clone(&writer), Arc::clone(&guard), Arc::clone(&state));
-            if spawn_thread("output", move || {
-                pump(pipe, wrap, writer, guard, pump_state)
-            })
-            .is_none()
-            {
-                // A pump that could not start counts as drained.
-                state.done.store(true, Ordering::SeqCst);
-            }
-        }
-        pumps.push(state);
+    for (pipe, wrap) in outputs.into_iter() {
+        let Some(pipe) = pipe else { continue };
+        let (writer, guard, exited) =
+            (Arc::clone(&writer), Arc::clone(&guard), Arc::clone(&exited));
+        // A pump that cannot start loses that output; the command still runs.
+        pumps.extend(spawn_thread("output", move || {
+            pump(pipe, wrap, writer, guard, exited)
+        }));
     }
     if feeder.is_none() {
         guard.kill();
     }
     let status = wait_exit(&guard, &mut child);
-    drain(&pumps);
+    exited.store(true, Ordering::SeqCst);
+    for pump in pumps {
+        let _ = pump.join();
+    }
     let reason = match status {
         Some(status) => match (status.code(), status.signal()) {
             (Some(code), _) => ExitReason::Code(code),
@@ -283,20 +298,4 @@ fn wait_exit(
     let status = child.wait().ok();
     *reaped = true;
     status
-}
-
-/// Lets the pumps forward what the command wrote before it exited: returns when both
-/// reached EOF, or when each one still running has found its pipe empty for
-/// [`DRAIN_IDLE`] (something the command left behind holds the pipe open).
-fn drain(pumps: &[Arc<PumpState>]) {
-    loop {
-        let settled = pumps.iter().all(|pump| {
-            pump.done.load(Ordering::SeqCst)
-                || lock(&pump.waiting_since).is_some_and(|since| since.elapsed() >= DRAIN_IDLE)
-        });
-        if settled {
-            return;
-        }
-        thread::sleep(DRAIN_POLL);
-    }
 }
