@@ -17,6 +17,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
@@ -174,6 +175,19 @@ fn proxy(mut client: UnixStream, agent: Option<PathBuf>) {
         let _ = from.shutdown(std::net::Shutdown::Both);
         let _ = to.shutdown(std::net::Shutdown::Both);
     };
+    // The client hanging up is noticed even while the agent takes no data, and is
+    // passed on as a shutdown (the VMM sends the guest a SHUTDOWN).
+    let (watched, guest3) = (client.try_clone().unwrap(), guest.try_clone().unwrap());
+    thread::spawn(move || {
+        let mut fds = libc::pollfd {
+            fd: watched.as_raw_fd(),
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one live pollfd, count 1; `watched` keeps the descriptor open.
+        unsafe { libc::poll(&mut fds, 1, -1) };
+        let _ = guest3.shutdown(std::net::Shutdown::Write);
+    });
     let (client2, guest2) = (client.try_clone().unwrap(), guest.try_clone().unwrap());
     thread::spawn(move || pipe(client2, guest2));
     pipe(guest, client);
@@ -385,6 +399,11 @@ fn exec_client_gone_mid_command_kills_the_command() {
     let pid: u32 = line.trim().parse().unwrap();
     let proc_dir = PathBuf::from(format!("/proc/{pid}"));
     assert!(proc_dir.exists());
+    // Stdin the command never reads: the agent blocks writing it, and must still
+    // notice that the client went away.
+    let mut stdin = child.stdin.take().unwrap();
+    thread::spawn(move || stdin.write_all(&vec![b'x'; 1 << 20]));
+    thread::sleep(Duration::from_millis(200)); // lets the stdin pipe fill up
     child.kill().unwrap();
     child.wait().unwrap();
     // Gone, reaped (no zombie left under /proc) by the agent.

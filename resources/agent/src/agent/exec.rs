@@ -128,14 +128,20 @@ fn pump(
 
 /// Reads the client's frames: Stdin data into the child, StdinEof closes its stdin.
 /// The connection ending, or any other frame, kills the command.
-fn feed_stdin(mut conn: File, mut stdin: Option<ChildStdin>, child: Arc<ChildGuard>) {
+fn feed_stdin(mut conn: File, stdin: Option<ChildStdin>, child: Arc<ChildGuard>) {
+    let mut stdin = stdin.and_then(|pipe| nonblocking(File::from(OwnedFd::from(pipe))));
     loop {
         match read_frame(&mut conn) {
             Ok(Some(Frame::Stdin(data))) => {
                 if let Some(pipe) = stdin.as_mut() {
-                    // The command may have closed its stdin or exited: drop the rest.
-                    if pipe.write_all(&data).is_err() {
-                        stdin = None;
+                    match write_stdin(pipe, &data, &conn) {
+                        StdinWrite::Done => {}
+                        // The command closed its stdin or exited: drop the rest.
+                        StdinWrite::PipeClosed => stdin = None,
+                        StdinWrite::ClientGone => {
+                            child.kill();
+                            return;
+                        }
                     }
                 }
             }
@@ -148,6 +154,61 @@ fn feed_stdin(mut conn: File, mut stdin: Option<ChildStdin>, child: Arc<ChildGua
             }
         }
     }
+}
+
+/// The pipe in non-blocking mode, or None (no stdin) when that fails.
+fn nonblocking(pipe: File) -> Option<File> {
+    let fd = pipe.as_raw_fd();
+    // SAFETY: fcntl F_GETFL/F_SETFL take no pointers and only change the flags of the
+    // open file description of `pipe`, our write end of the command's stdin (the
+    // command's read end is another description, so it stays blocking).
+    let ok = unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) == 0
+    };
+    ok.then_some(pipe)
+}
+
+/// How writing to the command's stdin ended.
+enum StdinWrite {
+    Done,
+    PipeClosed,
+    ClientGone,
+}
+
+/// Writes `data` into the command's (non-blocking) stdin while watching the
+/// connection, so that a command that does not read its stdin cannot hide that the
+/// client went away.
+fn write_stdin(pipe: &mut File, mut data: &[u8], conn: &File) -> StdinWrite {
+    while !data.is_empty() {
+        match pipe.write(data) {
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let mut fds = [
+                    libc::pollfd {
+                        fd: pipe.as_raw_fd(),
+                        events: libc::POLLOUT,
+                        revents: 0,
+                    },
+                    libc::pollfd {
+                        fd: conn.as_raw_fd(),
+                        events: libc::POLLRDHUP,
+                        revents: 0,
+                    },
+                ];
+                // SAFETY: `fds` is an array of two live pollfds and the count passed
+                // is 2, so poll writes only their `revents`; both descriptors stay
+                // open for the call (borrowed from `pipe` and `conn`).
+                unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+                if fds[1].revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
+                    return StdinWrite::ClientGone;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return StdinWrite::PipeClosed,
+        }
+    }
+    StdinWrite::Done
 }
 
 fn spawn_thread(name: &str, f: impl FnOnce() + Send + 'static) -> Option<JoinHandle<()>> {
