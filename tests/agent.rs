@@ -11,7 +11,8 @@
 //! So the agent under test is always the current code, in its own process (it can
 //! be killed), with no search for a possibly stale binary in a target directory and
 //! no nested cargo (which would wait on the lock of the cargo running the tests).
-//! Not covered here: the binary's one-line main and AF_VSOCK itself.
+//! Not covered here: AF_VSOCK itself, and the binary's one-line main unless
+//! `CABIN_AGENT_BIN=path/to/cabin-agent` names a binary to test instead.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -29,6 +30,9 @@ use common::{cabin_bin, scratch_dir};
 
 /// The environment variable that turns a run of this binary into the agent.
 const AGENT_ENV: &str = "CABIN_TEST_AGENT_UNIX";
+/// Set to a `cabin-agent` binary (e.g. the static release build) to test that
+/// binary instead.
+const AGENT_BIN_ENV: &str = "CABIN_AGENT_BIN";
 
 /// Not a test when run by cargo: the agent's process entry point (see the top).
 #[test]
@@ -64,14 +68,26 @@ impl Vm {
         let uds = dir.join("vsock.sock");
         let agent_sock = dir.join("agent.sock");
         let agent = (vsock == Vsock::Agent).then(|| {
-            let child = Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "agent_process",
-                    "--exact",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env(AGENT_ENV, &agent_sock)
+            let mut command = match std::env::var_os(AGENT_BIN_ENV) {
+                Some(bin) => {
+                    let mut command = Command::new(bin);
+                    command.arg("--unix").arg(&agent_sock);
+                    command
+                }
+                None => {
+                    let mut command = Command::new(std::env::current_exe().unwrap());
+                    command
+                        .args([
+                            "agent_process",
+                            "--exact",
+                            "--nocapture",
+                            "--test-threads=1",
+                        ])
+                        .env(AGENT_ENV, &agent_sock);
+                    command
+                }
+            };
+            let child = command
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -233,6 +249,20 @@ fn exec_stdout_stderr_and_exit_code_are_exact() {
         .unwrap();
     assert_eq!(text(&output.stdout), "y z /\n");
     assert_eq!(output.status.code(), Some(0));
+}
+
+#[test]
+fn exec_returns_when_the_command_exits_though_a_background_process_holds_its_output() {
+    let vm = Vm::start("background", Vsock::Agent);
+    let start = Instant::now();
+    let output = vm.exec(&["sh", "-c", "sleep 20 & echo done"]);
+    assert_eq!(text(&output.stdout), "done\n");
+    assert_eq!(output.status.code(), Some(0));
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
