@@ -13,6 +13,14 @@ use cabin_agent::{read_frame, write_frame, Frame, DATA_CHUNK};
 
 use super::{open, read_error, CpArgs, ExecError, EXIT_COPY_FAILED, EXIT_FAILURE};
 
+/// The connection ending means the copy, not a command, broke off.
+fn copy_closed(e: ExecError) -> ExecError {
+    match e {
+        ExecError::Closed => ExecError::CopyClosed,
+        e => e,
+    }
+}
+
 /// The prefix that marks a guest path.
 const GUEST_PREFIX: &[u8] = b"guest:";
 /// How long to wait for the agent's reason after it stopped taking data.
@@ -137,10 +145,13 @@ fn copy_in(args: &CpArgs, host: &Path, guest: Vec<u8>) -> Result<(), ExecError> 
     if sent.is_err() {
         let _ = stream.set_read_timeout(Some(REASON_WAIT));
     }
-    match read_frame(&mut stream).map_err(read_error)? {
+    match read_frame(&mut stream)
+        .map_err(read_error)
+        .map_err(copy_closed)?
+    {
         Some(Frame::Ok) => Ok(()),
         Some(Frame::Error { message, .. }) => Err(ExecError::Guest(message)),
-        _ => Err(ExecError::Closed),
+        _ => Err(ExecError::CopyClosed),
     }
 }
 
@@ -188,7 +199,9 @@ fn copy_out(args: &CpArgs, guest: Vec<u8>, host: &Path) -> Result<(), ExecError>
         .encode()
         .map_err(ExecError::Request)?;
     let mut stream = open(&args.api_sock, args.timeout)?;
-    stream.write_all(&request).map_err(|_| ExecError::Closed)?;
+    stream
+        .write_all(&request)
+        .map_err(|_| ExecError::CopyClosed)?;
     let mut partial_name = OsString::from_vec(host.as_os_str().as_bytes().to_vec());
     partial_name.push(".partial");
     let mut partial = Partial {
@@ -197,7 +210,10 @@ fn copy_out(args: &CpArgs, guest: Vec<u8>, host: &Path) -> Result<(), ExecError>
     };
     let mut file = None;
     loop {
-        match read_frame(&mut stream).map_err(read_error)? {
+        match read_frame(&mut stream)
+            .map_err(read_error)
+            .map_err(copy_closed)?
+        {
             Some(Frame::Data(data)) => {
                 if file.is_none() {
                     let created = OpenOptions::new()
@@ -215,7 +231,7 @@ fn copy_out(args: &CpArgs, guest: Vec<u8>, host: &Path) -> Result<(), ExecError>
             }
             Some(Frame::End) => break,
             Some(Frame::Error { message, .. }) => return Err(ExecError::Guest(message)),
-            Some(_) | None => return Err(ExecError::Closed),
+            Some(_) | None => return Err(ExecError::CopyClosed),
         }
     }
     let file = match file {

@@ -128,9 +128,12 @@ pub enum ExecError {
         /// What the last attempt met.
         last: String,
     },
-    /// Sending to the agent failed (its connection is gone).
+    /// The connection ended before the command finished.
     #[error("the connection closed before the command finished")]
     Closed,
+    /// The connection ended before the copy finished.
+    #[error("the connection closed before the copy finished")]
+    CopyClosed,
     /// The agent sent something that is not the protocol.
     #[error("the agent's answer cannot be read")]
     Protocol(#[source] cabin_agent::ReadError),
@@ -180,6 +183,7 @@ impl ExecError {
             ),
             ExecError::NoAgent { .. } => Some("is cabin-agent running in the guest?".into()),
             ExecError::Closed => Some("the agent or the guest stopped mid-command".into()),
+            ExecError::CopyClosed => Some("the agent or the guest stopped mid-copy".into()),
             _ => None,
         }
     }
