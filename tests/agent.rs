@@ -266,6 +266,20 @@ fn exec_returns_when_the_command_exits_though_a_background_process_holds_its_out
 }
 
 #[test]
+fn exec_missing_workdir_is_the_guest_error_and_255() {
+    let vm = Vm::start("workdir", Vsock::Agent);
+    let output = vm
+        .cabin("exec", &["-w", "/nonexistent/dir", "--", "true"])
+        .output()
+        .unwrap();
+    assert_one_line(
+        &output,
+        255,
+        &["cabin exec: in the guest: cannot use /nonexistent/dir as the working directory: No such file or directory"],
+    );
+}
+
+#[test]
 fn exec_command_killed_by_signal_exits_128_plus_n() {
     let vm = Vm::start("signal", Vsock::Agent);
     let output = vm.exec(&["sh", "-c", "kill -TERM $$"]);
@@ -389,6 +403,27 @@ fn cp_missing_guest_file_is_a_clear_error() {
     );
     assert!(!dst.exists());
     assert!(!vm.dir.join("never.partial").exists());
+    // Into a guest directory that does not exist; from a host file that does not.
+    let src = vm.dir.join("src");
+    std::fs::write(&src, b"x").unwrap();
+    let output = vm
+        .cabin("cp", &[src.to_str().unwrap(), "guest:/nonexistent/dir/f"])
+        .output()
+        .unwrap();
+    assert_one_line(
+        &output,
+        1,
+        &["cabin cp: in the guest: cannot create /nonexistent/dir/f: No such file or directory"],
+    );
+    let output = vm
+        .cabin("cp", &["/nonexistent/host-file", "guest:/tmp/f"])
+        .output()
+        .unwrap();
+    assert_one_line(
+        &output,
+        1,
+        &["cabin cp: cannot open /nonexistent/host-file: No such file or directory"],
+    );
 }
 
 #[test]
