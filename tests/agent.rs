@@ -358,6 +358,50 @@ fn exec_32_commands_at_once_each_get_their_own_output() {
         assert_eq!(output.status.code(), Some(0));
         assert_eq!(text(&output.stdout), format!("n{i}\n"));
     }
+    // Afterwards the agent is back to its accept thread (plus the test harness's
+    // main thread when it runs inside this binary), with no child left, zombie or not.
+    let agent = vm.agent.as_ref().unwrap().id();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let threads = std::fs::read_dir(format!("/proc/{agent}/task"))
+            .unwrap()
+            .count();
+        let children = children_of(agent);
+        if threads <= 2 && children.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agent {agent}: {threads} threads, children {children:?}"
+        );
+        thread::sleep(Duration::from_millis(20)); // bounded by the deadline
+    }
+}
+
+/// The pids whose parent is `pid` (zombies included), from /proc/*/stat.
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so split after its ')'.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let ppid = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            children.extend(
+                head.split_whitespace()
+                    .next()
+                    .and_then(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    children
 }
 
 #[test]
