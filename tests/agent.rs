@@ -187,9 +187,10 @@ fn proxy(mut client: UnixStream, agent: Option<PathBuf>) {
     }
     let pipe = |mut from: UnixStream, mut to: UnixStream| {
         let _ = std::io::copy(&mut from, &mut to);
-        // Either side ending ends the whole connection, as the VMM does.
-        let _ = from.shutdown(std::net::Shutdown::Both);
-        let _ = to.shutdown(std::net::Shutdown::Both);
+        // One direction ending is passed on (the VMM's SHUTDOWN); the other
+        // direction still delivers what is on its way.
+        let _ = from.shutdown(std::net::Shutdown::Read);
+        let _ = to.shutdown(std::net::Shutdown::Write);
     };
     // The client hanging up is noticed even while the agent takes no data, and is
     // passed on as a shutdown (the VMM sends the guest a SHUTDOWN).
@@ -449,7 +450,7 @@ fn cp_missing_guest_file_is_a_clear_error() {
     assert!(!vm.dir.join("never.partial").exists());
     // Into a guest directory that does not exist; from a host file that does not.
     let src = vm.dir.join("src");
-    std::fs::write(&src, b"x").unwrap();
+    std::fs::write(&src, vec![7u8; 4 << 20]).unwrap();
     let output = vm
         .cabin("cp", &[src.to_str().unwrap(), "guest:/nonexistent/dir/f"])
         .output()

@@ -3,6 +3,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -176,8 +177,26 @@ fn send_file(stream: &mut UnixStream, request: &[u8], file: &mut File) -> Result
             Err(e) => return Err(SendError::Host(e)),
         };
         write_frame(stream, &Frame::Data(buf[..n].to_vec())).map_err(|_| SendError::Connection)?;
+        if answered(stream) {
+            // The agent answers before End only to refuse: stop and read why.
+            return Err(SendError::Connection);
+        }
     }
     write_frame(stream, &Frame::End).map_err(|_| SendError::Connection)
+}
+
+/// Whether the agent has sent something (or closed) already.
+fn answered(stream: &UnixStream) -> bool {
+    let mut fds = libc::pollfd {
+        fd: stream.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `fds` is one live pollfd and the count passed is 1, so poll writes only
+    // its `revents`; the descriptor stays open while `stream` is borrowed. A zero
+    // timeout only checks.
+    let rc = unsafe { libc::poll(&mut fds, 1, 0) };
+    rc > 0
 }
 
 /// A host file being written, removed on drop unless renamed into place.

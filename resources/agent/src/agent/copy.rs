@@ -45,7 +45,17 @@ pub fn copy_in(mut conn: File, path: Vec<u8>, mode: u32) {
         }
         // The client went away or broke the protocol: nothing to answer.
         Ok(false) => {}
-        Err(message) => refuse(&mut conn, message),
+        Err(message) => {
+            refuse(&mut conn, message);
+            // The client may still be sending: take the rest until its End (or until
+            // it stops early on seeing the answer), so that closing cannot overtake
+            // the answer on its way.
+            while let Ok(Some(frame)) = read_frame(&mut conn) {
+                if frame == Frame::End {
+                    break;
+                }
+            }
+        }
     }
 }
 

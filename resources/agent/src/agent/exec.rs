@@ -12,9 +12,9 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -77,41 +77,70 @@ fn send(writer: &Writer, child: &ChildGuard, frame: &Frame) -> bool {
     false
 }
 
-/// Whether the pipe has data (or EOF) within `timeout`; errors count as ready, so
-/// that the read that follows reports them.
-fn readable(pipe: &File, timeout: Duration) -> bool {
-    let mut fds = libc::pollfd {
-        fd: pipe.as_raw_fd(),
+/// What a pump's wait ended with.
+enum Wake {
+    /// The pipe has data, EOF or an error: the next read tells.
+    Pipe,
+    /// The command exited (its notifier hung up).
+    Exited,
+    /// Nothing within the timeout.
+    Idle,
+    /// poll failed (interrupted): wait again.
+    Again,
+}
+
+/// Waits for the pipe, and for the exit notifier unless `exit` is None; `None` as
+/// timeout waits without one.
+fn wait(pipe: &File, exit: Option<&UnixStream>, timeout: Option<Duration>) -> Wake {
+    let entry = |fd| libc::pollfd {
+        fd,
         events: libc::POLLIN,
         revents: 0,
     };
-    let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-    // SAFETY: `fds` is one live pollfd and the count passed is 1, so poll writes only
-    // its `revents`; the descriptor is open for as long as `pipe` is borrowed.
-    let rc = unsafe { libc::poll(&mut fds, 1, millis) };
-    rc != 0
+    let mut fds = [
+        entry(pipe.as_raw_fd()),
+        entry(exit.map_or(-1, |e| e.as_raw_fd())),
+    ];
+    let millis = timeout.map_or(-1, |t| {
+        libc::c_int::try_from(t.as_millis()).unwrap_or(libc::c_int::MAX)
+    });
+    // SAFETY: `fds` is an array of two live pollfds and the count passed is 2, so
+    // poll writes only their `revents`; the descriptors stay open for the call
+    // (borrowed from `pipe` and `exit`), and a negative fd is ignored by poll.
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, millis) };
+    if rc < 0 {
+        Wake::Again
+    } else if fds[0].revents != 0 {
+        Wake::Pipe
+    } else if fds[1].revents != 0 {
+        Wake::Exited
+    } else {
+        Wake::Idle
+    }
 }
 
 /// Copies one output pipe of the command into Stdout or Stderr frames until EOF, or
 /// until the pipe has stayed empty for [`DRAIN_IDLE`] after the command exited (a
 /// background process it left may hold the pipe open forever). Whatever the command
-/// wrote before exiting is in the pipe by then, so it is all forwarded.
-fn pump(
-    mut pipe: File,
-    wrap: FrameKind,
-    writer: Writer,
-    child: Arc<ChildGuard>,
-    exited: Arc<AtomicBool>,
-) {
+/// wrote before exiting is in the pipe before that wait begins, so it is all
+/// forwarded. `exit` hangs up when the command has exited.
+fn pump(mut pipe: File, wrap: FrameKind, writer: Writer, child: Arc<ChildGuard>, exit: UnixStream) {
     let mut buf = vec![0u8; DATA_CHUNK];
+    let mut exited = false;
     loop {
-        // Read before waiting: an exit seen here happened before the wait began.
-        let exited_before = exited.load(Ordering::SeqCst);
-        if !readable(&pipe, DRAIN_IDLE) {
-            if exited_before {
-                return;
+        let wake = if exited {
+            wait(&pipe, None, Some(DRAIN_IDLE))
+        } else {
+            wait(&pipe, Some(&exit), None)
+        };
+        match wake {
+            Wake::Pipe => {}
+            Wake::Exited => {
+                exited = true;
+                continue;
             }
-            continue;
+            Wake::Idle => return,
+            Wake::Again => continue,
         }
         match pipe.read(&mut buf) {
             Ok(0) => return,
@@ -283,7 +312,12 @@ pub fn run(mut conn: File, request: ExecRequest) {
         let guard = Arc::clone(&guard);
         spawn_thread("stdin", move || feed_stdin(reader, stdin, guard))
     };
-    let exited = Arc::new(AtomicBool::new(false));
+    // Dropping `exit_notifier` when the command has exited wakes the pumps.
+    let Ok((exit_notifier, exit_watch)) = UnixStream::pair() else {
+        guard.kill();
+        let _ = child.wait();
+        return;
+    };
     let mut pumps = Vec::new();
     let outputs: [(OutputPipe, FrameKind); 2] = [
         (
@@ -297,18 +331,20 @@ pub fn run(mut conn: File, request: ExecRequest) {
     ];
     for (pipe, wrap) in outputs.into_iter() {
         let Some(pipe) = pipe else { continue };
-        let (writer, guard, exited) =
-            (Arc::clone(&writer), Arc::clone(&guard), Arc::clone(&exited));
+        let (writer, guard) = (Arc::clone(&writer), Arc::clone(&guard));
+        let Ok(exit) = exit_watch.try_clone() else {
+            continue;
+        };
         // A pump that cannot start loses that output; the command still runs.
         pumps.extend(spawn_thread("output", move || {
-            pump(pipe, wrap, writer, guard, exited)
+            pump(pipe, wrap, writer, guard, exit)
         }));
     }
     if feeder.is_none() {
         guard.kill();
     }
     let status = wait_exit(&guard, &mut child);
-    exited.store(true, Ordering::SeqCst);
+    drop(exit_notifier);
     for pump in pumps {
         let _ = pump.join();
     }
