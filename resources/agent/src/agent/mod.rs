@@ -7,7 +7,7 @@ mod listen;
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io;
+use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -85,7 +85,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
     let endpoint = match parse_args(args) {
         Ok(endpoint) => endpoint,
         Err((text, status)) => {
-            eprintln!("{text}");
+            say(&text);
             return status;
         }
     };
@@ -96,15 +96,24 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
     let listener = match listener {
         Ok(listener) => listener,
         Err(e) => {
-            eprintln!("cabin-agent: {}", error_chain(&e));
+            say(&format!("cabin-agent: {}", error_chain(&e)));
             return EXIT_ERROR;
         }
     };
     match &endpoint {
-        Endpoint::Vsock(port) => eprintln!("cabin-agent: listening on vsock port {port}"),
-        Endpoint::Unix(path) => eprintln!("cabin-agent: listening on {}", path.to_string_lossy()),
+        Endpoint::Vsock(port) => say(&format!("cabin-agent: listening on vsock port {port}")),
+        Endpoint::Unix(path) => say(&format!(
+            "cabin-agent: listening on {}",
+            path.to_string_lossy()
+        )),
     }
     serve_forever(&listener)
+}
+
+/// Prints one line on stderr; unlike `eprintln!`, a broken stderr (init may give the
+/// agent a pipe nobody reads) is ignored instead of panicking.
+fn say(line: &str) {
+    let _ = writeln!(io::stderr(), "{line}");
 }
 
 fn serve_forever(listener: &Listener) -> u8 {
