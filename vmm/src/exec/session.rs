@@ -3,7 +3,6 @@
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 
 use cabin_agent::{read_frame, write_frame, ExecRequest, ExitReason, Frame, DATA_CHUNK};
@@ -65,20 +64,16 @@ fn exec(args: &ExecArgs) -> Result<i32, ExecError> {
     receive(&mut stream, &program)
 }
 
-/// Sends this process's stdin as Stdin frames, then StdinEof.
-fn forward_stdin(stream: UnixStream) {
-    let stream = Arc::new(Mutex::new(stream));
-    let send = |frame: &Frame| {
-        let mut stream = stream.lock().unwrap_or_else(PoisonError::into_inner);
-        write_frame(&mut *stream, frame).is_ok()
-    };
+/// Sends this process's stdin as Stdin frames, then StdinEof. The only writer once
+/// the request is sent.
+fn forward_stdin(mut stream: UnixStream) {
     let mut buf = vec![0u8; DATA_CHUNK];
     let mut stdin = io::stdin().lock();
     loop {
         match stdin.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                if !send(&Frame::Stdin(buf[..n].to_vec())) {
+                if write_frame(&mut stream, &Frame::Stdin(buf[..n].to_vec())).is_err() {
                     return;
                 }
             }
@@ -87,7 +82,7 @@ fn forward_stdin(stream: UnixStream) {
             Err(_) => break,
         }
     }
-    send(&Frame::StdinEof);
+    let _ = write_frame(&mut stream, &Frame::StdinEof);
 }
 
 /// Writes the command's output here as it comes; returns its exit status.
