@@ -124,7 +124,7 @@ pub enum ProtocolError {
     #[error("A frame payload of {0} bytes exceeds the limit of {MAX_PAYLOAD}")]
     TooLarge(usize),
     /// The payload does not parse as its type requires.
-    #[error("A {frame} frame is malformed: {problem}")]
+    #[error("The {frame} frame is malformed: {problem}")]
     Malformed {
         /// The frame type.
         frame: &'static str,

@@ -137,8 +137,9 @@ pub enum ExecError {
     /// The agent sent something that is not the protocol.
     #[error("the agent's answer cannot be read")]
     Protocol(#[source] cabin_agent::ReadError),
-    /// The request breaks a protocol limit (too many or too long arguments).
-    #[error("the request is too large for the agent")]
+    /// The request breaks a protocol rule (too many or too long arguments, a relative
+    /// working directory).
+    #[error("the request cannot be sent to the agent")]
     Request(#[source] cabin_agent::ProtocolError),
     /// The program does not exist in the guest.
     #[error("{0}: No such file or directory")]
