@@ -1,6 +1,7 @@
 //! The agent: accepts connections on AF_VSOCK (or, for host tests, a Unix socket)
 //! and serves each on its own thread: one request, then that request's frames.
 
+mod connect;
 mod copy;
 mod exec;
 mod listen;
@@ -30,7 +31,9 @@ const EXIT_USAGE: u8 = 2;
 const EXIT_ERROR: u8 = 1;
 
 const USAGE: &str = "usage: cabin-agent [--port N]\n\
-    Serves `cabin exec` and `cabin cp` on AF_VSOCK port N (default 10789).";
+    \x20      cabin-agent connect PORT\n\
+    Serves `cabin exec` and `cabin cp` on AF_VSOCK port N (default 10789); with\n\
+    `connect`, sends stdin to the host's vsock PORT and prints the answer.";
 
 /// Where to listen.
 #[derive(Debug, PartialEq, Eq)]
@@ -38,12 +41,35 @@ enum Endpoint {
     Vsock(u32),
     /// For host tests only: a Unix socket path instead of AF_VSOCK.
     Unix(OsString),
+    /// `connect PORT`: a client of the host's vsock PORT, not a server.
+    Connect(u32),
 }
 
 /// Parses the options; `Err` holds the line to print and the exit status.
 fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Endpoint, (String, u8)> {
     let mut endpoint = Endpoint::Vsock(PORT);
-    let mut args = args.into_iter();
+    let mut args = args.into_iter().peekable();
+    if args.peek().and_then(|a| a.to_str()) == Some("connect") {
+        args.next();
+        let value = args.next().unwrap_or_default();
+        let port = value
+            .to_str()
+            .and_then(|v| v.parse::<u32>().ok())
+            .filter(|&p| p != u32::MAX)
+            .ok_or_else(|| {
+                (
+                    format!("cabin-agent: connect {value:?}: give a port number (0 to 4294967294)"),
+                    EXIT_USAGE,
+                )
+            })?;
+        if let Some(extra) = args.next() {
+            return Err((
+                format!("cabin-agent: unknown argument {extra:?} after connect PORT"),
+                EXIT_USAGE,
+            ));
+        }
+        return Ok(Endpoint::Connect(port));
+    }
     while let Some(arg) = args.next() {
         match arg.to_str() {
             Some("--port") => {
@@ -92,6 +118,15 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
     let listener = match &endpoint {
         Endpoint::Vsock(port) => Listener::vsock(*port),
         Endpoint::Unix(path) => Listener::unix(path.as_ref()),
+        Endpoint::Connect(port) => {
+            return match connect::run(*port) {
+                Ok(()) => 0,
+                Err(message) => {
+                    say(&format!("cabin-agent: {message}"));
+                    EXIT_ERROR
+                }
+            }
+        }
     };
     let listener = match listener {
         Ok(listener) => listener,
@@ -106,6 +141,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
             "cabin-agent: listening on {}",
             path.to_string_lossy()
         )),
+        Endpoint::Connect(_) => {}
     }
     serve_forever(&listener)
 }
@@ -247,6 +283,16 @@ mod tests {
         assert_eq!(parse(&["--port"]).unwrap_err().1, 2);
         assert_eq!(parse(&["--bogus"]).unwrap_err().1, 2);
         assert_eq!(parse(&["--help"]).unwrap_err().1, 0);
+    }
+
+    #[test]
+    fn parse_args_connect_takes_one_port() {
+        assert_eq!(parse(&["connect", "5000"]), Ok(Endpoint::Connect(5000)));
+        let (text, status) = parse(&["connect", "x"]).unwrap_err();
+        assert_eq!(status, 2);
+        assert!(text.contains("give a port number"), "{text}");
+        assert_eq!(parse(&["connect"]).unwrap_err().1, 2);
+        assert_eq!(parse(&["connect", "1", "2"]).unwrap_err().1, 2);
     }
 
     #[test]
