@@ -188,7 +188,7 @@ agent_hash() {
 agent_binary() {
     local bin="${CABIN_AGENT:-$CABIN_RESOURCES/../target/release/cabin-agent}"
     [[ -x "$bin" ]] || die "no cabin-agent binary at $bin: run \`make agent\` first (it builds the static guest agent)"
-    file -b "$bin" | grep -q 'statically linked' ||
+    file -b "$bin" | grep -Eq 'statically linked|static-pie linked' ||
         die "$bin is not statically linked: build it with \`make agent\` (a busybox guest has no shared libraries)"
     printf '%s\n' "$bin"
 }

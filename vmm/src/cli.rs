@@ -30,6 +30,10 @@ pub enum Command {
     Ctl(CtlArgs),
     /// Work on snapshot files offline.
     Snapshot(SnapshotArgs),
+    /// Run a command in the guest through cabin-agent (the VM needs a vsock).
+    Exec(crate::exec::ExecArgs),
+    /// Copy a file into or out of the guest through cabin-agent.
+    Cp(crate::exec::CpArgs),
 }
 
 /// Arguments of `cabin snapshot`.

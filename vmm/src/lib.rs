@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod console_input;
 pub mod device_manager;
+pub mod exec;
 pub mod kvm;
 pub mod loader;
 pub mod logger;

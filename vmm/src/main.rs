@@ -24,6 +24,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Ctl(args) => vmm::api::client::run_ctl(&args),
         Command::Snapshot(args) => snapshot_tool(&args),
+        Command::Exec(args) => vmm::exec::run_exec(&args),
+        Command::Cp(args) => vmm::exec::run_cp(&args),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
