@@ -15,7 +15,8 @@
 # The guest image must hold cabin-agent (`make agent`, then the image's build
 # script). Networking happens only inside a network namespace the driver
 # creates and deletes (root needed). In the sandbox the whole run is bounded by
-# $CABIN_BENCH_SANDBOX_TIMEOUT seconds (default 1800; 600 with --quick).
+# $CABIN_BENCH_SANDBOX_TIMEOUT seconds (default 3600: the default run takes about
+# 25 minutes there, most of it the 256 MiB transfers; 600 with --quick).
 # Exit status: the driver's (0 all measurements succeeded, 1 some failed, 2 bad
 # arguments), or 1 when no results came back.
 set -euo pipefail
@@ -27,7 +28,7 @@ require_artifacts CABIN_VMLINUX CABIN_ROOTFS
 [[ -x /bin/busybox ]] || die "/bin/busybox is missing (busybox-static; resources/deps.sh)"
 [[ "$(id -u)" == 0 ]] || die "needs root: network namespaces and TAP devices"
 
-timeout=1800
+timeout=3600
 for arg in "$@"; do
     [[ "$arg" != --quick ]] || timeout=600
 done

@@ -443,8 +443,9 @@ def parse_args(argv):
     p.add_argument("--mib", type=int, default=256, help="MiB per transfer (default 256)")
     p.add_argument("--rounds", type=int, default=5, help="rounds (default 5)")
     p.add_argument("--memory", type=int, default=256, help="guest MiB and crun limit (default 256)")
-    p.add_argument("--timeout", type=float, default=300.0,
-                   help="seconds a boot or a transfer may take (default 300)")
+    # A 256 MiB transfer over TCP takes about 100 s in the nested sandbox.
+    p.add_argument("--timeout", type=float, default=900.0,
+                   help="seconds a boot or a transfer may take (default 900)")
     p.add_argument("--exec-timeout", type=float, default=60.0,
                    help="seconds one exec of `true` may take (default 60)")
     p.add_argument("--cabin", default=os.path.join(repo, "target", "release", "cabin"))
