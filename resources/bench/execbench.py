@@ -96,8 +96,8 @@ MB = 1e6
 LISTEN_TIMEOUT_S = 60.0
 # (transport, direction), the order of the first round.
 TRANSFERS = (("vsock", "h2g"), ("vsock", "g2h"), ("tcp", "h2g"), ("tcp", "g2h"))
-# After this many failures in a row (within a round: each round has a fresh guest
-# and container) a kind of measurement is not tried again in that round.
+# After this many failures in a row a kind of measurement is not tried again (a
+# transfer that stalls costs its whole timeout).
 MAX_CONSECUTIVE_FAILURES = 2
 TAIL_BYTES = 2000
 
@@ -299,19 +299,21 @@ def vsock_h2g(ctx, guest, nbytes, _ns, _port):
     exec_argv = shlex.join(cabin_exec_argv(ctx, guest, "sh", "-c", "cat >/dev/null"))
     argv = [bbx, "sh", "-c", f"{bbx} head -c {nbytes} /dev/zero | {exec_argv}"]
     with Stream(argv, ctx.env["cabin"]) as s:
-        return mb_per_s(nbytes, s.finish(s.t_spawn + ctx.args.timeout, "vsock host->guest"))
+        return mb_per_s(nbytes, s.finish(s.t_spawn + ctx.args.transfer_timeout,
+                                         "vsock host->guest"))
 
 
 def vsock_g2h(ctx, guest, nbytes, _ns, _port):
     argv = cabin_exec_argv(ctx, guest, "head", "-c", str(nbytes), "/dev/zero")
     with Stream(argv, ctx.env["cabin"]) as s:
-        return mb_per_s(nbytes, s.finish(s.t_spawn + ctx.args.timeout, "vsock guest->host"))
+        return mb_per_s(nbytes, s.finish(s.t_spawn + ctx.args.transfer_timeout,
+                                         "vsock guest->host"))
 
 
 def both_ends(ctx, sender, receiver):
     """Wait for the sender, then the receiver (its held stdin closed once the
     sender is done); seconds from the sender's spawn to the later exit."""
-    deadline = sender.t_spawn + ctx.args.timeout
+    deadline = sender.t_spawn + ctx.args.transfer_timeout
     sender.finish(deadline, f"sender {' '.join(sender.argv[-3:])}")
     receiver.close_stdin()
     receiver.finish(deadline, f"receiver {' '.join(receiver.argv[-3:])}")
@@ -443,9 +445,11 @@ def parse_args(argv):
     p.add_argument("--mib", type=int, default=256, help="MiB per transfer (default 256)")
     p.add_argument("--rounds", type=int, default=5, help="rounds (default 5)")
     p.add_argument("--memory", type=int, default=256, help="guest MiB and crun limit (default 256)")
-    # A 256 MiB transfer over TCP takes about 100 s in the nested sandbox.
-    p.add_argument("--timeout", type=float, default=900.0,
-                   help="seconds a boot or a transfer may take (default 900)")
+    p.add_argument("--timeout", type=float, default=300.0,
+                   help="seconds a boot may take (default 300)")
+    p.add_argument("--transfer-timeout", type=float, default=None,
+                   help="seconds one transfer may take (default 60 + 1.5 per MiB: the "
+                        "slowest seen, TCP guest->host in the nested sandbox, takes 0.4 per MiB)")
     p.add_argument("--exec-timeout", type=float, default=60.0,
                    help="seconds one exec of `true` may take (default 60)")
     p.add_argument("--cabin", default=os.path.join(repo, "target", "release", "cabin"))
@@ -458,6 +462,8 @@ def parse_args(argv):
     a = p.parse_args(argv)
     if a.quick:
         a.execs, a.mib, a.rounds = 30, 32, 2
+    if a.transfer_timeout is None:
+        a.transfer_timeout = 60.0 + 1.5 * a.mib
     for name in ("execs", "mib", "rounds", "memory"):
         if getattr(a, name) < 1:
             p.error(f"--{name} must be at least 1")
@@ -497,9 +503,6 @@ class Recorder:
         self.samples, self.failures = {}, []
         self.consecutive = {}
 
-    def new_round(self):
-        self.consecutive = {}
-
     def measure(self, what, fn, kind=None, quiet=False):
         kind = kind or what
         if self.consecutive.get(kind, 0) >= MAX_CONSECUTIVE_FAILURES:
@@ -512,8 +515,7 @@ class Recorder:
             self.failures.append({"what": what, "error": str(e)})
             self.consecutive[kind] = self.consecutive.get(kind, 0) + 1
             if self.consecutive[kind] == MAX_CONSECUTIVE_FAILURES:
-                log(f"{kind}: {MAX_CONSECUTIVE_FAILURES} failures in a row, not tried again "
-                    "in this round")
+                log(f"{kind}: {MAX_CONSECUTIVE_FAILURES} failures in a row, not tried again")
             return None
         self.consecutive[kind] = 0
         if not quiet:
@@ -597,7 +599,6 @@ def main(argv):
             return 2
         for r in range(a.rounds):
             log(f"--- round {r + 1}/{a.rounds} ---")
-            rec.new_round()
             one_round(ctx, rec, ns, r, not crun_skip)
     finally:
         if ns:
@@ -621,6 +622,7 @@ def main(argv):
         "environment": bb.environment(a),
         "config": {
             "quick": a.quick, "execs": a.execs, "mib": a.mib, "rounds": a.rounds,
+            "transfer_timeout_s": a.transfer_timeout,
             "memory": a.memory, "kernel": os.path.abspath(a.kernel),
             "rootfs": os.path.abspath(a.rootfs), "cmdline": CMDLINE, "script": GUEST_SCRIPT,
             "container_script": CONTAINER_SCRIPT,
