@@ -535,8 +535,8 @@ def one_round(ctx, rec, ns, r, crun_ok):
     try:
         guest = rec.measure(f"boot round {r + 1}", lambda: boot_guest(ctx, ns, r), kind="boot")
         if guest:
-            rec.add("cabin_first_ms", rec.measure("first cabin exec",
-                                                  lambda: cabin_true_ms(ctx, guest)))
+            rec.add("cabin_first_ms", rec.measure("first cabin exec", lambda: sb.checked(
+                guest, lambda: cabin_true_ms(ctx, guest))))
         if crun_ok:
             container = rec.measure(f"crun start round {r + 1}", lambda: start_container(ctx),
                                     kind="crun start")
@@ -562,9 +562,11 @@ def one_round(ctx, rec, ns, r, crun_ok):
         for transport, direction in order:
             port = PORT_BASE + 2 * r + (0 if direction == "h2g" else 1)
             fn = TRANSFER_FN[(transport, direction)]
+            # A failure carries the guest's console and cabin's stderr (a panic?).
             rec.add(f"{transport}_{direction}_mbs", rec.measure(
                 f"{transport} {direction} {a.mib} MiB (MB/s)",
-                lambda fn=fn, port=port: fn(ctx, guest, nbytes, ns, port)))
+                lambda fn=fn, port=port: sb.checked(
+                    guest, lambda: fn(ctx, guest, nbytes, ns, port))))
     finally:
         if container:
             stop_container(ctx, container)
