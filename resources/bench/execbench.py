@@ -368,7 +368,7 @@ def ms_row(label, s):
 def mbs_cell(s):
     if s is None:
         return "–"
-    return f"{s['median']:.1f} ({s['min']:.1f}–{s['max']:.1f})"
+    return f"{s['median']:.1f} ({s['min']:.1f}–{s['max']:.1f}, n={s['n']})"
 
 
 def ratio_of(a, b, key="median"):
@@ -412,8 +412,8 @@ def render_markdown(res):
         f"| first cabin exec / later ones, medians | "
         f"{ratio_of(sm.get('cabin_first_ms'), sm.get('cabin_exec_ms'))} |",
         "",
-        f"### Throughput: {cfg['mib']} MiB per transfer (MB/s = 10^6 bytes/s; median "
-        "(min–max) over the rounds)",
+        f"### Throughput: {cfg['mib']} MiB per transfer (MB/s = 10^6 bytes/s: median over "
+        "the rounds (min–max, n rounds that succeeded))",
         "",
         "| Direction | vsock (`cabin exec` stdin/stdout) | TCP (virtio-net, busybox nc) | "
         "vsock / TCP |",
