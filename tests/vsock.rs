@@ -187,8 +187,11 @@ fn exec_gives_stdout_stderr_and_exit_status_exactly() {
     );
     assert!(stderr.contains("No such file or directory"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    let out = guest.exec(&["/etc/passwd"], b"");
+    guest.exec_ok("echo data > /tmp/plain");
+    let out = guest.exec(&["/tmp/plain"], b"");
     assert_eq!(out.status.code(), Some(126), "{}", describe(&out, &guest));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/tmp/plain: Permission denied"), "{stderr}");
     guest.assert_alive();
 }
 
