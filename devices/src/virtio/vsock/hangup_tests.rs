@@ -201,3 +201,38 @@ fn hangup_host_close_before_the_guest_answers_rst() {
     assert!(h.vsock.muxer.conns.is_empty());
     assert!(!h.readable(50));
 }
+
+#[test]
+fn hangup_watched_again_after_buffered_bytes_flushed() {
+    let mem = memory();
+    let mut h = Harness::new(&mem);
+    let (mut stream, req) = host_connection(&mut h, 8, 0);
+    let mut rw = guest_header(GUEST_PORT, req.src_port, op::RW);
+    rw.buf_alloc = 0;
+    let chunk = vec![1u8; 64 << 10];
+    // Out of credit (watched for a hang-up), then bytes wait for the host too.
+    for _ in 0..4 {
+        h.send(&rw, &chunk);
+    }
+    assert!(h.vsock.muxer.conns.values().next().unwrap().buffered() > 0);
+    let mut got = vec![0u8; 4 * chunk.len()];
+    let reader = std::thread::spawn(move || {
+        stream.read_exact(&mut got).unwrap();
+        stream
+    });
+    while !reader.is_finished() {
+        h.pump(10);
+    }
+    let stream = reader.join().unwrap();
+    h.pump(50);
+    h.rx_packets();
+    assert_eq!(h.vsock.muxer.conns.values().next().unwrap().buffered(), 0);
+    assert!(!h.readable(50), "flushed and out of credit: nothing to do");
+
+    drop(stream);
+    h.pump(200);
+
+    assert_one_rst(&h.rx_packets(), req.src_port, GUEST_PORT);
+    assert!(!h.readable(50));
+    assert_eq!(h.vsock.metrics().host_hangups.load(Ordering::Relaxed), 1);
+}
