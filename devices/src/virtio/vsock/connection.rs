@@ -158,10 +158,11 @@ impl Connection {
     /// (EPOLLHUP: the peer closed its end or shut down both directions), the only way
     /// it would learn of it: the stream is not read ([`Self::wants_read`] false: no
     /// credit, the guest shut its receive side, or not yet established). Not once
-    /// the stream ended for the device: after the host's EOF (the connection is
-    /// closing) nothing is left to learn, and after the device shut the stream's
-    /// write side a peer's `shutdown(SHUT_WR)` alone gives EPOLLHUP too, so a hang-up
-    /// means no more than the EOF that reading the stream reports.
+    /// the stream ended for the device: a closing connection read the host's EOF
+    /// (nothing is left to learn) or has only the guest's last bytes to flush (under
+    /// EPOLLOUT, which reports a hang-up too); and after the device shut the
+    /// stream's write side a peer's `shutdown(SHUT_WR)` alone gives EPOLLHUP, so a
+    /// hang-up means no more than the EOF that reading the stream reports.
     pub fn watches_hangup(&self) -> bool {
         self.state != ConnState::Closing && !self.host_write_shut && !self.wants_read()
     }
