@@ -32,6 +32,18 @@ pub enum ConnState {
     Closing,
 }
 
+/// How a connection's stream is in the device's outer epoll set (see [`super::muxer`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outer {
+    /// Not in it: the stream is read (the inner set reports its end as EOF), or its
+    /// hang-up would tell nothing new (see [`Connection::watches_hangup`]).
+    Absent,
+    /// With interest 0: only a full hang-up (EPOLLHUP) or an error (EPOLLERR).
+    HangUp,
+    /// EPOLLOUT: bytes wait for the stream (a hang-up or error is reported too).
+    Write,
+}
+
 /// Why a connection must be reset.
 #[derive(Debug, Error)]
 pub enum ConnError {
@@ -81,8 +93,8 @@ pub struct Connection {
     pub deadline: Option<Instant>,
     /// The stream is in the device's read set.
     pub in_read_set: bool,
-    /// The stream is in the device's write set.
-    pub in_write_set: bool,
+    /// How the stream is in the device's outer set.
+    pub outer: Outer,
 }
 
 impl Connection {
@@ -108,7 +120,7 @@ impl Connection {
             credit_update_queued: false,
             deadline: None,
             in_read_set: false,
-            in_write_set: false,
+            outer: Outer::Absent,
         }
     }
 
@@ -140,6 +152,30 @@ impl Connection {
     /// Whether bytes wait for the host stream.
     pub fn wants_write(&self) -> bool {
         !self.to_host.is_empty()
+    }
+
+    /// Whether the device must watch the stream for a full hang-up of its host peer
+    /// (EPOLLHUP: the peer closed its end or shut down both directions), the only way
+    /// it would learn of it: the stream is not read ([`Self::wants_read`] false: no
+    /// credit, the guest shut its receive side, or not yet established). Not once
+    /// the stream ended for the device: a closing connection read the host's EOF
+    /// (nothing is left to learn) or has only the guest's last bytes to flush (under
+    /// EPOLLOUT, which reports a hang-up too); and after the device shut the
+    /// stream's write side a peer's `shutdown(SHUT_WR)` alone gives EPOLLHUP, so a
+    /// hang-up means no more than the EOF that reading the stream reports.
+    pub fn watches_hangup(&self) -> bool {
+        self.state != ConnState::Closing && !self.host_write_shut && !self.wants_read()
+    }
+
+    /// How the stream should be in the outer set now.
+    pub fn wanted_outer(&self) -> Outer {
+        if self.wants_write() {
+            Outer::Write
+        } else if self.watches_hangup() {
+            Outer::HangUp
+        } else {
+            Outer::Absent
+        }
     }
 
     /// Whether the guest's credit ran out and it has not been asked for more yet.

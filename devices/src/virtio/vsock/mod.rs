@@ -25,7 +25,10 @@
 //! an epoll set owned by the device, holding the listener, a timer and every stream
 //! with exactly the interest the device has in it right now (see [`muxer`]). A stream
 //! whose data the guest cannot take leaves the set's read interest, so the event
-//! loop never spins on it.
+//! loop never spins on it; it stays watched for a full hang-up of its host peer
+//! (EPOLLHUP, reported even with interest 0), which resets the connection (a RST to
+//! the guest) and closes the stream, so the guest learns that a host process that
+//! closed or died is gone even when it was not reading.
 //!
 //! Limits, so that neither a guest nor host processes can make the device grow
 //! without bound: [`MAX_CONNECTIONS`] connections, [`MAX_PENDING_STREAMS`] host
@@ -62,6 +65,8 @@ mod unix;
 
 #[cfg(test)]
 mod device_tests;
+#[cfg(test)]
+mod hangup_tests;
 #[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]
