@@ -42,12 +42,13 @@ use vmm_sys_util::timerfd::TimerFd;
 use super::connection::{ConnState, Connection, Outer};
 use super::metrics::VsockMetrics;
 use super::packet::{op, Header, SHUTDOWN_BOTH, TYPE_STREAM};
-use super::unix::{bind_listener, parse_connect, set_nonblocking};
+use super::unix::{bind_listener, parse_connect};
 use super::{
     Error, VsockConfig, CLOSE_TIMEOUT_MS, HOST_CID, MAX_CONNECTIONS, MAX_CONNECT_LINE,
     MAX_CONTROL_BACKLOG, MAX_GUEST_CID, MAX_PENDING_STREAMS, MIN_GUEST_CID,
 };
 use crate::ratelimit::log_ratelimited;
+use crate::set_nonblocking;
 use crate::virtio::add_to_counter;
 
 /// Outer-set token of the listener.
