@@ -28,7 +28,9 @@ pub enum ConnState {
     Established,
     /// Going away: the host stream ended (a SHUTDOWN was sent, the guest's RST is
     /// awaited) or the guest shut down (buffered data still goes to the host). Ends
-    /// at the connection's deadline at the latest.
+    /// at the connection's deadline at the latest, unless guest data still waits
+    /// for the host stream: the host decides how fast it reads, and if it goes away
+    /// the hang-up watch ends the connection.
     Closing,
 }
 
@@ -91,6 +93,7 @@ pub struct Connection {
     pub credit_update_queued: bool,
     /// When a closing connection is reset at the latest.
     pub deadline: Option<Instant>,
+
     /// The stream is in the device's read set.
     pub in_read_set: bool,
     /// How the stream is in the device's outer set.
@@ -226,6 +229,7 @@ impl Connection {
                 Ok(0) => return Err(ConnError::Io(io::ErrorKind::WriteZero.into())),
                 Ok(n) => {
                     self.to_host.drain(..n);
+
                     let own = n.min(self.uncounted);
                     self.uncounted -= own;
                     // n - own <= CONN_BUF_ALLOC.

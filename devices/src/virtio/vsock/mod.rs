@@ -35,7 +35,9 @@
 //! streams still sending their `CONNECT` line, [`MAX_CONTROL_BACKLOG`] control
 //! packets before the txq waits, [`CONN_BUF_ALLOC`] buffered bytes per connection.
 //! A connection that is closing, a `CONNECT` line or a host-initiated REQUEST that
-//! does not finish within [`CLOSE_TIMEOUT_MS`] is dropped (a RST to the guest).
+//! does not finish within [`CLOSE_TIMEOUT_MS`] is dropped (a RST to the guest),
+//! except a closing connection whose guest data still waits for its host stream:
+//! that one lasts while the host reads, however slowly, and ends when it hangs up.
 //!
 //! System calls on the VMM thread once the device exists (for its seccomp filter):
 //! `epoll_wait` and `epoll_ctl` (its two epoll sets), `accept4` and `ioctl(FIONBIO)`

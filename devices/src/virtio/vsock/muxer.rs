@@ -606,12 +606,22 @@ impl Muxer {
         // A deadline a moment away counts as reached: the timer may fire a little
         // early against `Instant`, and a 1 ms re-arm for it would be wasted.
         let now = Instant::now() + Duration::from_millis(1);
-        let expired: Vec<u64> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.deadline.is_some_and(|d| d <= now))
-            .map(|(&id, _)| id)
-            .collect();
+        let timeout = self.close_timeout;
+        let mut expired = Vec::new();
+        for (&id, conn) in &mut self.conns {
+            if !conn.deadline.is_some_and(|d| d <= now) {
+                continue;
+            }
+            // Guest data still waits for the host stream: the host reads at its own
+            // pace (a Unix socket only turns writable again once it drained most
+            // of its buffer), and a host that goes away hangs up, which ends the
+            // connection. Look again a timeout later.
+            if conn.wants_write() {
+                conn.deadline = Some(now + timeout);
+            } else {
+                expired.push(id);
+            }
+        }
         for id in expired {
             add_to_counter(&self.metrics.conns_timed_out, 1);
             self.kill(id, true);
