@@ -609,7 +609,7 @@ impl Muxer {
         let timeout = self.close_timeout;
         let mut expired = Vec::new();
         for (&id, conn) in &mut self.conns {
-            if !conn.deadline.is_some_and(|d| d <= now) {
+            if conn.deadline.is_none_or(|d| d > now) {
                 continue;
             }
             // Guest data still waits for the host stream: the host reads at its own
