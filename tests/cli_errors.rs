@@ -425,3 +425,41 @@ fn vsock_socket_in_use_is_refused_and_a_stale_one_replaced() {
     second.wait_exit(TIMEOUT);
     assert!(!uds.exists(), "{}", second.stderr.text());
 }
+
+#[test]
+fn exec_on_a_vm_not_started_or_without_vsock_says_what_to_do() {
+    let dir = scratch_dir("execstate");
+    let kernel = write_file(&dir, "idle.elf", &tiny_elf(&asm::idle_forever()));
+    let api = dir.join("api.sock");
+    let spec = format!("cid=3,path={}", dir.join("v.sock").display());
+    let api_arg = api.to_str().unwrap();
+    let vm = common::Cabin::spawn(&[
+        "run",
+        "--kernel",
+        &kernel,
+        "--vsock",
+        &spec,
+        "--api-sock",
+        api_arg,
+    ]);
+    common::wait_for_socket(&api, &vm);
+    let exec = ["exec", "--api-sock", api_arg, "--", "true"];
+    let (status, _, stderr) = run_cabin(&exec, TIMEOUT);
+    assert_eq!(status.code(), Some(255), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        format!("cabin exec: the VM of cabin at {api_arg} is Not started; start it first: cabin ctl --api-sock {api_arg} start")
+    );
+    drop(vm);
+    // The same VM without --vsock.
+    let _ = std::fs::remove_file(&api);
+    let vm = common::Cabin::spawn(&["run", "--kernel", &kernel, "--api-sock", api_arg]);
+    common::wait_for_socket(&api, &vm);
+    let (status, _, stderr) = run_cabin(&exec, TIMEOUT);
+    assert_eq!(status.code(), Some(255), "{stderr}");
+    assert!(
+        stderr.contains("has no vsock device; start cabin with --vsock"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}

@@ -10,8 +10,10 @@
 //! through ACPI, from `systemctl poweroff` on the serial console's autologin
 //! shell or from the power button (`cabin ctl shutdown`, which the `button`
 //! module reports and systemd-logind acts on); cabin, with its seccomp filters
-//! on, exits 0. Run through `make test` (native KVM or the sandbox), with
-//! `--ignored`.
+//! on, exits 0. Before the power button, `cabin exec` reaches the image's
+//! cabin-agent.service over the vsock the config file gives (Debian's kernel
+//! loads its vsock transport as a module). Run through `make test` (native KVM or
+//! the sandbox), with `--ignored`.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -128,6 +130,7 @@ fn debian_kernel_powers_off_on_the_power_button_with_status_0() {
             "is_root_device": true,
             "is_read_only": false,
         }],
+        "vsock": { "guest_cid": 3, "uds_path": dir.join("v.sock") },
     });
     let config_path = dir.join("vm.json");
     std::fs::write(&config_path, config.to_string()).unwrap();
@@ -139,6 +142,32 @@ fn debian_kernel_powers_off_on_the_power_button_with_status_0() {
         sock.to_str().unwrap(),
     ]);
     expect_multi_user(&cabin);
+
+    let exec = std::process::Command::new(common::cabin_bin())
+        .args([
+            "exec",
+            "--api-sock",
+            sock.to_str().unwrap(),
+            "--timeout",
+            "120",
+            "--",
+        ])
+        .args([
+            "sh",
+            "-c",
+            "systemctl is-active cabin-agent; cat /etc/debian_version",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&exec.stdout);
+    assert!(
+        exec.status.success() && stdout.starts_with("active\n12."),
+        "cabin exec in Debian: {:?}\n{stdout}\n{}\n{}",
+        exec.status,
+        String::from_utf8_lossy(&exec.stderr),
+        cabin.stderr.text()
+    );
 
     let out = ctl(&sock, &["shutdown", "--timeout", "600"]);
     let status = cabin.wait_exit(POWEROFF_TIMEOUT);

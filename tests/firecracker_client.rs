@@ -1,8 +1,9 @@
 //! cabin driven the way a Firecracker client drives Firecracker: logger and metrics
-//! first, then machine (with `track_dirty_pages`), boot source, drives, network and
-//! entropy, InstanceStart, FlushMetrics, pause, resume, Ctrl-Alt-Del, all on one
-//! pooled keep-alive connection. Checks the log file, the metrics lines, the guest's
-//! `/dev/hwrng`, and a disk rate limiter measured from inside the guest.
+//! first, then machine (with `track_dirty_pages`), boot source, drives, network,
+//! entropy and vsock, InstanceStart, FlushMetrics, pause, resume, Ctrl-Alt-Del, all
+//! on one pooled keep-alive connection. Checks the log file, the metrics lines, the
+//! guest's `/dev/hwrng`, the hybrid vsock handshake (`CONNECT`/`OK`) to the image's
+//! agent, and a disk rate limiter measured from inside the guest.
 //! Run through `make test` (native KVM or the sandbox), with `--ignored`.
 
 #[path = "common/mod.rs"]
@@ -174,6 +175,12 @@ fn firecracker_client_flow_configures_boots_and_measures() {
         "/entropy",
         json!({"rate_limiter": {"bandwidth": {"size": 65536, "refill_time": 100}}}),
     );
+    let uds = dir.join("v.sock");
+    client.ok(
+        "PUT",
+        "/vsock",
+        json!({"vsock_id": "vsock0", "guest_cid": 3, "uds_path": uds}),
+    );
     let (status, config) = client.send("GET", "/vm/config", None);
     assert_eq!(status, 200, "{config}");
     let config: Value = serde_json::from_str(&config).unwrap();
@@ -181,6 +188,7 @@ fn firecracker_client_flow_configures_boots_and_measures() {
     assert_eq!(config["drives"][0]["cache_type"], "Writeback");
     assert_eq!(config["network-interfaces"][0]["mtu"], 1400);
     assert!(config["entropy"]["rate_limiter"].is_object(), "{config}");
+    assert_eq!(config["vsock"], json!({"guest_cid": 3, "uds_path": uds}));
     client.ok("PUT", "/actions", json!({"action_type": "InstanceStart"}));
 
     // The guest's tty writes CR LF: match the number alone.
@@ -189,6 +197,23 @@ fn firecracker_client_flow_configures_boots_and_measures() {
     assert!(console.contains("HWRNG-BYTES=64"), "{console}");
     assert!(console.contains("MAC=06:00:ac:10:00:02"), "{console}");
     assert!(console.contains("MTU=1400"), "{console}");
+    // The hybrid vsock handshake as Firecracker's clients speak it, to the port the
+    // image's cabin-agent listens on (its init starts it before the script).
+    let mut vsock = UnixStream::connect(&uds).unwrap();
+    vsock.set_read_timeout(Some(BOOT_TIMEOUT)).unwrap();
+    vsock.write_all(b"CONNECT 10789\n").unwrap();
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.last() != Some(&b'\n') {
+        assert_eq!(vsock.read(&mut byte).unwrap(), 1, "{line:?}");
+        line.push(byte[0]);
+    }
+    let line = String::from_utf8(line).unwrap();
+    let port = line
+        .strip_prefix("OK ")
+        .and_then(|p| p.trim_end().parse::<u32>().ok());
+    assert!(port.is_some(), "{line:?}");
+    drop(vsock);
     client.ok("PUT", "/actions", json!({"action_type": "FlushMetrics"}));
     client.ok(
         "PATCH",
@@ -246,6 +271,7 @@ fn firecracker_client_flow_configures_boots_and_measures() {
         "PUT /machine-config: 204",
         "PUT /drives/rootfs: 204",
         "PUT /entropy: 204",
+        "PUT /vsock: 204",
         "PUT /actions: 204",
         "PATCH /vm: 204",
         "PUT /snapshot/create: 204",
@@ -268,6 +294,7 @@ fn firecracker_client_flow_configures_boots_and_measures() {
     );
     assert!(total(&lines, "block_rootfs", "read_count") > 0, "{text}");
     assert!(total(&lines, "entropy", "entropy_bytes") >= 64, "{text}");
+    assert!(total(&lines, "vsock", "conns_added") >= 1, "{text}");
     assert!(total(&lines, "vcpu", "exit_io_out") > 0, "{text}");
 }
 

@@ -187,8 +187,11 @@ fn exec_gives_stdout_stderr_and_exit_status_exactly() {
     );
     assert!(stderr.contains("No such file or directory"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    let out = guest.exec(&["/etc/passwd"], b"");
+    guest.exec_ok("echo data > /tmp/plain");
+    let out = guest.exec(&["/tmp/plain"], b"");
     assert_eq!(out.status.code(), Some(126), "{}", describe(&out, &guest));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/tmp/plain: Permission denied"), "{stderr}");
     guest.assert_alive();
 }
 
@@ -268,15 +271,25 @@ fn exec_runs_32_commands_at_once() {
     guest.assert_alive();
 }
 
-/// Starts `cabin exec -- sh -c SCRIPT` and waits for its first output line.
-fn start_exec(guest: &Guest, script: &str, first: &str) -> (Child, std::process::ChildStdout) {
+/// Starts `cabin exec -- sh -c SCRIPT`, feeding it `stdin` from a thread, and waits
+/// for its first output line.
+fn start_exec(
+    guest: &Guest,
+    script: &str,
+    first: &str,
+    stdin: Vec<u8>,
+) -> (Child, std::process::ChildStdout) {
     let mut child = guest
         .command("exec", &["--", "sh", "-c", script])
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
     let mut stdout = child.stdout.take().unwrap();
     let mut seen = Vec::new();
     let mut byte = [0u8; 1];
@@ -297,7 +310,8 @@ fn start_exec(guest: &Guest, script: &str, first: &str) -> (Child, std::process:
 #[ignore = "boots a Linux guest: make test (or the sandbox) runs it"]
 fn the_agent_killed_mid_command_is_reported_and_cabin_survives() {
     let guest = Guest::boot("exec-agent-killed");
-    let (mut child, _stdout) = start_exec(&guest, "echo started; sleep 1000", "started\n");
+    let (mut child, _stdout) =
+        start_exec(&guest, "echo started; sleep 1000", "started\n", Vec::new());
     // Killing the agent also ends this exec's own connection: its result is moot.
     let _ = guest.exec(&["killall", "-KILL", "cabin-agent"], b"");
     let mut stderr = String::new();
@@ -337,24 +351,30 @@ fn the_agent_killed_mid_command_is_reported_and_cabin_survives() {
 #[ignore = "boots a Linux guest: make test (or the sandbox) runs it"]
 fn the_host_side_closing_mid_stream_ends_the_command() {
     let guest = Guest::boot("exec-host-closes");
-    // A command streaming as fast as it can; its client is killed mid-stream.
-    let (mut child, stdout) = start_exec(
-        &guest,
-        "echo $$ >/tmp/streamer.pid; echo started; while :; do echo yyyyyyyyyyyyyyyyyyyyyyyy; done",
-        "started\n",
-    );
-    child.kill().unwrap();
-    child.wait().unwrap();
-    drop(stdout);
-    // The agent kills the orphaned command; poll the guest until it is gone.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let state = guest
-            .exec_ok("kill -0 $(cat /tmp/streamer.pid) 2>/dev/null && echo alive || echo gone");
-        if state == "gone\n" {
-            break;
+    // A command streaming as fast as it can, and one that never reads the 8 MiB
+    // its client sends (the guest's socket fills up, the device stops reading the
+    // client for want of credit): each client is killed mid-stream.
+    let cases = [
+        (
+            "streamer",
+            "while :; do echo yyyyyyyyyyyyyyyyyyyyyyyy; done",
+            Vec::new(),
+        ),
+        ("sleeper", "exec sleep 1000", vec![0x5a; 8 << 20]),
+    ];
+    for (name, body, stdin) in cases {
+        let script = format!("echo $$ >/tmp/{name}.pid; echo started; {body}");
+        let (mut child, stdout) = start_exec(&guest, &script, "started\n", stdin);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        drop(stdout);
+        // The agent kills the orphaned command; ask the guest until it is gone.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let probe =
+            format!("kill -0 $(cat /tmp/{name}.pid) 2>/dev/null && echo alive || echo gone");
+        while guest.exec_ok(&probe) != "gone\n" {
+            assert!(Instant::now() < deadline, "the {name} outlived its client");
         }
-        assert!(Instant::now() < deadline, "the command outlived its client");
     }
 
     // Raw host connections that go away at every step: before CONNECT, after half

@@ -24,3 +24,21 @@ pub mod virtio;
 pub type GuestMemoryMmap = vm_memory::GuestMemoryMmap<vm_memory::bitmap::AtomicBitmap>;
 /// One region of [`GuestMemoryMmap`].
 pub type GuestRegionMmap = vm_memory::GuestRegionMmap<vm_memory::bitmap::AtomicBitmap>;
+
+/// Sets O_NONBLOCK on `fd` (a timerfd, whose crate creates it blocking), so a
+/// stale readiness never blocks the event loop.
+pub(crate) fn set_nonblocking(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    // SAFETY: F_GETFL only reads the status flags of `fd`, an open descriptor the
+    // caller owns; no memory is passed.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: F_SETFL changes only the status flags of the same owned `fd`; no
+    // memory is passed.
+    let ret = unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

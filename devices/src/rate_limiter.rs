@@ -21,6 +21,7 @@
 //! The timerfd is created by [`RateLimiter::new`] and never replaced: the VMM
 //! thread's seccomp filter does not allow creating descriptors after start.
 
+use crate::set_nonblocking;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -343,23 +344,6 @@ impl RateLimiter {
             self.blocked = false;
         }
     }
-}
-
-/// Sets O_NONBLOCK on `fd`, so a stale event never blocks the event loop.
-fn set_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: F_GETFL only reads the flags of `fd`, a descriptor the caller owns
-    // (the timerfd just created); no memory is passed.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: F_SETFL changes only the status flags of the same owned `fd`; no
-    // memory is passed.
-    let ret = unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -118,6 +118,14 @@ pub enum ExecError {
     /// The configuration has no vsock.
     #[error("the VM of cabin at {0} has no vsock device")]
     NoVsock(PathBuf),
+    /// The VM is not running (not started yet, or paused): no agent can answer.
+    #[error("the VM of cabin at {path} is {state}")]
+    NotRunning {
+        /// The API socket.
+        path: PathBuf,
+        /// Its state as `GET /` says it (`Not started`, `Paused`).
+        state: String,
+    },
     /// Nothing answered on the agent's port in time.
     #[error("no agent answered on vsock port {port} within {secs} s (last try: {last})")]
     NoAgent {
@@ -182,6 +190,12 @@ impl ExecError {
                 "start cabin with --vsock cid=3,path=PATH, or PUT /vsock before InstanceStart"
                     .into(),
             ),
+            ExecError::NotRunning { path, state } => Some(format!(
+                "{} it first: cabin ctl --api-sock {} {}",
+                if state == "Paused" { "resume" } else { "start" },
+                path.display(),
+                if state == "Paused" { "resume" } else { "start" },
+            )),
             ExecError::NoAgent { .. } => Some("is cabin-agent running in the guest?".into()),
             ExecError::Closed => Some("the agent or the guest stopped mid-command".into()),
             ExecError::CopyClosed => Some("the agent or the guest stopped mid-copy".into()),
@@ -222,14 +236,34 @@ pub fn vsock_uds_path(api_sock: &Path) -> Result<PathBuf, ExecError> {
     }
     let config: serde_json::Value = serde_json::from_slice(&answer.body)
         .map_err(|e| config_error(format!("its answer is not JSON: {e}")))?;
-    match config.get("vsock") {
-        None | Some(serde_json::Value::Null) => Err(ExecError::NoVsock(api_sock.to_owned())),
+    let uds = match config.get("vsock") {
+        None | Some(serde_json::Value::Null) => {
+            return Err(ExecError::NoVsock(api_sock.to_owned()))
+        }
         Some(vsock) => vsock
             .get("uds_path")
             .and_then(serde_json::Value::as_str)
             .filter(|path| !path.is_empty())
             .map(PathBuf::from)
-            .ok_or_else(|| config_error("its vsock has no uds_path".into())),
+            .ok_or_else(|| config_error("its vsock has no uds_path".into()))?,
+    };
+    check_running(api_sock)?;
+    Ok(uds)
+}
+
+/// Refuses a VM that is not started or is paused (`GET /`'s `state`), where no
+/// agent could answer; any other answer lets the connection attempts decide.
+fn check_running(api_sock: &Path) -> Result<(), ExecError> {
+    let Ok(answer) = client::send_request(api_sock, "GET", "/", None) else {
+        return Ok(());
+    };
+    let info: serde_json::Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+    match info.get("state").and_then(serde_json::Value::as_str) {
+        Some(state @ ("Not started" | "Paused")) => Err(ExecError::NotRunning {
+            path: api_sock.to_owned(),
+            state: state.to_owned(),
+        }),
+        _ => Ok(()),
     }
 }
 

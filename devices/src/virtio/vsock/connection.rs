@@ -28,8 +28,22 @@ pub enum ConnState {
     Established,
     /// Going away: the host stream ended (a SHUTDOWN was sent, the guest's RST is
     /// awaited) or the guest shut down (buffered data still goes to the host). Ends
-    /// at the connection's deadline at the latest.
+    /// at the connection's deadline at the latest, unless guest data still waits
+    /// for the host stream: the host decides how fast it reads, and if it goes away
+    /// the hang-up watch ends the connection.
     Closing,
+}
+
+/// How a connection's stream is in the device's outer epoll set (see [`super::muxer`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outer {
+    /// Not in it: the stream is read (the inner set reports its end as EOF), or its
+    /// hang-up would tell nothing new (see [`Connection::watches_hangup`]).
+    Absent,
+    /// With interest 0: only a full hang-up (EPOLLHUP) or an error (EPOLLERR).
+    HangUp,
+    /// EPOLLOUT: bytes wait for the stream (a hang-up or error is reported too).
+    Write,
 }
 
 /// Why a connection must be reset.
@@ -79,10 +93,11 @@ pub struct Connection {
     pub credit_update_queued: bool,
     /// When a closing connection is reset at the latest.
     pub deadline: Option<Instant>,
+
     /// The stream is in the device's read set.
     pub in_read_set: bool,
-    /// The stream is in the device's write set.
-    pub in_write_set: bool,
+    /// How the stream is in the device's outer set.
+    pub outer: Outer,
 }
 
 impl Connection {
@@ -108,7 +123,7 @@ impl Connection {
             credit_update_queued: false,
             deadline: None,
             in_read_set: false,
-            in_write_set: false,
+            outer: Outer::Absent,
         }
     }
 
@@ -140,6 +155,30 @@ impl Connection {
     /// Whether bytes wait for the host stream.
     pub fn wants_write(&self) -> bool {
         !self.to_host.is_empty()
+    }
+
+    /// Whether the device must watch the stream for a full hang-up of its host peer
+    /// (EPOLLHUP: the peer closed its end or shut down both directions), the only way
+    /// it would learn of it: the stream is not read ([`Self::wants_read`] false: no
+    /// credit, the guest shut its receive side, or not yet established). Not once
+    /// the stream ended for the device: a closing connection read the host's EOF
+    /// (nothing is left to learn) or has only the guest's last bytes to flush (under
+    /// EPOLLOUT, which reports a hang-up too); and after the device shut the
+    /// stream's write side a peer's `shutdown(SHUT_WR)` alone gives EPOLLHUP, so a
+    /// hang-up means no more than the EOF that reading the stream reports.
+    pub fn watches_hangup(&self) -> bool {
+        self.state != ConnState::Closing && !self.host_write_shut && !self.wants_read()
+    }
+
+    /// How the stream should be in the outer set now.
+    pub fn wanted_outer(&self) -> Outer {
+        if self.wants_write() {
+            Outer::Write
+        } else if self.watches_hangup() {
+            Outer::HangUp
+        } else {
+            Outer::Absent
+        }
     }
 
     /// Whether the guest's credit ran out and it has not been asked for more yet.
@@ -190,6 +229,7 @@ impl Connection {
                 Ok(0) => return Err(ConnError::Io(io::ErrorKind::WriteZero.into())),
                 Ok(n) => {
                     self.to_host.drain(..n);
+
                     let own = n.min(self.uncounted);
                     self.uncounted -= own;
                     // n - own <= CONN_BUF_ALLOC.

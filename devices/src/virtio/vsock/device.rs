@@ -397,7 +397,7 @@ impl VirtioDevice for Vsock {
                 Ready::Listener => self.muxer.accept(),
                 Ready::Timer => self.muxer.timer_fired(),
                 Ready::Readers => {}
-                Ready::Stream(id) => self.muxer.stream_ready(id),
+                Ready::Stream { id, hung_up } => self.muxer.stream_ready(id, hung_up),
             }
         }
         self.run();

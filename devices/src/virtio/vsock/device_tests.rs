@@ -471,6 +471,43 @@ fn guest_shutdown_host_sees_buffered_data_then_eof_and_guest_rst() {
 }
 
 #[test]
+fn guest_shutdown_slow_host_reader_still_gets_everything() {
+    let mem = memory();
+    let mut h = Harness::new(&mem);
+    let (mut stream, req) = h.established();
+    h.rx_packets();
+    // The host takes 8 KiB every 25 ms: far longer than the close timeout in all,
+    // but never a whole timeout without progress.
+    h.vsock.muxer.close_timeout = Duration::from_millis(30);
+    let rw = guest_header(GUEST_PORT, req.src_port, op::RW);
+    let chunk = vec![0xa5u8; 60 << 10];
+    for _ in 0..4 {
+        h.send(&rw, &chunk);
+    }
+    let mut shutdown = guest_header(GUEST_PORT, req.src_port, op::SHUTDOWN);
+    shutdown.flags = SHUTDOWN_BOTH;
+    h.send(&shutdown, &[]);
+
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 8 << 10];
+    stream.set_nonblocking(true).unwrap();
+    for _ in 0..400 {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => panic!("{e}"),
+        }
+        h.pump(25);
+    }
+
+    assert_eq!(got.len(), 4 * chunk.len());
+    let m = h.vsock.metrics();
+    assert_eq!(m.conns_timed_out.load(Ordering::Relaxed), 0);
+    assert!(h.vsock.muxer.conns.is_empty());
+}
+
+#[test]
 fn idle_device_fd_not_readable() {
     let mem = memory();
     let mut h = Harness::new(&mem);

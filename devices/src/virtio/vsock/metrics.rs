@@ -25,6 +25,10 @@ pub struct VsockMetrics {
     /// Connections refused: no host listener, too many connections, a bad or late
     /// `CONNECT` line, the device not running.
     pub conns_refused: AtomicU64,
+    /// Connections reset because the host process at the other end of their stream
+    /// went away (closed its end or was killed) while the device was not reading the
+    /// stream or had bytes waiting for it.
+    pub host_hangups: AtomicU64,
     /// Closing connections reset because the guest or host did not finish in time.
     pub conns_timed_out: AtomicU64,
     /// Guest packets that were malformed or broke the protocol.
@@ -49,6 +53,6 @@ mod tests {
 
         assert_eq!(json["rx_bytes"], 64);
         assert_eq!(json["rst_sent"], 0);
-        assert_eq!(json.as_object().unwrap().len(), 12);
+        assert_eq!(json.as_object().unwrap().len(), 13);
     }
 }

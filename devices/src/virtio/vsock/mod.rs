@@ -25,14 +25,19 @@
 //! an epoll set owned by the device, holding the listener, a timer and every stream
 //! with exactly the interest the device has in it right now (see [`muxer`]). A stream
 //! whose data the guest cannot take leaves the set's read interest, so the event
-//! loop never spins on it.
+//! loop never spins on it; it stays watched for a full hang-up of its host peer
+//! (EPOLLHUP, reported even with interest 0), which resets the connection (a RST to
+//! the guest) and closes the stream, so the guest learns that a host process that
+//! closed or died is gone even when it was not reading.
 //!
 //! Limits, so that neither a guest nor host processes can make the device grow
 //! without bound: [`MAX_CONNECTIONS`] connections, [`MAX_PENDING_STREAMS`] host
 //! streams still sending their `CONNECT` line, [`MAX_CONTROL_BACKLOG`] control
 //! packets before the txq waits, [`CONN_BUF_ALLOC`] buffered bytes per connection.
 //! A connection that is closing, a `CONNECT` line or a host-initiated REQUEST that
-//! does not finish within [`CLOSE_TIMEOUT_MS`] is dropped (a RST to the guest).
+//! does not finish within [`CLOSE_TIMEOUT_MS`] is dropped (a RST to the guest),
+//! except a closing connection whose guest data still waits for its host stream:
+//! that one lasts while the host reads, however slowly, and ends when it hangs up.
 //!
 //! System calls on the VMM thread once the device exists (for its seccomp filter):
 //! `epoll_wait` and `epoll_ctl` (its two epoll sets), `accept4` and `ioctl(FIONBIO)`
@@ -62,6 +67,8 @@ mod unix;
 
 #[cfg(test)]
 mod device_tests;
+#[cfg(test)]
+mod hangup_tests;
 #[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]

@@ -4,12 +4,27 @@
 //!
 //! Two epoll sets. The outer one (the fd the VMM watches) holds the listener, the
 //! close timer, every host stream still sending its `CONNECT` line, every connection
-//! with bytes waiting for its host stream (EPOLLOUT), and, while the rxq has buffers,
-//! the inner set. The inner set holds the connections the device wants to read
-//! (EPOLLIN): established, not shut down by the guest, with credit left. So the
-//! outer fd is readable exactly when the device has something to do, and a
-//! level-triggered watcher never spins on a stream the guest cannot take data from.
-//! A stream's fd leaves both sets when the connection ends and the fd is closed.
+//! with bytes waiting for its host stream (EPOLLOUT), every connection the device
+//! does not read but must hear of its host peer's end from (interest 0, see below),
+//! and, while the rxq has buffers, the inner set. The inner set holds the
+//! connections the device wants to read (EPOLLIN): established, not shut down by
+//! the guest, with credit left. So the outer fd is readable exactly when the device
+//! has something to do, and a level-triggered watcher never spins on a stream the
+//! guest cannot take data from. A stream's fd leaves both sets when the connection
+//! ends and the fd is closed.
+//!
+//! Host hang-ups. A stream that is read learns that its host peer ended by reading
+//! (EOF: a SHUTDOWN to the guest, or an error: a RST), as soon as the rxq has
+//! buffers (nothing could reach the guest before). Any other stream of a live
+//! connection ([`Connection::watches_hangup`]: no credit, the guest shut its receive
+//! side, not yet established) is in the outer set with interest 0, where epoll
+//! still reports EPOLLHUP and EPOLLERR. On a Unix stream socket EPOLLHUP means that
+//! both directions are shut: the peer closed its end (or was killed), while its
+//! `shutdown(SHUT_WR)` alone gives only EPOLLIN|EPOLLRDHUP, neither of which is
+//! asked for. So a reported hang-up (or error, also on a stream with EPOLLOUT
+//! interest: bytes for a peer that is gone) resets the connection: a RST to the
+//! guest, the stream closed, which takes it out of every set, so the level-triggered
+//! hang-up is reported once.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
@@ -24,15 +39,16 @@ use log::Level;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::timerfd::TimerFd;
 
-use super::connection::{ConnState, Connection};
+use super::connection::{ConnState, Connection, Outer};
 use super::metrics::VsockMetrics;
 use super::packet::{op, Header, SHUTDOWN_BOTH, TYPE_STREAM};
-use super::unix::{bind_listener, parse_connect, set_nonblocking};
+use super::unix::{bind_listener, parse_connect};
 use super::{
     Error, VsockConfig, CLOSE_TIMEOUT_MS, HOST_CID, MAX_CONNECTIONS, MAX_CONNECT_LINE,
     MAX_CONTROL_BACKLOG, MAX_GUEST_CID, MAX_PENDING_STREAMS, MIN_GUEST_CID,
 };
 use crate::ratelimit::log_ratelimited;
+use crate::set_nonblocking;
 use crate::virtio::add_to_counter;
 
 /// Outer-set token of the listener.
@@ -79,8 +95,14 @@ pub enum Ready {
     Timer,
     /// Some connection can be read (the device reads them when it has rx buffers).
     Readers,
-    /// A host stream (pending or connected) with this id.
-    Stream(u64),
+    /// A host stream (pending or connected) with this id; `hung_up` if epoll
+    /// reported EPOLLHUP or EPOLLERR for it.
+    Stream {
+        /// The stream's id.
+        id: u64,
+        /// The host peer is gone (or the stream failed).
+        hung_up: bool,
+    },
 }
 
 /// The listener, the streams and everything waiting for the guest.
@@ -187,7 +209,12 @@ impl Muxer {
                 LISTENER_TAG => Ready::Listener,
                 TIMER_TAG => Ready::Timer,
                 READERS_TAG => Ready::Readers,
-                id => Ready::Stream(id),
+                id => Ready::Stream {
+                    id,
+                    hung_up: ev
+                        .event_set()
+                        .intersects(EventSet::HANG_UP | EventSet::ERROR),
+                },
             })
             .collect()
     }
@@ -297,12 +324,29 @@ impl Muxer {
         }
     }
 
-    /// A stream the outer set reported: reads a pending `CONNECT` line, or flushes
-    /// a connection's buffered bytes.
-    pub fn stream_ready(&mut self, id: u64) {
+    /// A stream the outer set reported: reads a pending `CONNECT` line, resets a
+    /// connection whose host peer hung up (`hung_up`), or flushes a connection's
+    /// buffered bytes.
+    pub fn stream_ready(&mut self, id: u64, hung_up: bool) {
         if self.pending.contains_key(&id) {
+            // A hang-up shows as EOF (or an error) there: the stream is dropped.
             self.read_connect_line(id);
         } else if let Some(conn) = self.conns.get_mut(&id) {
+            if hung_up && conn.outer != Outer::Absent {
+                // Only a stream the device does not read, or one with bytes waiting
+                // for it, is in the outer set: either way its peer is gone (a peer's
+                // SHUT_WR alone is no EPOLLHUP), nothing more reaches it and the
+                // guest would not learn otherwise. Reset before any flush: the
+                // buffered bytes have nowhere to go.
+                log_ratelimited!(
+                    Level::Debug,
+                    "virtio-vsock: host stream of port {} hung up; resetting",
+                    conn.local_port
+                );
+                add_to_counter(&self.metrics.host_hangups, 1);
+                self.kill(id, true);
+                return;
+            }
             if let Err(e) = conn.flush() {
                 log_ratelimited!(Level::Debug, "virtio-vsock: host stream: {e}");
                 self.kill(id, true);
@@ -359,6 +403,8 @@ impl Muxer {
         self.insert(id, conn);
         self.arm_timer();
         self.push(local_port, peer_port, op::REQUEST, 0);
+        // Watched for a hang-up while the guest has not answered.
+        self.sync(id);
     }
 
     /// A fresh stream id.
@@ -492,9 +538,10 @@ impl Muxer {
             conn.in_read_set = want_read;
         }
         let want_write = conn.wants_write();
-        if want_write != conn.in_write_set {
-            failed |= interest(&self.outer, fd, want_write, EventSet::OUT, id).is_err();
-            conn.in_write_set = want_write;
+        let want_outer = conn.wanted_outer();
+        if want_outer != conn.outer {
+            failed |= outer_interest(&self.outer, fd, conn.outer, want_outer, id).is_err();
+            conn.outer = want_outer;
         }
         let (local, peer) = (conn.local_port, conn.peer_port);
         let finished = conn.state == ConnState::Closing
@@ -559,12 +606,22 @@ impl Muxer {
         // A deadline a moment away counts as reached: the timer may fire a little
         // early against `Instant`, and a 1 ms re-arm for it would be wasted.
         let now = Instant::now() + Duration::from_millis(1);
-        let expired: Vec<u64> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.deadline.is_some_and(|d| d <= now))
-            .map(|(&id, _)| id)
-            .collect();
+        let timeout = self.close_timeout;
+        let mut expired = Vec::new();
+        for (&id, conn) in &mut self.conns {
+            if conn.deadline.is_none_or(|d| d > now) {
+                continue;
+            }
+            // Guest data still waits for the host stream: the host reads at its own
+            // pace (a Unix socket only turns writable again once it drained most
+            // of its buffer), and a host that goes away hangs up, which ends the
+            // connection. Look again a timeout later.
+            if conn.wants_write() {
+                conn.deadline = Some(now + timeout);
+            } else {
+                expired.push(id);
+            }
+        }
         for id in expired {
             add_to_counter(&self.metrics.conns_timed_out, 1);
             self.kill(id, true);
@@ -632,6 +689,25 @@ fn host_header(guest_cid: u64, local_port: u32, peer_port: u32, op: u16) -> Head
         op,
         ..Header::default()
     }
+}
+
+/// Moves `fd` in the outer set from interest `from` to `to`.
+fn outer_interest(set: &Epoll, fd: RawFd, from: Outer, to: Outer, id: u64) -> io::Result<()> {
+    // Interest 0 for a hang-up: EPOLLHUP and EPOLLERR are always reported.
+    let events = if to == Outer::Write {
+        EventSet::OUT
+    } else {
+        EventSet::empty()
+    };
+    let result = match (from, to) {
+        (_, Outer::Absent) => set.ctl(ControlOperation::Delete, fd, EpollEvent::default()),
+        (Outer::Absent, _) => set.ctl(ControlOperation::Add, fd, EpollEvent::new(events, id)),
+        _ => set.ctl(ControlOperation::Modify, fd, EpollEvent::new(events, id)),
+    };
+    if let Err(e) = &result {
+        log_ratelimited!(Level::Error, "virtio-vsock: epoll_ctl: {e}");
+    }
+    result
 }
 
 /// Adds `fd` to `set` with `events`, or removes it.

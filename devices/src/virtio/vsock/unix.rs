@@ -2,7 +2,7 @@
 //! blocks, the `CONNECT` line.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -56,24 +56,6 @@ pub(crate) fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
         return Err(e);
     }
     Ok(UnixStream::from(owned))
-}
-
-/// Sets O_NONBLOCK on `fd` (the close timer), so a stale readiness never blocks
-/// the event loop.
-pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: F_GETFL only reads the status flags of `fd`, an open descriptor the
-    // caller owns; no memory is passed.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: F_SETFL changes only the status flags of the same owned `fd`; no
-    // memory is passed.
-    let ret = unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Binds and listens on `path` (nonblocking), replacing a stale socket nobody

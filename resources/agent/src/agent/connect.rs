@@ -5,7 +5,9 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
+
+use super::listen::{vsock_addr, vsock_socket};
 use std::thread;
 
 /// The host's context id.
@@ -13,20 +15,8 @@ const HOST_CID: u32 = 2;
 
 /// Connects to the host's `port`; the connection as a `File`.
 pub fn connect_host(port: u32) -> io::Result<File> {
-    // SAFETY: socket(2) takes no pointers; the descriptor it returns is checked and
-    // then owned by exactly one OwnedFd.
-    let fd = unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: sockaddr_vm is plain old data; all-zero is a valid value that the
-    // fields below complete.
-    let mut addr: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
-    addr.svm_family = libc::AF_VSOCK as libc::sa_family_t;
-    addr.svm_port = port;
-    addr.svm_cid = HOST_CID;
+    let fd = vsock_socket()?;
+    let addr = vsock_addr(HOST_CID, port);
     let len = std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t;
     // SAFETY: `addr` is a live, initialized sockaddr_vm and `len` is its exact size,
     // so connect reads only within it.

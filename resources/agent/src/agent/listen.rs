@@ -41,6 +41,29 @@ pub enum ListenError {
     },
 }
 
+/// A new AF_VSOCK stream socket (close-on-exec).
+pub(super) fn vsock_socket() -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) takes no pointers; the descriptor it returns is checked and
+    // then owned by exactly one OwnedFd.
+    let fd = unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The vsock address of `port` at context id `cid`.
+pub(super) fn vsock_addr(cid: u32, port: u32) -> libc::sockaddr_vm {
+    // SAFETY: sockaddr_vm is plain old data; all-zero is a valid value that the
+    // fields below complete.
+    let mut addr: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
+    addr.svm_family = libc::AF_VSOCK as libc::sa_family_t;
+    addr.svm_port = port;
+    addr.svm_cid = cid;
+    addr
+}
+
 /// A listening socket.
 #[derive(Debug)]
 pub enum Listener {
@@ -53,26 +76,13 @@ pub enum Listener {
 impl Listener {
     /// Listens on AF_VSOCK `port` for any CID.
     pub fn vsock(port: u32) -> Result<Listener, ListenError> {
-        // SAFETY: socket(2) takes no pointers; the descriptor it returns is checked
-        // and then owned by exactly one OwnedFd.
-        let fd = unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-        if fd < 0 {
-            let e = io::Error::last_os_error();
-            return Err(match e.raw_os_error() {
-                Some(libc::EAFNOSUPPORT | libc::EPROTONOSUPPORT | libc::ENODEV) => {
-                    ListenError::NoVsock(e)
-                }
-                _ => ListenError::Socket(e),
-            });
-        }
-        // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: sockaddr_vm is plain old data; all-zero is a valid value that the
-        // fields below complete.
-        let mut addr: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
-        addr.svm_family = libc::AF_VSOCK as libc::sa_family_t;
-        addr.svm_port = port;
-        addr.svm_cid = libc::VMADDR_CID_ANY;
+        let fd = vsock_socket().map_err(|e| match e.raw_os_error() {
+            Some(libc::EAFNOSUPPORT | libc::EPROTONOSUPPORT | libc::ENODEV) => {
+                ListenError::NoVsock(e)
+            }
+            _ => ListenError::Socket(e),
+        })?;
+        let addr = vsock_addr(libc::VMADDR_CID_ANY, port);
         let len = std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t;
         // SAFETY: `addr` is a live, initialized sockaddr_vm and `len` is its exact
         // size, so bind reads only within it.

@@ -45,23 +45,27 @@ enum Endpoint {
     Connect(u32),
 }
 
+/// A vsock port given after `option` (any u32 but VMADDR_PORT_ANY).
+fn parse_port(option: &str, value: OsString) -> Result<u32, (String, u8)> {
+    value
+        .to_str()
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|&p| p != u32::MAX)
+        .ok_or_else(|| {
+            (
+                format!("cabin-agent: {option} {value:?} is not a port number (0 to 4294967294)"),
+                EXIT_USAGE,
+            )
+        })
+}
+
 /// Parses the options; `Err` holds the line to print and the exit status.
 fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Endpoint, (String, u8)> {
     let mut endpoint = Endpoint::Vsock(PORT);
     let mut args = args.into_iter().peekable();
     if args.peek().and_then(|a| a.to_str()) == Some("connect") {
         args.next();
-        let value = args.next().unwrap_or_default();
-        let port = value
-            .to_str()
-            .and_then(|v| v.parse::<u32>().ok())
-            .filter(|&p| p != u32::MAX)
-            .ok_or_else(|| {
-                (
-                    format!("cabin-agent: connect {value:?}: give a port number (0 to 4294967294)"),
-                    EXIT_USAGE,
-                )
-            })?;
+        let port = parse_port("connect", args.next().unwrap_or_default())?;
         if let Some(extra) = args.next() {
             return Err((
                 format!("cabin-agent: unknown argument {extra:?} after connect PORT"),
@@ -73,18 +77,7 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Endpoint, (Str
     while let Some(arg) = args.next() {
         match arg.to_str() {
             Some("--port") => {
-                let value = args.next().unwrap_or_default();
-                let port = value
-                    .to_str()
-                    .and_then(|v| v.parse::<u32>().ok())
-                    .filter(|&p| p != u32::MAX)
-                    .ok_or_else(|| {
-                        (
-                            format!("cabin-agent: --port {value:?} is not a port number (0 to 4294967294)"),
-                            EXIT_USAGE,
-                        )
-                    })?;
-                endpoint = Endpoint::Vsock(port);
+                endpoint = Endpoint::Vsock(parse_port("--port", args.next().unwrap_or_default())?);
             }
             Some("--unix") => match args.next() {
                 Some(path) => endpoint = Endpoint::Unix(path),
@@ -290,7 +283,10 @@ mod tests {
         assert_eq!(parse(&["connect", "5000"]), Ok(Endpoint::Connect(5000)));
         let (text, status) = parse(&["connect", "x"]).unwrap_err();
         assert_eq!(status, 2);
-        assert!(text.contains("give a port number"), "{text}");
+        assert!(
+            text.contains("connect \"x\" is not a port number"),
+            "{text}"
+        );
         assert_eq!(parse(&["connect"]).unwrap_err().1, 2);
         assert_eq!(parse(&["connect", "1", "2"]).unwrap_err().1, 2);
     }
