@@ -435,15 +435,19 @@ fn guest_rst_host_sees_eof() {
     assert_eq!(stream.read(&mut [0u8; 4]).unwrap(), 0);
 }
 
-#[test]
-fn guest_shutdown_host_sees_buffered_data_then_eof_and_guest_rst() {
-    let mem = memory();
-    let mut h = Harness::new(&mem);
-    let (mut stream, req) = h.established();
-    h.rx_packets();
+/// The guest sends 4 x 60 KiB of `byte` (more than the host socket takes at once,
+/// so some waits in the device), then SHUTDOWN; the host reads `read_size` bytes
+/// at a time, pumping the device `pump_ms` between reads, until EOF. What it got.
+fn guest_data_then_shutdown(
+    h: &mut Harness<'_>,
+    stream: &mut UnixStream,
+    req: &Header,
+    byte: u8,
+    read_size: usize,
+    pump_ms: i32,
+) -> Vec<u8> {
     let rw = guest_header(GUEST_PORT, req.src_port, op::RW);
-    // More than the socket takes at once, so some waits in the device.
-    let chunk = vec![0x5au8; 60 << 10];
+    let chunk = vec![byte; 60 << 10];
     for _ in 0..4 {
         h.send(&rw, &chunk);
     }
@@ -452,18 +456,30 @@ fn guest_shutdown_host_sees_buffered_data_then_eof_and_guest_rst() {
     h.send(&shutdown, &[]);
 
     let mut got = Vec::new();
-    let mut buf = vec![0u8; 64 << 10];
+    let mut buf = vec![0u8; read_size];
     stream.set_nonblocking(true).unwrap();
-    for _ in 0..200 {
+    for _ in 0..400 {
         match stream.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => h.pump(20),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
             Err(e) => panic!("{e}"),
         }
+        h.pump(pump_ms);
     }
+    got
+}
 
-    assert_eq!(got.len(), 4 * chunk.len());
+#[test]
+fn guest_shutdown_host_sees_buffered_data_then_eof_and_guest_rst() {
+    let mem = memory();
+    let mut h = Harness::new(&mem);
+    let (mut stream, req) = h.established();
+    h.rx_packets();
+
+    let got = guest_data_then_shutdown(&mut h, &mut stream, &req, 0x5a, 64 << 10, 20);
+
+    assert_eq!(got.len(), 4 * (60 << 10));
     assert!(got.iter().all(|&b| b == 0x5a));
     let ops: Vec<u16> = h.rx_packets().iter().map(|(hdr, _)| hdr.op).collect();
     assert_eq!(ops.last(), Some(&op::RST));
@@ -476,32 +492,14 @@ fn guest_shutdown_slow_host_reader_still_gets_everything() {
     let mut h = Harness::new(&mem);
     let (mut stream, req) = h.established();
     h.rx_packets();
-    // The host takes 8 KiB every 25 ms: far longer than the close timeout in all,
-    // but never a whole timeout without progress.
+    // The host takes 8 KiB every 25 ms, far longer than the close timeout in all;
+    // the device cannot even see it progress (a Unix socket turns writable again
+    // only once most of its buffer is drained).
     h.vsock.muxer.close_timeout = Duration::from_millis(30);
-    let rw = guest_header(GUEST_PORT, req.src_port, op::RW);
-    let chunk = vec![0xa5u8; 60 << 10];
-    for _ in 0..4 {
-        h.send(&rw, &chunk);
-    }
-    let mut shutdown = guest_header(GUEST_PORT, req.src_port, op::SHUTDOWN);
-    shutdown.flags = SHUTDOWN_BOTH;
-    h.send(&shutdown, &[]);
 
-    let mut got = Vec::new();
-    let mut buf = vec![0u8; 8 << 10];
-    stream.set_nonblocking(true).unwrap();
-    for _ in 0..400 {
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-            Err(e) => panic!("{e}"),
-        }
-        h.pump(25);
-    }
+    let got = guest_data_then_shutdown(&mut h, &mut stream, &req, 0xa5, 8 << 10, 25);
 
-    assert_eq!(got.len(), 4 * chunk.len());
+    assert_eq!(got.len(), 4 * (60 << 10));
     let m = h.vsock.metrics();
     assert_eq!(m.conns_timed_out.load(Ordering::Relaxed), 0);
     assert!(h.vsock.muxer.conns.is_empty());
