@@ -52,17 +52,18 @@ fn run(args: RunArgs) -> i32 {
         eprintln!("cabin: --net with --restore takes only tap=NAME: the guest keeps the MAC it had in the snapshot");
         return EXIT_USAGE;
     }
-    let vsock_cid = args.vsock.as_ref().and_then(|vsock| vsock.cid);
-    match (&args.restore, &args.vsock) {
-        (Some(_), Some(_)) if vsock_cid.is_some() => {
-            eprintln!("cabin: --vsock with --restore takes only path=UDS: the guest keeps the context id it had in the snapshot");
-            return EXIT_USAGE;
+    if let Some(vsock) = &args.vsock {
+        match (args.restore.is_some(), vsock.cid.is_some()) {
+            (true, true) => {
+                eprintln!("cabin: --vsock with --restore takes only path=UDS: the guest keeps the context id it had in the snapshot");
+                return EXIT_USAGE;
+            }
+            (false, false) => {
+                eprintln!("cabin: --vsock needs cid=N, the guest's context id (3 or more): --vsock cid=3,path=UDS");
+                return EXIT_USAGE;
+            }
+            _ => {}
         }
-        (None, Some(_)) if vsock_cid.is_none() => {
-            eprintln!("cabin: --vsock needs cid=N, the guest's context id (3 or more): --vsock cid=3,path=UDS");
-            return EXIT_USAGE;
-        }
-        _ => {}
     }
     let restore = args.restore.as_ref().map(|dir| LoadPlan {
         snapshot_path: dir.join(snapshot::STATE_FILE),
