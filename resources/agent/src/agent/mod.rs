@@ -139,10 +139,13 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
     serve_forever(&listener)
 }
 
-/// Prints one line on stderr; unlike `eprintln!`, a broken stderr (init may give the
-/// agent a pipe nobody reads) is ignored instead of panicking.
+/// Prints one line on stderr; unlike `eprintln!`, a broken stderr (init may give
+/// the agent a pipe nobody reads) is ignored instead of panicking. The line and its
+/// newline go out in one write: started from init, the agent shares the console
+/// with whatever init runs next, and `writeln!` on the unbuffered stderr writes
+/// the text and the newline apart, so another line could land between them.
 fn say(line: &str) {
-    let _ = writeln!(io::stderr(), "{line}");
+    let _ = io::stderr().write_all(format!("{line}\n").as_bytes());
 }
 
 fn serve_forever(listener: &Listener) -> u8 {
